@@ -1,0 +1,7 @@
+"""Bijectors, one module per family (see DESIGN.md)."""
+from .coupling import AdditiveCoupling, AffineCoupling, alternating_mask, half_mask, nice, realnvp
+from .elementwise import ActNorm, ElementwiseAffine, LeakyReLU, Logit, Sigmoid
+from .linear import Linear, LULinear, Permutation
+
+__all__ = ["ElementwiseAffine", "ActNorm", "LeakyReLU", "Sigmoid", "Logit", "Permutation", "Linear",
+           "LULinear", "AdditiveCoupling", "AffineCoupling", "half_mask", "alternating_mask", "realnvp", "nice"]

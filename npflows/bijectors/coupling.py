@@ -1,0 +1,237 @@
+"""Coupling layers: NICE's additive coupling and RealNVP's affine coupling, with any binary mask.
+
+A binary ``mask`` splits the coordinates: where ``mask == 1`` they pass through unchanged (``x1``) and
+condition an MLP; where ``mask == 0`` they are transformed (``x2``) by a map whose parameters the MLP
+computes from ``x1``.
+"""
+import numpy as np
+
+from ..core.bijector import Bijector, zeros_logdet
+from ..core.compose import Sequential
+from ..nn.mlp import MLP
+from .elementwise import ActNorm, ElementwiseAffine
+
+
+def half_mask(dim, first=True):
+    """``[1]*ceil(D/2) + [0]*floor(D/2)`` (or its complement): the first half conditions the second."""
+    m = np.arange(dim) < (dim + 1) // 2
+    return (m if first else ~m).astype(np.int8)
+
+
+def alternating_mask(dim, even=True):
+    """``[1, 0, 1, 0, ...]`` (or its complement): even coordinates condition odd ones."""
+    m = np.arange(dim) % 2 == 0
+    return (m if even else ~m).astype(np.int8)
+
+
+def _as_index(idx):
+    """A slice when the indices are contiguous (a view, no copy), else the index array."""
+    if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+        return slice(int(idx[0]), int(idx[0] + idx.size))
+    return idx
+
+
+class _Coupling(Bijector):
+    """Shared structure: the mask, the split and merge of coordinates, and the conditioner MLP."""
+
+    n_params_per_dim = 1
+
+    def __init__(self, mask, hidden=(64, 64), activation="relu", zero_init=True):
+        mask = np.asarray(mask)
+        if mask.ndim != 1 or not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"{self.name}: mask must be a 1-D array of 0s and 1s, got {mask!r}")
+        mask = mask.astype(bool)
+        if mask.all() or not mask.any():
+            raise ValueError(f"{self.name}: mask must have both 1s (conditioning) and 0s (transformed)")
+        self.mask, self.dim = mask, mask.size
+        idx1, idx2 = np.flatnonzero(mask), np.flatnonzero(~mask)
+        self.d1, self.d2 = idx1.size, idx2.size
+        self._i1, self._i2 = _as_index(idx1), _as_index(idx2)
+        order = np.concatenate([idx1, idx2])
+        self._merge = None if np.array_equal(order, np.arange(self.dim)) else np.argsort(order)
+        self.net = MLP(self.d1, self.n_params_per_dim * self.d2, hidden, activation,
+                       zero_last=zero_init, prefix="net.")
+
+    def param_shapes(self):
+        return self.net.param_shapes()
+
+    def init(self, rng, x=None, dtype=np.float64):
+        return self.net.init(rng, dtype=x.dtype if x is not None else dtype)
+
+    def _split(self, x):
+        return x[:, self._i1], x[:, self._i2]
+
+    def _join(self, a, b, xp):
+        c = xp.concatenate([a, b], axis=1)
+        return c if self._merge is None else c[:, self._merge]
+
+    def __repr__(self):
+        return f"{self.name}(mask={self.mask.astype(int).tolist()}, net={self.net!r})"
+
+
+class AdditiveCoupling(_Coupling):
+    """NICE's additive coupling (Dinh et al. 2014, arXiv:1410.8516): :math:`y_1 = x_1`,
+    :math:`y_2 = x_2 + t(x_1)` with ``t`` an MLP.  Volume preserving.
+
+    Notes
+    -----
+    :math:`J = \\begin{pmatrix} I & 0 \\\\ \\partial t/\\partial x_1 & I\\end{pmatrix}` (in split order) is
+    unit triangular, so :math:`\\log|\\det J| = 0` exactly.  Backward: :math:`\\bar x_2 = \\bar y_2`,
+    :math:`\\bar t = \\bar y_2`, and :math:`\\bar x_1 = \\bar y_1 + \\bar t\\,\\partial t/\\partial x_1` from the
+    MLP's backward.  Inverse: :math:`x_2 = y_2 - t(y_1)`.
+    """
+
+    def _forward(self, params, x, xp):
+        x1, x2 = self._split(x)
+        t, nc = self.net.forward(params, x1, xp)
+        return self._join(x1, x2 + t, xp), zeros_logdet(x, xp), nc
+
+    def _inverse(self, params, y, xp):
+        y1, y2 = self._split(y)
+        t, _ = self.net.forward(params, y1, xp)
+        return self._join(y1, y2 - t, xp), zeros_logdet(y, xp)
+
+    def backward(self, params, dy, dlogdet, cache):
+        dy1, dy2 = self._split(dy)
+        dx1, grads = self.net.backward(params, dy2, cache)
+        return self._join(dy1 + dx1, dy2, np), grads
+
+
+# ----------------------------------------------------------------------------- scale parameterisations
+# Each maps the raw conditioner output r to the log-scale s(r) and gives ds/dr (None means 1).
+
+def _scale_exp(raw, xp, bound):
+    return raw
+
+
+def _dscale_exp(raw, logs, bound):
+    return None
+
+
+def _scale_tanh(raw, xp, bound):
+    return bound * xp.tanh(raw)
+
+
+def _dscale_tanh(raw, logs, bound):
+    th = logs / bound
+    return bound * (1.0 - th * th)
+
+
+def _scale_sigmoid(raw, xp, bound):
+    return xp.log(0.5 * (xp.tanh(0.5 * (raw + 2.0)) + 1.0) + 1e-3)
+
+
+def _dscale_sigmoid(raw, logs, bound):
+    sig = 0.5 * (np.tanh(0.5 * (raw + 2.0)) + 1.0)
+    return sig * (1.0 - sig) * np.exp(-logs)
+
+
+SCALES = {"exp": (_scale_exp, _dscale_exp), "tanh": (_scale_tanh, _dscale_tanh),
+          "sigmoid": (_scale_sigmoid, _dscale_sigmoid)}
+
+
+class AffineCoupling(_Coupling):
+    """RealNVP's affine coupling (Dinh et al. 2016, arXiv:1605.08803, eq. 4-6):
+    :math:`y_1 = x_1`, :math:`y_2 = x_2 \\odot e^{s} + t` with :math:`(r, t) = \\mathrm{MLP}(x_1)`.
+
+    Parameters
+    ----------
+    mask : array of 0/1, shape (D,)
+        1 = passes through and conditions, 0 = transformed.
+    hidden, activation : conditioner MLP widths and activation.
+    scale : {"exp", "tanh", "sigmoid"}
+        How the raw output r becomes the log-scale s:
+
+        * ``"exp"``: :math:`s = r` (RealNVP);
+        * ``"tanh"``: :math:`s = c\\tanh(r)`, bounded by :math:`c` = ``scale_bound`` (stabilises training);
+        * ``"sigmoid"``: :math:`e^{s} = \\sigma(r + 2) + 10^{-3}` (nflows' ``AffineCouplingTransform``).
+    zero_init : bool
+        Zero the MLP's last layer, so r = t = 0 at initialisation (the identity map for "exp" and "tanh").
+
+    Notes
+    -----
+    The MLP's output has ``2 * d2`` columns: ``[:, :d2]`` is r and ``[:, d2:]`` is t.
+    In split order :math:`J = \\begin{pmatrix} I & 0 \\\\ \\ast & \\mathrm{diag}(e^{s})\\end{pmatrix}`,
+    triangular, so :math:`\\log|\\det J| = \\sum_j s_j(x_1)` per sample.
+
+    Backward for :math:`(\\bar y, \\bar\\ell)`:
+
+    * :math:`\\bar x_2 = \\bar y_2 \\odot e^{s}`;
+    * :math:`\\bar s = \\bar y_2\\odot x_2\\odot e^{s} + \\bar\\ell` (the second term is the logdet path);
+    * :math:`\\bar r = \\bar s\\odot s'(r)` and :math:`\\bar t = \\bar y_2`;
+    * :math:`\\bar x_1 = \\bar y_1 + ` the MLP's backward of :math:`[\\bar r, \\bar t]`.
+
+    Inverse: :math:`x_2 = (y_2 - t(y_1))\\odot e^{-s(y_1)}`, logdet :math:`-\\sum_j s_j`.
+    """
+
+    n_params_per_dim = 2
+
+    def __init__(self, mask, hidden=(64, 64), activation="relu", scale="exp", scale_bound=2.0, zero_init=True):
+        if scale not in SCALES:
+            raise ValueError(f"AffineCoupling: unknown scale {scale!r}; choose one of {list(SCALES)}")
+        if not scale_bound > 0:
+            raise ValueError(f"AffineCoupling: scale_bound must be > 0, got {scale_bound}")
+        super().__init__(mask, hidden, activation, zero_init)
+        self.scale, self.scale_bound = scale, float(scale_bound)
+        self._s, self._ds = SCALES[scale]
+
+    def _params_of(self, params, x1, xp):
+        out, nc = self.net.forward(params, x1, xp)
+        raw, t = out[:, :self.d2], out[:, self.d2:]
+        return raw, self._s(raw, xp, self.scale_bound), t, nc
+
+    def _forward(self, params, x, xp):
+        x1, x2 = self._split(x)
+        raw, logs, t, nc = self._params_of(params, x1, xp)
+        e = xp.exp(logs)
+        y = self._join(x1, x2 * e + t, xp)
+        return y, xp.sum(logs, axis=1), (x2, raw, logs, e, nc)
+
+    def _inverse(self, params, y, xp):
+        y1, y2 = self._split(y)
+        _, logs, t, _ = self._params_of(params, y1, xp)
+        return self._join(y1, (y2 - t) * xp.exp(-logs), xp), -xp.sum(logs, axis=1)
+
+    def backward(self, params, dy, dlogdet, cache):
+        x2, raw, logs, e, nc = cache
+        dy1, dy2 = self._split(dy)
+        dy2e = dy2 * e
+        ds = dy2e * x2 + dlogdet[:, None]
+        dr = self._ds(raw, logs, self.scale_bound)
+        if dr is not None:
+            ds *= dr
+        dx1, grads = self.net.backward(params, np.concatenate([ds, dy2], axis=1), nc)
+        return self._join(dy1 + dx1, dy2e, np), grads
+
+    def __repr__(self):
+        return (f"AffineCoupling(mask={self.mask.astype(int).tolist()}, scale={self.scale!r}, "
+                f"net={self.net!r})")
+
+
+def _masks(dim, n_layers, mask):
+    if mask not in ("half", "alternating"):
+        raise ValueError(f"unknown mask {mask!r}; choose 'half' or 'alternating'")
+    make = half_mask if mask == "half" else alternating_mask
+    return [make(dim, i % 2 == 0) for i in range(n_layers)]
+
+
+def realnvp(dim, n_layers=8, hidden=(64, 64), activation="relu", scale="exp", mask="half",
+            actnorm=False, scale_bound=2.0):
+    """A RealNVP bijector: ``n_layers`` affine couplings whose masks alternate, so every coordinate is
+    transformed every other layer; optionally an :class:`ActNorm` before each coupling.
+
+    For D = 2 with ``mask="half"``, each conditioner is an MLP ``1 -> hidden -> 2``.
+    """
+    layers = []
+    for m in _masks(dim, n_layers, mask):
+        if actnorm:
+            layers.append(ActNorm(dim))
+        layers.append(AffineCoupling(m, hidden, activation, scale, scale_bound))
+    return Sequential(layers)
+
+
+def nice(dim, n_layers=4, hidden=(64, 64), activation="relu", mask="half"):
+    """NICE (Dinh et al. 2014): ``n_layers`` additive couplings with alternating masks, then the diagonal
+    scaling layer that lets the volume change."""
+    layers = [AdditiveCoupling(m, hidden, activation) for m in _masks(dim, n_layers, mask)]
+    return Sequential(layers + [ElementwiseAffine(dim, shift=False)])

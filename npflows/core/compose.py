@@ -1,0 +1,132 @@
+"""Composition of bijectors: ``Sequential`` (chain rule) and ``Inverse`` (swap directions)."""
+import numpy as np
+
+from .bijector import Bijector
+
+
+def prefixed(prefix, d):
+    """``{prefix + k: v}``: how a container names its children's parameters."""
+    return {prefix + k: v for k, v in d.items()}
+
+
+class Sequential(Bijector):
+    """``f = f_{K-1} o ... o f_1 o f_0``: layer 0 is applied first.
+
+    Parameters of layer ``i`` appear under the key prefix ``"i."`` (``"3.net.W1"``).
+
+    Notes
+    -----
+    With :math:`h_0 = x`, :math:`h_{i+1} = f_i(h_i)` the chain rule gives
+
+    .. math:: \\log|\\det \\partial y/\\partial x| = \\sum_i \\log|\\det \\partial h_{i+1}/\\partial h_i|,
+
+    so every layer receives the *same* logdet cotangent ``dlogdet``, and the input cotangent flows back
+    layer by layer: ``dh_i = backward_i(dh_{i+1}, dlogdet)``.  The inverse applies the layers' inverses
+    in reverse order and sums their logdets.
+    """
+
+    def __init__(self, bijectors):
+        self.layers = list(bijectors)
+        if not self.layers:
+            raise ValueError("Sequential: needs at least one bijector")
+        dims = {b.dim for b in self.layers if b.dim is not None}
+        if len(dims) > 1:
+            raise ValueError(f"Sequential: layers disagree on the event size: {sorted(dims)}")
+        self.dim = dims.pop() if dims else None
+        # (full key, child key) pairs per layer, fixed by the structure: computed once, not per call.
+        self._keys = [[(f"{i}.{k}", k) for k in b.param_shapes()] for i, b in enumerate(self.layers)]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def param_shapes(self):
+        out = {}
+        for i, b in enumerate(self.layers):
+            out.update(prefixed(f"{i}.", b.param_shapes()))
+        return out
+
+    def _sub(self, params, i):
+        return {k: params[fk] for fk, k in self._keys[i]}
+
+    def init(self, rng, x=None, dtype=np.float64):
+        """Initialise layer by layer; with data ``x``, each layer sees the output of the ones before it
+        (so an ActNorm deep in the stack is initialised on the activations it will actually get)."""
+        params = {}
+        for i, b in enumerate(self.layers):
+            p = b.init(rng, x, dtype=dtype)
+            params.update(prefixed(f"{i}.", p))
+            if x is not None and i + 1 < len(self.layers):
+                x = b.forward(p, x)[0]
+        return params
+
+    def forward(self, params, x, xp=np):
+        caches, logdet = [], None
+        for i, b in enumerate(self.layers):
+            x, ld, c = b.forward(self._sub(params, i), x, xp)
+            logdet = ld if logdet is None else logdet + ld
+            caches.append(c)
+        return x, logdet, caches
+
+    def inverse(self, params, y, xp=np):
+        logdet = None
+        for i in range(len(self.layers) - 1, -1, -1):
+            y, ld = self.layers[i].inverse(self._sub(params, i), y, xp)
+            logdet = ld if logdet is None else logdet + ld
+        return y, logdet
+
+    def backward(self, params, dy, dlogdet, cache):
+        grads = {}
+        for i in range(len(self.layers) - 1, -1, -1):
+            dy, g = self.layers[i].backward(self._sub(params, i), dy, dlogdet, cache[i])
+            for fk, k in self._keys[i]:
+                grads[fk] = g[k]
+        return dy, grads
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(b) for b in self.layers)
+        return f"Sequential(\n  {inner}\n)"
+
+
+class Inverse(Bijector):
+    """``Inverse(b)``: forward is ``b.inverse`` and inverse is ``b.forward``; same parameters.
+
+    The swapped forward has a hand-written backward only if ``b`` offers ``inverse_backward``;
+    otherwise ``Inverse`` serves evaluation (for example the density of an IAF at a new point) and
+    ``backward`` raises ``NotImplementedError``.
+    """
+
+    def __init__(self, bijector):
+        self.base = bijector
+        self.dim = bijector.dim
+
+    @property
+    def name(self):
+        return f"Inverse({self.base.name})"
+
+    def param_shapes(self):
+        return self.base.param_shapes()
+
+    def init(self, rng, x=None, dtype=np.float64):
+        if x is not None:
+            raise ValueError(f"{self.name}: data-dependent init through an inverse is not supported")
+        return self.base.init(rng, dtype=dtype)
+
+    def forward(self, params, x, xp=np):
+        y, logdet = self.base.inverse(params, x, xp)
+        return y, logdet, (x, y)
+
+    def inverse(self, params, y, xp=np):
+        x, logdet, _ = self.base.forward(params, y, xp)
+        return x, logdet
+
+    def backward(self, params, dy, dlogdet, cache):
+        if not hasattr(self.base, "inverse_backward"):
+            raise NotImplementedError(f"{self.name}: {self.base.name} has no hand-written backward of its "
+                                      f"inverse; use it for evaluation only")
+        return self.base.inverse_backward(params, dy, dlogdet, cache)
+
+    def __repr__(self):
+        return f"Inverse({self.base!r})"

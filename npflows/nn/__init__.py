@@ -1,0 +1,4 @@
+"""Conditioner networks with hand-written backward passes."""
+from .mlp import ACTIVATIONS, MLP, activate
+
+__all__ = ["MLP", "ACTIVATIONS", "activate"]

@@ -1,0 +1,108 @@
+"""A minibatch training loop with Adam, progress lines and early stopping on a validation split."""
+import math
+import sys
+import time
+
+import numpy as np
+
+from .optim import adam, adam_init
+
+
+def split_train_val(x, val_fraction, rng):
+    """Shuffle the rows of ``x`` and split off ``val_fraction`` of them: ``(train, val)``."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"split_train_val: val_fraction must lie in (0, 1), got {val_fraction}")
+    idx = rng.permutation(x.shape[0])
+    n_val = max(1, int(round(val_fraction * x.shape[0])))
+    return x[idx[n_val:]], x[idx[:n_val]]
+
+
+def _lr_at(step, steps, lr, schedule, warmup):
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
+    raise ValueError(f"fit: unknown lr schedule {schedule!r}; choose 'constant' or 'cosine'")
+
+
+def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr=1e-3, schedule="constant",
+        warmup=0, clip_norm=None, val_loss=None, eval_every=100, patience=None, progress=True, out=None):
+    """Minimise an objective with Adam.
+
+    Parameters
+    ----------
+    loss_and_grad : callable
+        ``loss_and_grad(params, batch) -> (loss, grads)`` when ``data`` is given (batches are ``(B, D)``
+        rows drawn without replacement, reshuffled every epoch), else ``loss_and_grad(params, rng)`` (for
+        objectives that sample, such as reverse KL).
+    params : dict
+        Initial parameters (not modified).
+    data : ndarray, optional
+        Training data ``(N, D)``.
+    rng : numpy.random.Generator
+        Drives the minibatch order (and is passed to sampling objectives).
+    schedule : {"constant", "cosine"}
+        Learning-rate schedule after ``warmup`` linear-warmup steps.
+    clip_norm : float, optional
+        Gradient-norm clipping for Adam.
+    val_loss : callable, optional
+        ``val_loss(params) -> float``, evaluated every ``eval_every`` steps; the best parameters seen are
+        returned, and training stops after ``patience`` evaluations without improvement.
+    progress : bool
+        Print one line per evaluation: step, mean training loss since the last line, validation loss,
+        steps per second.
+
+    Returns
+    -------
+    params : dict
+        The parameters with the best validation loss (the last ones when there is no ``val_loss``).
+    history : dict
+        ``step``, ``train_loss`` and ``val_loss`` lists, one entry per evaluation, and ``stopped_at``.
+    """
+    out = out or sys.stdout
+    state = adam_init(params)
+    history = {"step": [], "train_loss": [], "val_loss": [], "stopped_at": steps}
+    best, best_params, bad_evals = np.inf, params, 0
+    order, pos = None, 0
+    running, n_running, t0 = 0.0, 0, time.perf_counter()
+    for step in range(steps):
+        if data is not None:
+            if order is None or pos + batch_size > data.shape[0]:
+                order, pos = rng.permutation(data.shape[0]), 0
+            batch = data[order[pos:pos + batch_size]]
+            pos += batch_size
+            loss, grads = loss_and_grad(params, batch)
+        else:
+            loss, grads = loss_and_grad(params, rng)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"fit: the loss became {loss} at step {step}; lower the learning rate "
+                                     f"or set clip_norm")
+        params, state = adam(params, grads, state, lr=_lr_at(step, steps, lr, schedule, warmup),
+                             clip_norm=clip_norm)
+        running += loss
+        n_running += 1
+        last = step == steps - 1
+        if (step + 1) % eval_every == 0 or last:
+            v = float(val_loss(params)) if val_loss is not None else float("nan")
+            history["step"].append(step + 1)
+            history["train_loss"].append(running / n_running)
+            history["val_loss"].append(v)
+            rate = n_running / (time.perf_counter() - t0)
+            if val_loss is not None:
+                if v < best:
+                    best, best_params, bad_evals = v, params, 0
+                else:
+                    bad_evals += 1
+            if progress:
+                val = f"  val {v:.4f} (best {best:.4f})" if val_loss is not None else ""
+                print(f"step {step + 1:>6}/{steps}  train {running / n_running:.4f}{val}  {rate:7.1f} steps/s",
+                      file=out, flush=True)
+            running, n_running, t0 = 0.0, 0, time.perf_counter()
+            if patience is not None and bad_evals >= patience:
+                history["stopped_at"] = step + 1
+                if progress:
+                    print(f"early stop at step {step + 1}: no improvement in {patience} evaluations", file=out)
+                break
+    return (best_params if val_loss is not None else params), history
