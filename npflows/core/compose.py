@@ -65,7 +65,10 @@ class Sequential(Bijector):
     def forward(self, params, x, xp=np):
         caches, logdet = [], None
         for i, b in enumerate(self.layers):
-            x, ld, c = b.forward(self._sub(params, i), x, xp)
+            try:
+                x, ld, c = b.forward(self._sub(params, i), x, xp)
+            except ValueError as e:
+                raise ValueError(f"Sequential layer {i} forward: {e}") from None
             logdet = ld if logdet is None else logdet + ld
             caches.append(c)
         return x, logdet, caches
@@ -73,7 +76,10 @@ class Sequential(Bijector):
     def inverse(self, params, y, xp=np):
         logdet = None
         for i in range(len(self.layers) - 1, -1, -1):
-            y, ld = self.layers[i].inverse(self._sub(params, i), y, xp)
+            try:
+                y, ld = self.layers[i].inverse(self._sub(params, i), y, xp)
+            except ValueError as e:
+                raise ValueError(f"Sequential layer {i} inverse: {e}") from None
             logdet = ld if logdet is None else logdet + ld
         return y, logdet
 

@@ -1,0 +1,133 @@
+"""The checks of DESIGN.md that every registered bijector must pass.
+
+Tolerances (float64 unless stated), each relative to the largest magnitude of the quantity compared,
+``max|a - b| <= tol * max(1, max|b|)``, so entries near zero are not held to a relative standard that
+rounding cannot meet:
+
+* round trip 1e-10: a handful of well-conditioned float64 operations each way;
+* logdet vs ``slogdet`` of the brute-force Jacobian 1e-8: the LU factorisation of a small, moderately
+  conditioned Jacobian loses a few digits;
+* backward vs autograd 1e-8: the same formulas in a different order of rounding;
+* backward vs central differences 1e-6: a step h = 1e-5 leaves a truncation error O(h^2 f''') ~ 1e-10 and a
+  rounding error O(eps |f| / h) ~ 1e-11 for the O(1) test objectives; 1e-6 keeps a wide margin yet catches
+  any wrong term (a wrong term is O(1));
+* float32 vs float64 1e-4: float32 has eps = 1.2e-7, and a few dozen operations in a chain with O(1)
+  condition numbers lose at most ~2-3 of its ~7 digits.
+"""
+import autograd
+import autograd.numpy as anp
+import numpy as np
+
+from npflows import cast_params
+
+
+def close(a, b, tol, what):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
+    scale = max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
+    err = float(np.max(np.abs(a - b))) if a.size else 0.0
+    assert err <= tol * scale, f"{what}: max abs error {err:.3e} > {tol:.0e} * {scale:.3g}"
+
+
+def random_cotangents(rng, y, logdet):
+    return rng.standard_normal(y.shape), rng.standard_normal(logdet.shape)
+
+
+def objective(b, params, x, dy, dl, xp=np):
+    """The scalar whose gradient is the VJP: <dy, y> + <dl, logdet>."""
+    y, logdet, _ = b.forward(params, x, xp=xp)
+    return xp.sum(dy * y) + xp.sum(dl * logdet)
+
+
+def check_round_trip(case, tol=1e-10):
+    b, p, x = case.bijector, case.params, case.x
+    y, ld, _ = b.forward(p, x)
+    x2, ld2 = b.inverse(p, y)
+    assert ld.shape == (x.shape[0],) and ld2.shape == (x.shape[0],)
+    close(x2, x, tol, "inverse(forward(x))")
+    close(-ld2, ld, tol, "inverse logdet vs -forward logdet")
+
+
+def check_logdet_bruteforce(case, tol=1e-8):
+    b, p, x = case.bijector, case.params, case.x
+    n, d = x.shape
+    f = lambda flat: anp.reshape(b.forward(p, anp.reshape(flat, (n, d)), xp=anp)[0], (-1,))
+    J = autograd.jacobian(f)(x.reshape(-1)).reshape(n, d, n, d)
+    _, ld, _ = b.forward(p, x)
+    for i in range(n):
+        sign, brute = np.linalg.slogdet(J[i, :, i, :])
+        assert sign != 0, f"Jacobian of sample {i} is singular"
+        close(ld[i], brute, tol, f"logdet of sample {i} vs slogdet of the brute-force Jacobian")
+        off = np.delete(J[i], i, axis=1)
+        assert np.all(off == 0), f"sample {i}'s output depends on other samples"
+
+
+def check_backward_autograd(case, rng, tol=1e-8):
+    b, p, x = case.bijector, case.params, case.x
+    y, ld, cache = b.forward(p, x)
+    dy, dl = random_cotangents(rng, y, ld)
+    dx, grads = b.backward(p, dy, dl, cache)
+    assert set(grads) == set(p), f"gradient keys {sorted(grads)} != parameter keys {sorted(p)}"
+    gx, gp = autograd.grad(lambda args: objective(b, args[1], args[0], dy, dl, xp=anp))((x, p))
+    close(dx, gx, tol, "dx vs autograd")
+    for k in p:
+        assert grads[k].shape == p[k].shape, f"grad {k} has shape {grads[k].shape}, param {p[k].shape}"
+        close(grads[k], gp[k], tol, f"grad[{k!r}] vs autograd")
+    dx2, grads2 = b.backward(p, dy, dl, cache)
+    close(dx2, dx, 0.0, "backward called twice (hidden state?)")
+
+
+def check_backward_central(case, rng, h=1e-5, tol=1e-6, n_dirs=2):
+    b, p, x = case.bijector, case.params, case.x
+    y, ld, cache = b.forward(p, x)
+    dy, dl = random_cotangents(rng, y, ld)
+    dx, grads = b.backward(p, dy, dl, cache)
+    for _ in range(n_dirs):
+        v = rng.standard_normal(x.shape)
+        fd = (objective(b, p, x + h * v, dy, dl) - objective(b, p, x - h * v, dy, dl)) / (2 * h)
+        close(np.sum(dx * v), fd, tol, "dx . v vs central difference")
+        for k in p:
+            v = rng.standard_normal(p[k].shape)
+            plus, minus = dict(p), dict(p)
+            plus[k], minus[k] = p[k] + h * v, p[k] - h * v
+            fd = (objective(b, plus, x, dy, dl) - objective(b, minus, x, dy, dl)) / (2 * h)
+            close(np.sum(grads[k] * v), fd, tol, f"grad[{k!r}] . v vs central difference")
+
+
+def check_float32(case, rng, tol=1e-4):
+    b, p, x = case.bijector, case.params, case.x
+    p32, x32 = cast_params(p, np.float32), x.astype(np.float32)
+    y, ld, cache = b.forward(p, x)
+    y32, ld32, cache32 = b.forward(p32, x32)
+    xi32, ldi32 = b.inverse(p32, y32)
+    dy, dl = random_cotangents(rng, y, ld)
+    dx, grads = b.backward(p, dy, dl, cache)
+    dx32, grads32 = b.backward(p32, dy.astype(np.float32), dl.astype(np.float32), cache32)
+    outs = {"y": (y32, y), "logdet": (ld32, ld), "inverse x": (xi32, x), "inverse logdet": (ldi32, -ld),
+            "dx": (dx32, dx), **{f"grad[{k!r}]": (grads32[k], grads[k]) for k in p}}
+    for what, (a32, a64) in outs.items():
+        assert a32.dtype == np.float32, f"float32 in gave {a32.dtype} for {what}"
+        assert np.all(np.isfinite(a32)), f"float32 {what} is not finite"
+        close(a32, a64, tol, f"float32 {what} vs float64")
+
+
+def check_bad_input(case):
+    import pytest
+    b, p, x = case.bijector, case.params, case.x
+    nan = x.copy()
+    nan[0, 0] = np.nan
+    inf = x.copy()
+    inf[-1, -1] = np.inf
+    bad = [nan, inf, x[0], x[:, :-1] if x.shape[1] > 1 else np.concatenate([x, x], 1),
+           x.astype(np.int64), x.tolist()]
+    y = b.forward(p, x)[0]
+    bad_y = [y[0], np.concatenate([y, y], 1)]
+    for arr in bad:
+        with pytest.raises(ValueError, match=b.name.split("(")[0]):
+            b.forward(p, arr)
+    for arr in bad_y:
+        with pytest.raises(ValueError):
+            b.inverse(p, arr)
+    for direction, arr in case.bad_inputs:
+        with pytest.raises(ValueError, match=b.name.split("(")[0]):
+            (b.forward if direction == "forward" else b.inverse)(p, arr)

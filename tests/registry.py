@@ -1,0 +1,90 @@
+"""The registry of every bijector configuration that the shared harness checks.
+
+Each entry is a factory ``make(rng) -> Case`` in float64.  A new bijector is tested by adding one line.
+Parameters are perturbed away from their initial values (zero last layers, unit scales) so that every
+gradient the harness compares is non-trivial.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import npflows as nf
+
+
+@dataclass
+class Case:
+    bijector: object
+    params: dict
+    x: np.ndarray
+    # extra inputs that must raise ValueError: list of (direction, array)
+    bad_inputs: list = field(default_factory=list)
+
+
+def perturbed(b, rng, scale=0.5, x=None):
+    """``b.init`` plus Gaussian noise of ``scale`` on every parameter (masks of LULinear keep working:
+    entries outside its triangles are ignored by the map)."""
+    p = b.init(rng, x) if x is not None else b.init(rng)
+    return {k: v + scale * rng.standard_normal(v.shape) for k, v in p.items()}
+
+
+def _normal(rng, n, d):
+    return rng.standard_normal((n, d))
+
+
+def _case(b, rng, n=5, scale=0.5, x=None, bad=()):
+    x = _normal(rng, n, b.dim) if x is None else x
+    return Case(b, perturbed(b, rng, scale), x, list(bad))
+
+
+def _logit(alpha):
+    def make(rng):
+        b = nf.Logit(3, alpha=alpha)
+        x = rng.uniform(0.02, 0.98, (5, 3))
+        return Case(b, {}, x, [("forward", np.full((2, 3), 1.5)), ("forward", np.full((2, 3), -0.1)),
+                               ("forward", np.zeros((2, 3)) if alpha == 0 else np.full((2, 3), 1.0 + 1e-9))])
+    return make
+
+
+def _sigmoid(rng):
+    b = nf.Sigmoid(3)
+    return Case(b, {}, 2.0 * _normal(rng, 5, 3), [("inverse", np.full((2, 3), 1.0)),
+                                                  ("inverse", np.full((2, 3), -0.5))])
+
+
+def _actnorm(rng):
+    b = nf.ActNorm(3)
+    data = 3.0 + 2.0 * _normal(rng, 100, 3)
+    p = b.init(rng, data)
+    return Case(b, {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in p.items()}, data[:5])
+
+
+def _coupling(cls, mask, **kw):
+    def make(rng):
+        return _case(cls(np.asarray(mask), hidden=(7, 5), **kw), rng, scale=0.4)
+    return make
+
+
+REGISTRY = {
+    "elementwise_affine": lambda rng: _case(nf.ElementwiseAffine(3), rng),
+    "nice_scaling": lambda rng: _case(nf.ElementwiseAffine(4, shift=False), rng),
+    "actnorm": _actnorm,
+    "leaky_relu": lambda rng: _case(nf.LeakyReLU(3, slope=0.2), rng),
+    "sigmoid": _sigmoid,
+    "logit": _logit(0.0),
+    "logit_alpha": _logit(0.05),
+    "permutation_reverse": lambda rng: _case(nf.Permutation.reverse(4), rng),
+    "permutation_random": lambda rng: _case(nf.Permutation.random(5, rng), rng),
+    "linear": lambda rng: _case(nf.Linear(3), rng),
+    "lu_linear": lambda rng: _case(nf.LULinear(4, perm=rng.permutation(4)), rng),
+    "additive_half": _coupling(nf.AdditiveCoupling, nf.half_mask(4)),
+    "additive_alternating_tanh": _coupling(nf.AdditiveCoupling, nf.alternating_mask(5), activation="tanh"),
+    "affine_exp_relu": _coupling(nf.AffineCoupling, nf.half_mask(2)),
+    "affine_exp_half_second": _coupling(nf.AffineCoupling, nf.half_mask(5, first=False), activation="elu"),
+    "affine_tanh_leaky": _coupling(nf.AffineCoupling, nf.alternating_mask(4), activation="leaky_relu",
+                                   scale="tanh", scale_bound=1.5),
+    "affine_sigmoid_tanh": _coupling(nf.AffineCoupling, [0, 1, 1, 0, 1], activation="tanh", scale="sigmoid"),
+    "realnvp_actnorm": lambda rng: _case(nf.realnvp(4, n_layers=3, hidden=(6,), actnorm=True), rng, scale=0.3),
+    "nice": lambda rng: _case(nf.nice(4, n_layers=2, hidden=(6,), mask="alternating"), rng, scale=0.3),
+    "sequential_mixed": lambda rng: _case(nf.Sequential([nf.LULinear(3), nf.LeakyReLU(3, 0.5),
+                                                         nf.Linear(3), nf.ElementwiseAffine(3)]), rng, scale=0.2),
+}
