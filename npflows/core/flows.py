@@ -26,12 +26,17 @@ class _Flow:
         self.dim = bijector.dim if bijector.dim is not None else base.dim
         self._bkeys = [(BASE + k, k) for k in base.param_shapes()]
         self._fkeys = list(bijector.param_shapes())
+        self._n_keys = len(self._fkeys) + len(self._bkeys)
 
     def param_shapes(self):
         return {**self.bijector.param_shapes(), **prefixed(BASE, self.base.param_shapes())}
 
     def split(self, params):
         """``(bijector params, base params)`` from the flow's flat dict."""
+        if len(params) != self._n_keys:
+            want = set(self.param_shapes())
+            raise ValueError(f"{type(self).__name__}: parameter keys do not match the model: missing "
+                             f"{sorted(want - set(params))}, unexpected {sorted(set(params) - want)}")
         return {k: params[k] for k in self._fkeys}, {k: params[fk] for fk, k in self._bkeys}
 
     def _merge(self, gb, gd):
