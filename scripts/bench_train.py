@@ -1,0 +1,367 @@
+"""Benchmark: training step, log-density and sampling of a 2-D RealNVP, npflows against its peers.
+
+What is measured
+----------------
+The model is ``npflows.realnvp(2, n_layers=8, hidden=(64, 64))`` inside
+``NormalizingFlow(b, StandardNormal(2))``: 8 affine couplings with alternating masks, each conditioned by
+an MLP 1 -> 64 -> 64 -> 2 with ReLU (35,344 parameters).  The parameters are the initialisation plus small
+Gaussian noise on every entry, so the zero-initialised last layers are not zero and the flow is not the
+identity.  The data are ``npflows.data.two_moons``.
+
+For each implementation, dtype (float64, float32) and batch (256, 4096) three operations are timed:
+
+* **train step**: the mean negative log-likelihood of the batch and the gradient for every parameter
+  (no optimizer update).  npflows: ``flow.loss_and_grad(params, x)`` with the hand-derived backward.
+* **log_prob**: ``log p(x)`` for the batch alone, no gradient.
+* **sample**: drawing a batch of the same size (base noise, then the inverse of the bijector).
+
+Implementations (rows):
+
+1. ``npflows``: the hand-derived backward.
+2. ``autograd``: the *same* npflows model and parameters, but the gradient taken by HIPS autograd through
+   ``flow.bijector.forward(params, x, xp=autograd.numpy)`` and ``StandardNormal.log_prob(..., xp=...)``.
+   Its log_prob and sample would be npflows' own NumPy code, so those columns are not repeated.  Before
+   timing, its gradient is compared with npflows' (float64 must agree to ~1e-8 relative).
+3. ``nflows`` and ``zuko`` (when torch, nflows and zuko import): the same architecture built in each
+   library.  Train step = ``zero_grad()`` + ``(-log_prob(x).mean()).backward()``; log_prob and sample run
+   under ``torch.no_grad()``.  Their scale parameterisations differ from npflows' ``exp`` (nflows:
+   ``sigmoid(r + 2) + 1e-3``; zuko: a soft-clipped ``exp``); the cost of that elementwise map is
+   negligible next to the MLPs.
+
+Everything runs single-threaded: NumPy's BLAS through ``threadpoolctl.threadpool_limits(1)`` and torch
+through ``torch.set_num_threads(1)``.  Each number is the MEDIAN over repeated calls after a warm-up (at
+least 20 calls and at least 1 s per cell; 10 calls at batches >= 4096; ``--quick`` uses far fewer).
+The ratio columns divide a row's time by npflows' time for the same dtype and batch, so a ratio above 1
+means npflows is faster.  The summary checks the performance targets: npflows' train step at least 3x
+faster than autograd (both dtypes, both batches), and in float32 at least 1.5x faster than nflows and zuko
+at batch 4096 and 3x at batch 256.
+
+Run from the repository root::
+
+    python scripts/bench_train.py            # full run, a couple of minutes
+    python scripts/bench_train.py --quick    # smoke run
+    python scripts/bench_train.py --no-peers --dtypes float64 --batches 256
+"""
+import argparse
+import importlib.metadata
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import scipy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's npflows
+import npflows  # noqa: E402
+from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved  # noqa: E402
+
+DTYPES = {"float64": np.float64, "float32": np.float32}
+N_LAYERS, HIDDEN, DIM = 8, (64, 64), 2
+PARAM_NOISE = 0.02
+PEER_INSTALL = ("install the CPU build of torch first with `pip install torch==2.13.0`, then "
+                "`pip install nflows zuko` (or `pip install -e .[peers]` after torch)")
+
+
+# ----------------------------------------------------------------------------- npflows and autograd
+def git_state():
+    """Commit of the checkout and whether npflows/ has uncommitted edits (what exactly was measured)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "npflows"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "git state unknown"
+    if not head:
+        return "not a git checkout"
+    n = len(dirty.splitlines())
+    return f"git {head}" + (f", {n} uncommitted change(s) under npflows/" if n else ", npflows/ clean")
+
+
+def make_npflows(rng):
+    """The flow and float64 parameters: init, then noise on every entry (last layers are zero at init)."""
+    flow = npflows.NormalizingFlow(npflows.realnvp(DIM, n_layers=N_LAYERS, hidden=HIDDEN), npflows.StandardNormal(DIM))
+    params = flow.init(rng)
+    params = {k: v + PARAM_NOISE * rng.standard_normal(v.shape) for k, v in params.items()}
+    return flow, params
+
+
+def autograd_loss_and_grad(flow):
+    """``(params, x) -> (loss, grads)`` with the gradient by HIPS autograd through the ``xp`` code path."""
+    import autograd
+    import autograd.numpy as anp
+
+    def loss(params, x):
+        pb, pd = flow.split(params)
+        z, logdet, _ = flow.bijector.forward(pb, x, xp=anp)
+        return -anp.mean(flow.base.log_prob(pd, z, xp=anp) + logdet)
+
+    return autograd.value_and_grad(loss)
+
+
+def grad_agreement(flow, vg, params, x):
+    """Relative differences between autograd's and npflows' loss and gradients on one batch."""
+    la, ga = vg(params, x)
+    ln, gn = flow.loss_and_grad(params, x)
+    if set(ga) != set(gn):
+        raise RuntimeError(f"gradient keys differ: {sorted(set(ga) ^ set(gn))}")
+    diff = np.sqrt(sum(np.sum((np.asarray(ga[k], np.float64) - gn[k]) ** 2) for k in gn))
+    norm = np.sqrt(sum(np.sum(np.asarray(gn[k], np.float64) ** 2) for k in gn))
+    worst = max(np.max(np.abs(np.asarray(ga[k], np.float64) - gn[k])) / max(np.max(np.abs(gn[k])), 1e-300)
+                for k in gn)
+    dtypes = {str(np.asarray(g).dtype) for g in ga.values()}
+    return abs(float(la) - ln) / abs(ln), diff / norm, worst, dtypes
+
+
+def numpy_blas():
+    """Which BLAS numpy itself was built against (threadpoolctl lists scipy's as well)."""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"numpy's BLAS: {blas.get('name')} {blas.get('version')}"
+    except Exception:  # show_config's layout is not a stable API
+        return "numpy's BLAS: unknown"
+
+
+# ----------------------------------------------------------------------------- torch peers
+def _dist_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def import_peers(want):
+    """``(torch or None, {name: builder}, [skip messages])``."""
+    skipped = []
+    if not want:
+        return None, {}, ["peers (nflows, zuko): skipped by --no-peers"]
+    try:
+        import torch
+    except ImportError as e:
+        return None, {}, [f"nflows, zuko: SKIPPED, torch is not importable ({e}); {PEER_INSTALL}"]
+    builders = {}
+    try:
+        import nflows  # noqa: F401
+        builders[f"nflows {_dist_version('nflows')}"] = build_nflows
+    except ImportError as e:
+        skipped.append(f"nflows: SKIPPED, not importable ({e}); {PEER_INSTALL}")
+    try:
+        import zuko  # noqa: F401
+        builders[f"zuko {_dist_version('zuko')}"] = build_zuko
+    except ImportError as e:
+        skipped.append(f"zuko: SKIPPED, not importable ({e}); {PEER_INSTALL}")
+    return torch, builders, skipped
+
+
+def build_nflows(torch):
+    """8 ``AffineCouplingTransform`` with alternating masks (layer 0 transforms coordinate 1, as npflows)."""
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.coupling import AffineCouplingTransform
+
+    class Net(torch.nn.Sequential):
+        # nflows calls transform_net(inputs, context); a plain Sequential takes one argument.
+        def forward(self, x, context=None):
+            return super().forward(x)
+
+    def net(n_in, n_out):
+        return Net(torch.nn.Linear(n_in, HIDDEN[0]), torch.nn.ReLU(), torch.nn.Linear(HIDDEN[0], HIDDEN[1]),
+                   torch.nn.ReLU(), torch.nn.Linear(HIDDEN[1], n_out))
+
+    # nflows' mask: > 0 is transformed, <= 0 passes through and conditions.
+    layers = [AffineCouplingTransform([0, 1] if i % 2 == 0 else [1, 0], net) for i in range(N_LAYERS)]
+    flow = Flow(CompositeTransform(layers), StandardNormal([DIM]))
+    return flow, (lambda x: flow.log_prob(x)), (lambda n: flow.sample(n))
+
+
+def build_zuko(torch):
+    """``zuko.flows.RealNVP``: alternating masks, MLP 1 -> 64 -> 64 -> 2 with ReLU, diagonal normal base."""
+    import zuko
+    flow = zuko.flows.RealNVP(features=DIM, transforms=N_LAYERS, hidden_features=HIDDEN)
+    return flow, (lambda x: flow().log_prob(x)), (lambda n: flow().sample((n,)))
+
+
+def torch_ops(torch, label, model, log_prob, sample, tdt, x, n):
+    """The three timed callables of a torch flow on the batch ``x`` (numpy) and sample size ``n``."""
+    xt = torch.from_numpy(x)
+
+    def train_step():
+        model.zero_grad()
+        (-log_prob(xt).mean()).backward()
+
+    def logp():
+        with torch.no_grad():
+            return log_prob(xt)
+
+    def samp():
+        with torch.no_grad(), torch_default_dtype(torch, tdt):
+            return sample(n)
+
+    if not (samp().dtype == logp().dtype == tdt):
+        raise RuntimeError(f"{label}: expected {tdt} results")
+    return {(label, "train"): train_step, (label, "logp"): logp, (label, "sample"): samp}
+
+
+@contextmanager
+def torch_default_dtype(torch, dtype):
+    # nflows' StandardNormal.sample draws in the default dtype, not the model's: a float64 model needs this.
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+# ----------------------------------------------------------------------------- timing
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="few repeats: a smoke run, numbers are noisy")
+    ap.add_argument("--batches", type=int, nargs="+", default=[256, 4096], help="batch sizes (default 256 4096)")
+    ap.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES),
+                    help="dtypes (default float64 float32)")
+    ap.add_argument("--no-peers", action="store_true", help="skip nflows and zuko (and the torch import)")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        sys.exit("bench_train: needs threadpoolctl to pin BLAS to one thread: "
+                 "`pip install threadpoolctl` (or `pip install -e .[bench]`)")
+    torch, peers, skipped = import_peers(not args.no_peers)
+    if torch is not None:
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+    try:
+        import autograd
+        vg_version = _dist_version("autograd")
+    except ImportError as e:
+        autograd, vg_version = None, None
+        skipped.append(f"autograd: SKIPPED, not importable ({e}); `pip install autograd` or `pip install -e .[bench]`")
+
+    def reps(batch):
+        if args.quick:
+            return dict(min_repeats=3, min_time=0.05, warmup=1)
+        return dict(min_repeats=20 if batch < 4096 else 10, min_time=1.0, warmup=3)
+
+    rng = np.random.default_rng(0)
+    flow, params64 = make_npflows(rng)
+    data64 = {n: npflows.data.two_moons(n, rng) for n in args.batches}
+
+    with threadpool_limits(limits=1):
+        print("=" * 100)
+        print(f"bench_train: RealNVP D={DIM}, {N_LAYERS} affine couplings, MLP 1 -> {HIDDEN[0]} -> {HIDDEN[1]} -> 2 "
+              f"relu, {sum(v.size for v in params64.values())} parameters, two_moons data")
+        extra = [f"npflows {npflows.__version__} from {Path(npflows.__file__).parent} ({git_state()})",
+                 f"autograd {vg_version}" if autograd is not None else "autograd not available",
+                 numpy_blas()]
+        for line in env_lines(np, scipy, torch, extra):
+            print(line)
+        print("thread pools while measuring (threadpoolctl, threadpool_limits(1)):")
+        for line in blas_lines(threadpool_info()):
+            print(line)
+        r = reps(256)
+        print(f"timing: median of >= {r['min_repeats']} calls and >= {r['min_time']} s per cell "
+              f"(batch >= 4096: >= {reps(4096)['min_repeats']} calls), after {r['warmup']} warm-up calls; "
+              f"all cells of one (dtype, batch) timed round-robin, one call each per round"
+              + ("  [--quick]" if args.quick else ""))
+        for line in skipped:
+            print(line)
+
+        vg = autograd_loss_and_grad(flow) if autograd is not None else None
+        if vg is not None:
+            b0 = args.batches[0]
+            for name, dt in DTYPES.items():
+                p, x = npflows.cast_params(params64, dt), data64[b0].astype(dt)
+                dl, rel, worst, gdt = grad_agreement(flow, vg, p, x)
+                verdict = "" if dt is not np.float64 else ("  OK (< 1e-8)" if rel < 1e-8 else "  MISMATCH (>= 1e-8)")
+                print(f"autograd vs npflows gradient, {name}, batch {b0}: loss rel diff {dl:.2e}, "
+                      f"grad rel diff (global norm) {rel:.2e}, worst per-key max-abs rel {worst:.2e}, "
+                      f"autograd grad dtype {sorted(gdt)}{verdict}")
+        print("=" * 100, flush=True)
+
+        # Peer models: built once per dtype, from the same torch seed.
+        models = {}
+        for label, build in peers.items():
+            for dname in args.dtypes:
+                tdt = getattr(torch, dname)
+                torch.manual_seed(0)
+                with torch_default_dtype(torch, tdt):
+                    model, log_prob, sample = build(torch)
+                models[(label, dname)] = (model.to(tdt), log_prob, sample, tdt)
+
+        # One round-robin group per (dtype, batch): every implementation and operation, interleaved.
+        results = {}  # (impl, dtype, batch) -> {"train": ms, "logp": ms, "sample": ms}
+        srng = np.random.default_rng(1)
+        for dname in args.dtypes:
+            p = npflows.cast_params(params64, DTYPES[dname])
+            for n in args.batches:
+                x = data64[n].astype(DTYPES[dname])
+                fns = {("npflows", "train"): lambda p=p, x=x: flow.loss_and_grad(p, x),
+                       ("npflows", "logp"): lambda p=p, x=x: flow.log_prob(p, x),
+                       ("npflows", "sample"): lambda p=p, n=n: flow.sample(p, n, srng)}
+                if vg is not None:
+                    fns[("autograd", "train")] = lambda p=p, x=x: vg(p, x)
+                for label in peers:
+                    fns.update(torch_ops(torch, label, *models[(label, dname)], x, n))
+                t0 = time.perf_counter()
+                for (impl, op), (ms, _) in time_interleaved(fns, **reps(n)).items():
+                    results.setdefault((impl, dname, n), {})[op] = ms
+                print(f"  measured {dname} batch {n} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------------- the table
+    impls = ["npflows"] + (["autograd"] if vg is not None else []) + list(peers)
+    rows = []
+    for impl in impls:
+        for dname in args.dtypes:
+            for n in args.batches:
+                res = results.get((impl, dname, n))
+                if res is None:
+                    continue
+                ref = results[("npflows", dname, n)]
+                cell = [f"{res[k]:.3f}" if k in res else "-" for k in ("train", "logp", "sample")]
+                ratio = [f"{res[k] / ref[k]:.2f}" if k in res else "-" for k in ("train", "logp", "sample")]
+                rows.append([impl, dname, n, *cell, *ratio])
+    print()
+    print("median wall time per call in ms, single thread; ratio = row time / npflows time (same dtype, batch); "
+          ">1 means npflows is faster")
+    print(fmt_table(["implementation", "dtype", "batch", "train step ms", "log_prob ms", "sample ms",
+                     "train / np", "log_prob / np", "sample / np"], rows))
+    if vg is not None:
+        print("(autograd: log_prob and sample are npflows' own NumPy code, so they are not repeated)")
+
+    # ------------------------------------------------------------------------- the targets
+    print()
+    print("targets (train step, ratio = peer time / npflows time):")
+    targets = [("autograd", d, n, 3.0) for d in ("float64", "float32") for n in (256, 4096)]
+    for name in ("nflows", "zuko"):
+        label = next((k for k in peers if k.split()[0] == name), name)
+        targets += [(label, "float32", 4096, 1.5), (label, "float32", 256, 3.0)]
+    n_pass = n_fail = 0
+    for impl, d, n, need in targets:
+        res, ref = results.get((impl, d, n)), results.get(("npflows", d, n))
+        if res is None or ref is None:
+            print(f"  npflows vs {impl:<12} {d} batch {n:>4}: need >= {need:.1f}x  NOT MEASURED")
+            continue
+        ratio = res["train"] / ref["train"]
+        ok = ratio >= need
+        n_pass, n_fail = n_pass + ok, n_fail + (not ok)
+        print(f"  npflows vs {impl:<12} {d} batch {n:>4}: need >= {need:.1f}x, measured {ratio:6.2f}x  "
+              f"{'PASS' if ok else 'FAIL'}")
+    load = " (load average at end: %.2f %.2f %.2f)" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    print(f"{n_pass} PASS, {n_fail} FAIL; total run time {time.perf_counter() - t_start:.1f} s{load}")
+
+
+if __name__ == "__main__":
+    main()
