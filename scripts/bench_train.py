@@ -56,6 +56,7 @@ import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's npflows
 import npflows  # noqa: E402
+import npflows.perf  # noqa: E402
 from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved  # noqa: E402
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -227,8 +228,12 @@ def main(argv=None):
     ap.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES),
                     help="dtypes (default float64 float32)")
     ap.add_argument("--no-peers", action="store_true", help="skip nflows and zuko (and the torch import)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc trimming as it is (default: npflows.perf.keep_freed_memory() "
+                         "for the whole process, so every implementation reuses freed memory)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
+    malloc_kept = False if args.default_malloc else npflows.perf.keep_freed_memory()
 
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
@@ -276,6 +281,9 @@ def main(argv=None):
               f"(batch >= 4096: >= {reps(4096)['min_repeats']} calls), after {r['warmup']} warm-up calls; "
               f"all cells of one (dtype, batch) timed round-robin, one call each per round"
               + ("  [--quick]" if args.quick else ""))
+        print("malloc: " + ("glibc keeps freed memory (npflows.perf.keep_freed_memory(); process-wide, so for "
+                            "every row alike)" if malloc_kept else "default glibc trimming (freed memory goes back "
+                            "to the OS; page faults every step)"))
         for line in skipped:
             print(line)
 
@@ -303,14 +311,15 @@ def main(argv=None):
 
         # One round-robin group per (dtype, batch): every implementation and operation, interleaved.
         results = {}  # (impl, dtype, batch) -> {"train": ms, "logp": ms, "sample": ms}
-        srng = np.random.default_rng(1)
+        # Sampling draws the same base batch every call (a fresh Generator with a fixed seed): the
+        # timing then never depends on which tail points one call happened to draw.
         for dname in args.dtypes:
             p = npflows.cast_params(params64, DTYPES[dname])
             for n in args.batches:
                 x = data64[n].astype(DTYPES[dname])
                 fns = {("npflows", "train"): lambda p=p, x=x: flow.loss_and_grad(p, x),
                        ("npflows", "logp"): lambda p=p, x=x: flow.log_prob(p, x),
-                       ("npflows", "sample"): lambda p=p, n=n: flow.sample(p, n, srng)}
+                       ("npflows", "sample"): lambda p=p, n=n: flow.sample(p, n, np.random.default_rng(n))}
                 if vg is not None:
                     fns[("autograd", "train")] = lambda p=p, x=x: vg(p, x)
                 for label in peers:

@@ -48,6 +48,16 @@ def check_round_trip(case, tol=1e-10):
     close(-ld2, ld, tol, "inverse logdet vs -forward logdet")
 
 
+def check_numpy_path_matches_traced(case, tol=1e-13):
+    """Layers may take a faster in-place route when ``xp`` is NumPy (the MLP does); autograd checks the
+    traceable route, so both must compute the same numbers (to rounding: BLAS may fuse differently)."""
+    b, p, x = case.bijector, case.params, case.x
+    y, ld, _ = b.forward(p, x)
+    ya, lda, _ = b.forward(p, x, xp=anp)
+    close(y, ya, tol, "forward output, numpy path vs traceable path")
+    close(ld, lda, tol, "forward logdet, numpy path vs traceable path")
+
+
 def check_logdet_bruteforce(case, tol=1e-8):
     b, p, x = case.bijector, case.params, case.x
     n, d = x.shape

@@ -18,6 +18,11 @@ def test_round_trip(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_numpy_path_matches_traced_path(name):
+    harness.check_numpy_path_matches_traced(make(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_logdet_matches_bruteforce_jacobian(name):
     harness.check_logdet_bruteforce(make(name))
 

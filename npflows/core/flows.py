@@ -81,20 +81,23 @@ class NormalizingFlow(_Flow):
 
     def log_likelihood_and_grad(self, params, x):
         """Mean log-likelihood of the batch ``x`` ``(N, D)`` and its gradient for every parameter by name."""
+        return self._mean_and_grad(params, x, 1.0)
+
+    def loss_and_grad(self, params, x):
+        """The training objective: negative mean log-likelihood (nats) and its gradient."""
+        return self._mean_and_grad(params, x, -1.0)
+
+    def _mean_and_grad(self, params, x, sign):
+        """``sign * mean log p(x)`` and its gradient: the sign rides on the cotangents (no negated copies)."""
         self._check(params, x)
         pb, pd = self.split(params)
         z, logdet, cache = self.bijector.forward(pb, x)
         logp = self.base.log_prob(pd, z) + logdet
-        value = check_finite_result("NormalizingFlow.log_likelihood_and_grad", logp.mean(), "the mean log-likelihood")
-        w = np.full(x.shape[0], 1.0 / x.shape[0], dtype=x.dtype)
+        value = check_finite_result("NormalizingFlow", logp.mean(), "the mean log-likelihood")
+        w = np.full(x.shape[0], sign / x.shape[0], dtype=x.dtype)
         dz, gd = self.base.log_prob_backward(pd, z, w)
         _, gb = self.bijector.backward(pb, dz, w, cache)
-        return float(value), self._merge(gb, gd)
-
-    def loss_and_grad(self, params, x):
-        """The training objective: negative mean log-likelihood (nats) and its gradient."""
-        value, grads = self.log_likelihood_and_grad(params, x)
-        return -value, {k: -g for k, g in grads.items()}
+        return sign * float(value), self._merge(gb, gd)
 
     def sample(self, params, n, rng):
         """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`, in the parameters' dtype."""

@@ -7,6 +7,7 @@ import numpy as np
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
 LEAKY_SLOPE = 0.01
+AUGMENT_MAX = 8   # inputs this narrow get a ones column so the first layer's bias rides in the GEMM
 
 
 def activate(name, h, xp=np):
@@ -20,6 +21,23 @@ def activate(name, h, xp=np):
     if name == "elu":
         return xp.where(h > 0, h, xp.expm1(xp.minimum(h, 0.0)))
     raise ValueError(f"unknown activation {name!r}; choose one of {ACTIVATIONS}")
+
+
+def activate_(name, h):
+    """``activate(name, h)`` written into ``h`` (NumPy path only; ``h`` must be a fresh array).
+
+    Each form gives bitwise the values of :func:`activate`: leaky ReLU is ``max(h, slope h)`` for a
+    slope below 1, and ELU is ``max(h, expm1(min(h, 0)))`` because ``e^h - 1 >= h``.
+    """
+    if name == "relu":
+        np.maximum(h, 0.0, out=h)
+    elif name == "leaky_relu":
+        np.maximum(h, LEAKY_SLOPE * h, out=h)
+    elif name == "tanh":
+        np.tanh(h, out=h)
+    else:  # elu
+        np.maximum(h, np.expm1(np.minimum(h, 0.0)), out=h)
+    return h
 
 
 def activation_grad_(name, g, a):
@@ -108,10 +126,31 @@ class MLP:
         here: the layer that owns the MLP validates its own input."""
         acts = [x]
         h = x
+        last = self.n_layers - 1
+        if xp is not np:           # traceable path: no writes into arrays
+            for l in range(self.n_layers):
+                h = h @ params[self._W[l]] + params[self._b[l]]
+                if l < last:
+                    h = activate(self.activation, h, xp)
+                    acts.append(h)
+            return h, acts
+        # NumPy path: the same arithmetic with one fresh array per layer, updated in place (bias, then
+        # activation).  A narrow input (n_in <= 8, as in 2-D couplings) is augmented with a column of
+        # ones so that one GEMM [x, 1] @ [W0; b0] does the product and the bias (BLAS and NumPy are both
+        # slow at (N, 1) @ (1, H) and at broadcasting); the backward then gets dW0 and db0 from one GEMM.
         for l in range(self.n_layers):
-            h = h @ params[self._W[l]] + params[self._b[l]]
-            if l < self.n_layers - 1:
-                h = activate(self.activation, h, xp)
+            W, b = params[self._W[l]], params[self._b[l]]
+            if l == 0 and W.shape[0] <= AUGMENT_MAX:
+                xa = np.empty((x.shape[0], W.shape[0] + 1), x.dtype)
+                xa[:, :-1] = x
+                xa[:, -1] = 1.0
+                acts[0] = xa
+                h = xa @ np.concatenate([W, b[None]])
+            else:
+                h = h @ W
+                h += b
+            if l < last:
+                activate_(self.activation, h)
                 acts.append(h)
         return h, acts
 
@@ -119,10 +158,15 @@ class MLP:
         """``(dx, grads)`` for the cotangent ``dout`` of the output; ``dx`` is None if not ``need_dx``."""
         grads = {}
         g = dout
+        ones = np.ones(dout.shape[0], dout.dtype)   # batch sums as a BLAS product: faster than .sum(0)
         for l in range(self.n_layers - 1, -1, -1):
             a = cache[l]
-            grads[self._W[l]] = a.T @ g
-            grads[self._b[l]] = g.sum(axis=0)
+            if l == 0 and a.shape[1] == self.sizes[0] + 1:     # augmented [x, 1]: one GEMM gives both
+                G = a.T @ g
+                grads[self._W[0]], grads[self._b[0]] = G[:-1], G[-1]
+            else:
+                grads[self._W[l]] = a.T @ g
+                grads[self._b[l]] = ones @ g
             if l == 0 and not need_dx:
                 return None, grads
             g = g @ params[self._W[l]].T
