@@ -1,10 +1,13 @@
 """The registry of every bijector configuration that the shared harness checks.
 
-Each entry is a factory ``make(rng) -> Case`` in float64.  A new bijector is tested by adding one line.
+Each entry is a factory ``make(rng) -> Case`` in float64.  A new bijector is tested by adding one line,
+here or in a family's own ``tests/registry_<family>.py`` whose ``ENTRIES`` dict is merged in below.
 Parameters are perturbed away from their initial values (zero last layers, unit scales) so that every
 gradient the harness compares is non-trivial.
 """
+import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -88,3 +91,16 @@ REGISTRY = {
     "sequential_mixed": lambda rng: _case(nf.Sequential([nf.LULinear(3), nf.LeakyReLU(3, 0.5),
                                                          nf.Linear(3), nf.ElementwiseAffine(3)]), rng, scale=0.2),
 }
+
+
+def _merge_family_registries():
+    """Add the ``ENTRIES`` of every ``tests/registry_<family>.py``; a name may be registered once."""
+    for path in sorted(Path(__file__).parent.glob("registry_*.py")):
+        entries = importlib.import_module(path.stem).ENTRIES
+        dup = set(entries) & set(REGISTRY)
+        if dup:
+            raise RuntimeError(f"{path.name} registers names that exist already: {sorted(dup)}")
+        REGISTRY.update(entries)
+
+
+_merge_family_registries()
