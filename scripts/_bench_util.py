@@ -28,11 +28,16 @@ def time_call(fn, min_repeats=20, min_time=1.0, warmup=3, max_repeats=10_000):
     return 1e3 * statistics.median(times), len(times)
 
 
-def time_interleaved(fns, min_repeats=20, min_time=1.0, warmup=3, max_repeats=10_000):
-    """Like :func:`time_call` for several callables at once, timed round-robin (one call of each per round).
+def time_interleaved(fns, min_repeats=20, min_time=1.0, warmup=3, max_repeats=10_000, block=1):
+    """Like :func:`time_call` for several callables at once, timed in rotation: each round makes ``block``
+    consecutive calls of each callable in turn, every call timed on its own.
 
-    On a shared or throttling machine the load drifts over seconds; interleaving spreads that drift over
-    every callable alike, so their ratios stay fair.  Returns ``{key: (median ms, number of calls)}``.
+    On a shared or throttling machine the load drifts over seconds; rotating spreads that drift over
+    every callable alike, so their ratios stay fair.  ``block=1`` interleaves single calls, so every call
+    starts with caches that the other implementations have just used (a cold-cache measure);
+    ``block > 1`` measures the steady state of a callable repeated, as in a training loop, since the
+    median then comes from calls that follow a call of the same kind.
+    Returns ``{key: (median ms, number of calls)}``.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -42,11 +47,12 @@ def time_interleaved(fns, min_repeats=20, min_time=1.0, warmup=3, max_repeats=10
     active = list(fns)
     while active:
         for k in active:
-            t0 = time.perf_counter()
-            fns[k]()
-            dt = time.perf_counter() - t0
-            times[k].append(dt)
-            total[k] += dt
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fns[k]()
+                dt = time.perf_counter() - t0
+                times[k].append(dt)
+                total[k] += dt
         active = [k for k in active if (len(times[k]) < min_repeats or total[k] < min_time)
                   and len(times[k]) < max_repeats]
     return {k: (1e3 * statistics.median(v), len(v)) for k, v in times.items()}

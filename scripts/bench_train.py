@@ -228,6 +228,9 @@ def main(argv=None):
     ap.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES),
                     help="dtypes (default float64 float32)")
     ap.add_argument("--no-peers", action="store_true", help="skip nflows and zuko (and the torch import)")
+    ap.add_argument("--block", type=int, default=5,
+                    help="consecutive calls of one implementation per rotation (default 5: steady state as in "
+                         "a training loop; 1 = single calls interleaved, a cold-cache measure)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's malloc trimming as it is (default: npflows.perf.keep_freed_memory() "
                          "for the whole process, so every implementation reuses freed memory)")
@@ -279,7 +282,7 @@ def main(argv=None):
         r = reps(256)
         print(f"timing: median of >= {r['min_repeats']} calls and >= {r['min_time']} s per cell "
               f"(batch >= 4096: >= {reps(4096)['min_repeats']} calls), after {r['warmup']} warm-up calls; "
-              f"all cells of one (dtype, batch) timed round-robin, one call each per round"
+              f"all cells of one (dtype, batch) timed in rotation, {args.block} consecutive call(s) each per round"
               + ("  [--quick]" if args.quick else ""))
         print("malloc: " + ("glibc keeps freed memory (npflows.perf.keep_freed_memory(); process-wide, so for "
                             "every row alike)" if malloc_kept else "default glibc trimming (freed memory goes back "
@@ -325,7 +328,7 @@ def main(argv=None):
                 for label in peers:
                     fns.update(torch_ops(torch, label, *models[(label, dname)], x, n))
                 t0 = time.perf_counter()
-                for (impl, op), (ms, _) in time_interleaved(fns, **reps(n)).items():
+                for (impl, op), (ms, _) in time_interleaved(fns, block=args.block, **reps(n)).items():
                     results.setdefault((impl, dname, n), {})[op] = ms
                 print(f"  measured {dname} batch {n} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 

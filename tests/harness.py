@@ -8,6 +8,8 @@ rounding cannot meet:
 * logdet vs ``slogdet`` of the brute-force Jacobian 1e-8: the LU factorisation of a small, moderately
   conditioned Jacobian loses a few digits;
 * backward vs autograd 1e-8: the same formulas in a different order of rounding;
+* the NumPy fast path vs the traceable path 1e-13: the same formulas, but BLAS may fuse a product and
+  a sum (FMA) or block a GEMM differently, which changes the last bit or two;
 * backward vs central differences 1e-6: a step h = 1e-5 leaves a truncation error O(h^2 f''') ~ 1e-10 and a
   rounding error O(eps |f| / h) ~ 1e-11 for the O(1) test objectives; 1e-6 keeps a wide margin yet catches
   any wrong term (a wrong term is O(1));
