@@ -1,0 +1,18 @@
+"""The runnable scripts still run (smoke tests with tiny settings; timings are not asserted)."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, timeout=300):
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{args} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def test_bench_train_quick_runs_and_checks_gradients():
+    out = run("scripts/bench_train.py", "--quick", "--no-peers", "--batches", "64", "--dtypes", "float64")
+    assert "autograd vs npflows gradient, float64" in out and "OK (< 1e-8)" in out
+    assert "npflows         float64     64" in out
