@@ -5,3 +5,6 @@ from .linear import Linear, LULinear, Permutation
 
 __all__ = ["ElementwiseAffine", "ActNorm", "LeakyReLU", "Sigmoid", "Logit", "Permutation", "Linear",
            "LULinear", "AdditiveCoupling", "AffineCoupling", "half_mask", "alternating_mask", "realnvp", "nice"]
+
+from .planar_radial import InverseNotConverged, Planar, Radial  # noqa: E402
+__all__ += ["Planar", "Radial", "InverseNotConverged"]
