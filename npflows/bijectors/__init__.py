@@ -6,5 +6,8 @@ from .linear import Linear, LULinear, Permutation
 __all__ = ["ElementwiseAffine", "ActNorm", "LeakyReLU", "Sigmoid", "Logit", "Permutation", "Linear",
            "LULinear", "AdditiveCoupling", "AffineCoupling", "half_mask", "alternating_mask", "realnvp", "nice"]
 
+from .autoregressive import MaskedAffineAutoregressive, maf  # noqa: E402
+__all__ += ["MaskedAffineAutoregressive", "maf"]
+
 from .planar_radial import InverseNotConverged, Planar, Radial  # noqa: E402
 __all__ += ["Planar", "Radial", "InverseNotConverged"]

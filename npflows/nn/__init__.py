@@ -2,3 +2,6 @@
 from .mlp import ACTIVATIONS, MLP, activate
 
 __all__ = ["MLP", "ACTIVATIONS", "activate"]
+
+from .made import MADE  # noqa: E402
+__all__ += ["MADE"]
