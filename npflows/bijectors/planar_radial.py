@@ -140,10 +140,12 @@ class Planar(Bijector):
 
     .. math:: F(a) = a + m\\tanh a - y = 0, \\qquad y = w^T x + b,
 
-    with :math:`F'(a) = 1 + m s(a) = g > 0`: F increases strictly from -inf to +inf (this is where the
-    constraint :math:`m > -1` is needed), so the root is unique, and because :math:`|m\\tanh a| \\le |m|`
-    it lies in :math:`[y - |m|, y + |m|]`.  :func:`solve_increasing` finds it (in float64 whatever the
-    input dtype) by safeguarded Newton/bisection on that bracket; then :math:`z = x - \\hat u\\tanh a`
+    with :math:`F'(a) = 1 + m s(a) = g > 0` (evaluated as :math:`t^2 + s\\,\\sigma_+`, like the logdet,
+    because :math:`m = \\sigma_+ - 1` rounds to -1 for :math:`c < -37`): F increases strictly from
+    -inf to +inf (this is where the constraint :math:`m > -1` is needed), so the root is unique, and
+    because :math:`|m\\tanh a| \\le |m|` it lies in :math:`[y - |m|, y + |m|]`.
+    :func:`solve_increasing` finds it (in float64 whatever the input dtype) by safeguarded
+    Newton/bisection on that bracket; then :math:`z = x - \\hat u\\tanh a`
     and the logdet is :math:`-\\log g(a)`.  Where the map is nearly singular (:math:`g \\ll 1`) the root
     is accurate to :math:`\\epsilon\\,(|a| + |y|)/g`, the conditioning of the problem.
     The solved root enters the traced computation through one more Newton step taken with ``xp``; its
@@ -215,27 +217,29 @@ class Planar(Bijector):
     def _inverse(self, params, y, xp):
         self._check_params(params)
         w, b = params["w"], params["b"]
-        u_hat, m, *_ = self.u_hat(params, xp)
+        u_hat, m, c, sp, *_ = self.u_hat(params, xp)
         proj = y @ w + b
         # the root in float64 on concrete values, whatever the dtype and whether traced
-        m64, p64 = float(unbox(m)), np.asarray(unbox(proj), dtype=np.float64)
+        m64, sp64 = float(unbox(m)), float(unbox(sp))
+        p64 = np.asarray(unbox(proj), dtype=np.float64)
         eps = float(np.finfo(np.float64).eps)
 
         def fun(a):
             th = np.tanh(a)
             F = a + m64 * th - p64
-            return F, 1.0 + m64 * (1.0 - th) * (1.0 + th), 4.0 * eps * (np.abs(a) + abs(m64) + np.abs(p64))
+            dF = th * th + (1.0 - th) * (1.0 + th) * sp64        # = 1 + m s, without cancellation
+            return F, dF, 4.0 * eps * (np.abs(a) + abs(m64) + np.abs(p64))
 
         a0 = solve_increasing(fun, p64, p64 - abs(m64), p64 + abs(m64), self.rtol, self.maxiter, self.name)
         a0 = a0.astype(unbox(y).dtype)
         # one traced Newton step from the root: same value, implicit-function derivative
         t0 = xp.tanh(a0)
         s0 = (1.0 - t0) * (1.0 + t0)
-        a = a0 - (a0 + m * t0 - proj) / (1.0 + m * s0)
+        a = a0 - (a0 + m * t0 - proj) / (t0 * t0 + s0 * sp)
         t = xp.tanh(a)
         s = (1.0 - t) * (1.0 + t)
         x = y - t[:, None] * u_hat
-        return x, -xp.log(t * t + s * (m + 1.0))
+        return x, -xp.log(t * t + s * sp)
 
     def __repr__(self):
         return f"Planar(dim={self.dim})"
