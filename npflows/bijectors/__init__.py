@@ -11,3 +11,6 @@ __all__ += ["MaskedAffineAutoregressive", "maf"]
 
 from .planar_radial import InverseNotConverged, Planar, Radial  # noqa: E402
 __all__ += ["Planar", "Radial", "InverseNotConverged"]
+
+from .spline import RationalQuadraticSpline, SplineCoupling, nsf, rational_quadratic_spline  # noqa: E402
+__all__ += ["RationalQuadraticSpline", "SplineCoupling", "nsf", "rational_quadratic_spline"]

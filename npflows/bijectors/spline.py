@@ -1,0 +1,553 @@
+"""Rational-quadratic spline flows (Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032).
+
+* :class:`RQSpline`: the elementwise monotonic rational-quadratic spline on ``[-B, B]`` with identity tails
+  outside, as a pure transform of ``(x, raw_widths, raw_heights, raw_derivatives)``: forward, inverse and a
+  hand-derived backward for the input and the three unnormalised parameter arrays.  The derivation is in its
+  Notes.  The bijectors below only add where the unnormalised parameters come from.
+* :class:`RationalQuadraticSpline`: a bijector whose parameters are the unnormalised spline parameters
+  themselves, one spline per coordinate (shared by every sample).
+* :class:`SplineCoupling`: a coupling layer (the ``_Coupling`` base of :mod:`.coupling`) whose conditioner
+  MLP outputs the spline parameters of the transformed coordinates (NSF's coupling layer, sec. 3.2).
+* :class:`MaskedSplineAutoregressive`: the autoregressive layer, parameters from a MADE (sec. 3.2).
+* :func:`nsf`: a stack of spline couplings with alternating masks.
+* :func:`rational_quadratic_spline`: the functional form, like nflows' ``unconstrained_rational_quadratic_spline``.
+
+The conventions (bin location, knot construction, minimum sizes, boundary derivatives equal to 1, linear
+tails) are those of nflows (Durkan et al.'s reference code), so values agree with it to rounding.
+"""
+import numpy as np
+from scipy.special import expit
+
+from .._checks import check_finite_result, unbox
+from ..core.bijector import Bijector
+from ..core.compose import Sequential
+from .coupling import _Coupling, _masks
+
+DEFAULT_MIN_BIN_WIDTH = 1e-3
+DEFAULT_MIN_BIN_HEIGHT = 1e-3
+DEFAULT_MIN_DERIVATIVE = 1e-3
+
+
+def softplus(u, xp=np):
+    """:math:`\\log(1 + e^u)`, computed as ``max(u, 0) + log1p(exp(-|u|))`` (``logaddexp(0, u)``, which
+    evaluates exactly that expression): exact to rounding for every u, with no threshold."""
+    return xp.logaddexp(0.0, u)
+
+
+def identity_raw_derivative(min_derivative=DEFAULT_MIN_DERIVATIVE):
+    """The unnormalised derivative whose knot derivative is 1: ``log(expm1(1 - min_derivative))``
+    (nflows uses the same constant for its boundary derivatives)."""
+    return float(np.log(np.expm1(1.0 - float(min_derivative))))
+
+
+def _gather(a, idx, xp):
+    """``a[..., idx]`` elementwise: ``a`` is ``(..., M)`` (broadcastable to ``idx.shape + (M,)``), ``idx``
+    an integer array.  NumPy: ``take_along_axis``.  Traced: a product with the one-hot encoding of ``idx``
+    summed over the last axis (autograd differentiates it; the index itself is a constant).  Both give
+    exactly ``a[..., idx]``: the one-hot sum adds exact zeros to the one selected entry."""
+    if xp is np:
+        a = np.broadcast_to(a, idx.shape + a.shape[-1:])
+        return np.take_along_axis(a, idx[..., None], axis=-1)[..., 0]
+    onehot = (idx[..., None] == np.arange(a.shape[-1])).astype(unbox(a).dtype)
+    return xp.sum(a * onehot, axis=-1)
+
+
+def _scatter(left, right, idx, n_knots):
+    """The inverse of gathering knots ``idx`` and ``idx + 1``: an ``(..., n_knots)`` array holding ``left`` at
+    position ``idx`` and ``right`` at ``idx + 1`` (per element; NumPy only, for the backward)."""
+    pos = np.arange(n_knots)
+    return (idx[..., None] == pos) * left[..., None] + (idx[..., None] + 1 == pos) * right[..., None]
+
+
+class RQSpline:
+    """The elementwise monotonic rational-quadratic spline of Durkan et al. (2019), with identity tails.
+
+    Not a bijector itself: a pure transform ``(x, raw_widths, raw_heights, raw_derivatives) -> (y, logabsdet)``
+    used by the bijectors of this module, which decide where the unnormalised parameters come from.
+
+    Parameters
+    ----------
+    n_bins : int
+        ``K >= 2`` bins.  Per transformed scalar: ``K`` unnormalised widths, ``K`` unnormalised heights and
+        ``K - 1`` unnormalised derivatives (at the interior knots).
+    bound : float
+        ``B > 0``: the spline maps ``[-B, B]`` onto itself; outside, the map is the identity.
+    min_bin_width, min_bin_height, min_derivative : float
+        Lower bounds (as fractions of ``2B`` for widths and heights); ``K * min_bin_width < 1`` and
+        ``K * min_bin_height < 1``, ``min_derivative >= 0``.  nflows' defaults, 1e-3 each.
+
+    Notes
+    -----
+    **Knots**, computed exactly in this order, so another implementation reproduces them bit for bit given
+    the same ``exp`` and ``log1p`` (every constant a double, rounded once to the working precision when it
+    meets the array; :math:`B`, :math:`m_w`, :math:`m_h`, :math:`m_d` are ``bound`` and the minima). For the
+    widths, from the unnormalised :math:`u_0, \\dots, u_{K-1}`:
+
+    1. :math:`e_i = \\exp(u_i - \\max_j u_j)`;
+    2. :math:`Z = (\\dots((e_0 + e_1) + e_2) + \\dots) + e_{K-1}` (sequential left-to-right sum, the last
+       entry of ``cumsum``), :math:`p_i = e_i / Z` (the softmax);
+    3. :math:`\\hat w_i = m_w + c_w\\,p_i` with the constant :math:`c_w = 1 - K m_w` (a double);
+    4. :math:`C_j = (\\dots(\\hat w_0 + \\hat w_1) + \\dots) + \\hat w_{j}` (sequential cumulative sum);
+    5. knots :math:`x^{(0)} = -B`, :math:`x^{(j)} = (2B)\\,C_{j-1} + (-B)` for :math:`j = 1..K-1`,
+       :math:`x^{(K)} = B`: the end knots are *pinned* to :math:`\\pm B` exactly (not computed from
+       :math:`C_{K-1}`, which is 1 only to rounding), so the spline meets the tails exactly;
+    6. bin widths :math:`w_k = x^{(k+1)} - x^{(k)}` (differences of the knots, so they add up to :math:`2B`
+       and meet the knots exactly).
+
+    Heights and :math:`y^{(j)}` alike with :math:`m_h`.  Derivatives at the knots: :math:`\\delta^{(0)} =
+    \\delta^{(K)} = 1` exactly (the tails' slope, so the derivative is continuous at :math:`\\pm B`), and
+    :math:`\\delta^{(j)} = m_d + \\mathrm{softplus}(v_{j-1})` for :math:`j = 1..K-1` with
+    :math:`\\mathrm{softplus}(v) = \\max(v, 0) + \\mathrm{log1p}(\\exp(-|v|))`.  (nflows gets its boundary
+    derivatives as :math:`m_d + \\mathrm{softplus}(\\log(e^{1-m_d} - 1))`, which is 1 to rounding, and uses
+    torch's softplus that returns :math:`v` for :math:`v > 20`: both differ from this by < 3e-9 relative.)
+
+    **Bin.**  :math:`k` is the number of interior knots :math:`x^{(1)}, \\dots, x^{(K-1)}` that are
+    :math:`\\le x`, so a point exactly on an interior knot belongs to the bin on its right (nflows' rule),
+    and :math:`x = B` to bin :math:`K-1`.
+
+    **Map** (Durkan et al. eq. 4, after Gregory & Delbourgo 1982).  In bin :math:`k`, with
+    :math:`w = w_k`, :math:`h = h_k`, :math:`s = h / w`, :math:`\\delta_0 = \\delta^{(k)}`,
+    :math:`\\delta_1 = \\delta^{(k+1)}`, :math:`\\xi = (x - x^{(k)})/w \\in [0, 1]`, :math:`\\tau = \\xi(1-\\xi)`:
+
+    .. math::
+        A = s\\xi^2 + \\delta_0\\tau, \\quad D = s + (\\delta_0 + \\delta_1 - 2s)\\tau, \\quad
+        y = y^{(k)} + \\frac{h A}{D}.
+
+    :math:`y` runs from :math:`y^{(k)}` (:math:`\\xi = 0`) to :math:`y^{(k)} + h` (:math:`\\xi = 1`).
+    **Derivative** (eq. 5): with :math:`M = \\delta_1\\xi^2 + 2s\\tau + \\delta_0(1-\\xi)^2`,
+
+    .. math:: g = \\frac{dy}{dx} = \\frac{s^2 M}{D^2}, \\qquad \\ell = \\log g = \\log(s^2 M) - 2\\log D.
+
+    :math:`g > 0` since :math:`s, \\delta > 0` (every term of :math:`M` is positive and
+    :math:`D = s(1 - 2\\tau) + (\\delta_0 + \\delta_1)\\tau`, :math:`1 - 2\\tau \\ge 1/2`): the map is strictly
+    increasing.  At :math:`\\xi = 0` and :math:`1`, :math:`g = \\delta_0` and :math:`\\delta_1`: the value and
+    the derivative are continuous at every knot, and at :math:`\\pm B` they join the identity tails
+    (value :math:`\\pm B`, slope 1).  The second derivative is generally *not* continuous at the knots.
+    Outside :math:`[-B, B]`: :math:`y = x`, :math:`\\ell = 0`.  Elementwise, so a layer's Jacobian is
+    diagonal and its log-determinant is the sum of the :math:`\\ell`.
+
+    **Inverse** (eq. 6-8).  Locate the bin among the :math:`y`-knots, let :math:`\\Delta = y - y^{(k)}`,
+    :math:`c_2 = \\delta_0 + \\delta_1 - 2s`.  Clearing the denominator of :math:`y` gives the quadratic
+    :math:`a\\xi^2 + b\\xi + c = 0` with
+
+    .. math:: a = \\Delta c_2 + h(s - \\delta_0), \\quad b = h\\delta_0 - \\Delta c_2, \\quad c = -s\\Delta.
+
+    Its root in :math:`[0, 1]` is taken in the form :math:`\\xi = 2c / (-b - \\sqrt{b^2 - 4ac})`.
+    Stability: :math:`c \\le 0`, and for the root in :math:`(0, 1]` the denominator equals
+    :math:`2c/\\xi \\le 2c`; at :math:`\\Delta = 0` it is :math:`-2h\\delta_0 < 0`.  So the denominator
+    never vanishes, and when :math:`b > 0` (always near the bottom of a bin) it adds two negative numbers with
+    no cancellation, whereas the textbook :math:`(-b + \\sqrt{\\cdot})/(2a)` cancels catastrophically as
+    :math:`\\Delta \\to 0` (and divides by :math:`a \\to 0` where the bin is nearly linear).  The discriminant
+    is clamped at 0 against rounding.  Then :math:`x = x^{(k)} + \\xi w` and the inverse logdet is
+    :math:`-\\ell(\\xi)`.
+
+    **Backward.**  Cotangents :math:`\\bar y, \\bar\\ell` per element.  The bin index is piecewise constant
+    (no derivative); everything else is differentiated.  Partial derivatives of :math:`y` (holding the other
+    variables of the list :math:`\\xi, s, h, y^{(k)}, \\delta_0, \\delta_1` fixed; :math:`\\partial A/\\partial s
+    = \\xi^2`, :math:`\\partial D/\\partial s = 1 - 2\\tau`, :math:`\\partial A/\\partial\\delta_0 =
+    \\partial D/\\partial\\delta_0 = \\partial D/\\partial\\delta_1 = \\tau`):
+
+    * :math:`\\partial y/\\partial\\xi = w g` (because :math:`dy/dx = g` and :math:`d\\xi/dx = 1/w`);
+    * :math:`\\partial y/\\partial s = h(\\xi^2 D - A(1 - 2\\tau))/D^2`;
+    * :math:`\\partial y/\\partial h = A/D`, :math:`\\partial y/\\partial y^{(k)} = 1`;
+    * :math:`\\partial y/\\partial\\delta_0 = h\\tau(D - A)/D^2`, :math:`\\partial y/\\partial\\delta_1 = -h A\\tau/D^2`.
+
+    Of :math:`\\ell = 2\\log s + \\log M - 2\\log D` (:math:`\\partial M/\\partial\\xi = 2\\delta_1\\xi +
+    2s(1-2\\xi) - 2\\delta_0(1-\\xi)`, :math:`\\partial D/\\partial\\xi = c_2(1-2\\xi)`,
+    :math:`\\partial M/\\partial s = 2\\tau`):
+
+    * :math:`\\partial\\ell/\\partial\\xi = (\\partial M/\\partial\\xi)/M - 2c_2(1-2\\xi)/D`;
+    * :math:`\\partial\\ell/\\partial s = 2/s + 2\\tau/M - 2(1-2\\tau)/D`;
+    * :math:`\\partial\\ell/\\partial\\delta_0 = (1-\\xi)^2/M - 2\\tau/D`,
+      :math:`\\partial\\ell/\\partial\\delta_1 = \\xi^2/M - 2\\tau/D`.
+
+    Line by line, with :math:`\\xi = (x - x^{(k)})/w`, :math:`s = h/w`, :math:`w = x^{(k+1)} - x^{(k)}`,
+    :math:`h = y^{(k+1)} - y^{(k)}`:
+
+    1. :math:`\\bar\\xi = \\bar y\\,w g + \\bar\\ell\\,\\partial\\ell/\\partial\\xi`,
+       :math:`\\bar s = \\bar y\\,\\partial y/\\partial s + \\bar\\ell\\,\\partial\\ell/\\partial s`,
+       :math:`\\bar\\delta_{0,1} = \\bar y\\,\\partial y/\\partial\\delta_{0,1} +
+       \\bar\\ell\\,\\partial\\ell/\\partial\\delta_{0,1}`;
+    2. :math:`\\bar x = \\bar\\xi / w` (inside; :math:`\\bar x = \\bar y` in the tails, where the parameters
+       get nothing);
+    3. :math:`\\bar h = \\bar y A/D + \\bar s / w`, :math:`\\bar w = -(\\bar s\\,s + \\bar\\xi\\,\\xi)/w`;
+    4. knots: :math:`\\bar x^{(k)} = -\\bar\\xi/w - \\bar w`, :math:`\\bar x^{(k+1)} = \\bar w`,
+       :math:`\\bar y^{(k)} = \\bar y - \\bar h`, :math:`\\bar y^{(k+1)} = \\bar h`, and
+       :math:`\\bar\\delta^{(k)} = \\bar\\delta_0`, :math:`\\bar\\delta^{(k+1)} = \\bar\\delta_1`, scattered
+       into arrays over the :math:`K+1` knots (and summed over the batch when the parameters are shared);
+    5. pinned knots :math:`x^{(0)}, x^{(K)}` and derivatives :math:`\\delta^{(0)}, \\delta^{(K)}` are
+       constants: their cotangents are dropped.  :math:`\\bar C_{j-1} = 2B\\,\\bar x^{(j)}`, :math:`j = 1..K-1`;
+    6. cumulative sum: :math:`\\bar{\\hat w}_i = \\sum_{j=i}^{K-2}\\bar C_j` (a reversed cumulative sum;
+       :math:`\\bar{\\hat w}_{K-1} = 0`, the last width only enters the pinned knot);
+    7. :math:`\\bar p = c_w\\,\\bar{\\hat w}`; softmax (:math:`\\partial p_i/\\partial u_j = p_i(\\delta_{ij} - p_j)`):
+       :math:`\\bar u = p\\odot(\\bar p - \\sum_i p_i\\bar p_i)`.  The max-shift of step 1 cancels and gets
+       no cotangent;
+    8. heights alike from :math:`\\bar y^{(j)}`; derivatives :math:`\\bar v_{j-1} = \\bar\\delta^{(j)}
+       \\sigma(v_{j-1})`, :math:`j = 1..K-1`, since :math:`\\mathrm{softplus}' = \\sigma` (the logistic sigmoid).
+
+    At a point exactly on a knot the backward is that of the bin on its right (the bin rule above); the
+    value and its gradient in x and the parameters are continuous there, but the gradient of :math:`\\ell`
+    jumps with the second derivative, so finite differences across a knot do not converge to either side.
+    """
+
+    def __init__(self, n_bins=8, bound=3.0, min_bin_width=DEFAULT_MIN_BIN_WIDTH,
+                 min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE, owner="RQSpline"):
+        if int(n_bins) != n_bins or n_bins < 2:
+            raise ValueError(f"{owner}: n_bins must be an integer >= 2, got {n_bins!r}")
+        if not (np.isfinite(bound) and bound > 0):
+            raise ValueError(f"{owner}: bound must be finite and > 0, got {bound!r}")
+        for what, v in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
+            if not (0.0 <= v and v * n_bins < 1.0):
+                raise ValueError(f"{owner}: {what} must be >= 0 with n_bins * {what} < 1, got {v!r} for "
+                                 f"{n_bins} bins")
+        if not (np.isfinite(min_derivative) and min_derivative >= 0.0):
+            raise ValueError(f"{owner}: min_derivative must be finite and >= 0, got {min_derivative!r}")
+        # python floats and ints: a numpy float64 scalar would upcast float32 arrays
+        self.n_bins, self.bound = int(n_bins), float(bound)
+        self.min_bin_width, self.min_bin_height = float(min_bin_width), float(min_bin_height)
+        self.min_derivative = float(min_derivative)
+
+    @property
+    def n_raw(self):
+        """Unnormalised parameters per scalar: ``3K - 1``."""
+        return 3 * self.n_bins - 1
+
+    # ------------------------------------------------------------------ knots
+    def _knots_1d(self, raw, min_size, xp):
+        """Knots ``(..., K+1)`` from unnormalised sizes ``(..., K)`` (steps 1-5 of the Notes), and the softmax."""
+        K, B = self.n_bins, self.bound
+        e = xp.exp(raw - np.max(unbox(raw), axis=-1, keepdims=True))   # the shift is a constant
+        p = e / xp.cumsum(e, axis=-1)[..., K - 1:]
+        sizes = min_size + (1.0 - min_size * K) * p
+        inner = (2.0 * B) * xp.cumsum(sizes, axis=-1)[..., :K - 1] + (-B)
+        end = inner.shape[:-1] + (1,)
+        dt = unbox(raw).dtype
+        return xp.concatenate([np.full(end, -B, dt), inner, np.full(end, B, dt)], axis=-1), p
+
+    def _knot_derivatives(self, raw_d, xp):
+        end = raw_d.shape[:-1] + (1,)
+        one = np.ones(end, unbox(raw_d).dtype)
+        return xp.concatenate([one, self.min_derivative + softplus(raw_d, xp), one], axis=-1)
+
+    def knots(self, raw_widths, raw_heights, raw_derivatives, xp=np):
+        """``(x_knots, y_knots, derivatives)``, each ``(..., K+1)``, built as in the Notes."""
+        self._check_shapes(raw_widths, raw_heights, raw_derivatives)
+        return (self._knots_1d(raw_widths, self.min_bin_width, xp)[0],
+                self._knots_1d(raw_heights, self.min_bin_height, xp)[0],
+                self._knot_derivatives(raw_derivatives, xp))
+
+    def _check_shapes(self, rw, rh, rd, owner="RQSpline"):
+        K = self.n_bins
+        shapes = (np.shape(unbox(rw)), np.shape(unbox(rh)), np.shape(unbox(rd)))
+        if shapes[0][-1:] != (K,) or shapes[1][-1:] != (K,) or shapes[2][-1:] != (K - 1,) \
+                or not shapes[0][:-1] == shapes[1][:-1] == shapes[2][:-1]:
+            raise ValueError(f"{owner}: expected unnormalised widths, heights, derivatives of shapes (..., {K}), "
+                             f"(..., {K}), (..., {K - 1}), got {shapes}")
+
+    def _bin(self, v, knots):
+        """The bin of each element: the count of interior knots ``<= v`` (plain integers, never traced)."""
+        return np.sum(unbox(v)[..., None] >= unbox(knots)[..., 1:self.n_bins], axis=-1)
+
+    # ------------------------------------------------------------------ forward, inverse
+    def forward(self, x, raw_widths, raw_heights, raw_derivatives, xp=np):
+        """``(y, logabsdet, cache)``, elementwise.  ``x`` has any shape ``S``; the unnormalised parameters
+        are ``S + (K,)``, ``S + (K,)``, ``S + (K-1,)`` or broadcastable to them (a spline shared by the batch)."""
+        B, K = self.bound, self.n_bins
+        kx, pw = self._knots_1d(raw_widths, self.min_bin_width, xp)
+        ky, ph = self._knots_1d(raw_heights, self.min_bin_height, xp)
+        kd = self._knot_derivatives(raw_derivatives, xp)
+        xv = unbox(x)
+        inside = (xv >= -B) & (xv <= B)
+        xs = xp.where(inside, x, 0.0)          # tails are evaluated at 0 (finite, masked out below)
+        idx = self._bin(xs, kx)
+        x0, x1 = _gather(kx[..., :K], idx, xp), _gather(kx[..., 1:], idx, xp)
+        y0, y1 = _gather(ky[..., :K], idx, xp), _gather(ky[..., 1:], idx, xp)
+        d0, d1 = _gather(kd[..., :K], idx, xp), _gather(kd[..., 1:], idx, xp)
+        w, h = x1 - x0, y1 - y0
+        s = h / w
+        xi = (xs - x0) / w
+        om = 1.0 - xi
+        tau = xi * om
+        A = s * (xi * xi) + d0 * tau
+        D = s + (d0 + d1 - 2.0 * s) * tau
+        M = d1 * (xi * xi) + 2.0 * s * tau + d0 * (om * om)
+        y = xp.where(inside, y0 + h * A / D, x)
+        ld = xp.where(inside, xp.log(s * s * M) - 2.0 * xp.log(D), 0.0)
+        cache = (inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, pw, ph, raw_derivatives)
+        return y, ld, cache
+
+    def inverse(self, y, raw_widths, raw_heights, raw_derivatives, xp=np):
+        """``(x, logabsdet)`` with ``logabsdet = log dx/dy`` elementwise; shapes as in :meth:`forward`."""
+        B, K = self.bound, self.n_bins
+        kx, _ = self._knots_1d(raw_widths, self.min_bin_width, xp)
+        ky, _ = self._knots_1d(raw_heights, self.min_bin_height, xp)
+        kd = self._knot_derivatives(raw_derivatives, xp)
+        yv = unbox(y)
+        inside = (yv >= -B) & (yv <= B)
+        ys = xp.where(inside, y, 0.0)
+        idx = self._bin(ys, ky)
+        x0, x1 = _gather(kx[..., :K], idx, xp), _gather(kx[..., 1:], idx, xp)
+        y0, y1 = _gather(ky[..., :K], idx, xp), _gather(ky[..., 1:], idx, xp)
+        d0, d1 = _gather(kd[..., :K], idx, xp), _gather(kd[..., 1:], idx, xp)
+        w, h = x1 - x0, y1 - y0
+        s = h / w
+        delta = ys - y0
+        c2 = d0 + d1 - 2.0 * s
+        a = delta * c2 + h * (s - d0)
+        b = h * d0 - delta * c2
+        c = -s * delta
+        disc = xp.maximum(b * b - 4.0 * a * c, 0.0)
+        xi = (2.0 * c) / (-b - xp.sqrt(disc))
+        om = 1.0 - xi
+        tau = xi * om
+        D = s + c2 * tau
+        M = d1 * (xi * xi) + 2.0 * s * tau + d0 * (om * om)
+        x = xp.where(inside, x0 + xi * w, y)
+        ld = xp.where(inside, 2.0 * xp.log(D) - xp.log(s * s * M), 0.0)
+        return x, ld
+
+    # ------------------------------------------------------------------ backward
+    def _knots_1d_backward(self, kbar, p, min_size):
+        """Steps 5-7 of the backward: knot cotangents ``(..., K+1)`` -> unnormalised cotangents ``(..., K)``."""
+        K = self.n_bins
+        cbar = (2.0 * self.bound) * kbar[..., 1:K]                 # C_0 .. C_{K-2}; pinned ends dropped
+        sbar = np.cumsum(cbar[..., ::-1], axis=-1)[..., ::-1]      # sum_{j >= i} cbar_j
+        sbar = np.concatenate([sbar, np.zeros_like(sbar[..., :1])], axis=-1)
+        pbar = (1.0 - min_size * K) * sbar
+        return p * (pbar - np.sum(p * pbar, axis=-1, keepdims=True))
+
+    def backward(self, dy, dlogabsdet, cache):
+        """``(dx, (d_raw_widths, d_raw_heights, d_raw_derivatives))`` for the elementwise cotangents ``dy`` and
+        ``dlogabsdet`` (shape of ``x``).  Parameter cotangents have the parameters' shapes: summed over the
+        leading axes along which a shared spline was broadcast."""
+        inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, pw, ph, rd = cache
+        K = self.n_bins
+        gy = np.where(inside, dy, 0.0)
+        gl = np.where(inside, dlogabsdet, 0.0)
+        om = 1.0 - xi
+        D2 = D * D
+        g = s * s * M / D2                                       # dy/dx
+        hD2 = h / D2
+        one_m_2tau = 1.0 - 2.0 * tau
+        two_tau_D = 2.0 * tau / D
+        dM_dxi = 2.0 * (d1 * xi + s * (1.0 - 2.0 * xi) - d0 * om)
+        l_xi = dM_dxi / M - 2.0 * (d0 + d1 - 2.0 * s) * (1.0 - 2.0 * xi) / D
+        l_s = 2.0 / s + 2.0 * tau / M - 2.0 * one_m_2tau / D
+        xi_bar = gy * (w * g) + gl * l_xi                                       # step 1
+        s_bar = gy * (hD2 * (xi * xi * D - A * one_m_2tau)) + gl * l_s
+        d0_bar = gy * (hD2 * tau * (D - A)) + gl * (om * om / M - two_tau_D)
+        d1_bar = gy * (-hD2 * A * tau) + gl * (xi * xi / M - two_tau_D)
+        dx = np.where(inside, xi_bar / w, dy)                                   # step 2
+        h_bar = gy * (A / D) + s_bar / w                                        # step 3
+        w_bar = -(s_bar * s + xi_bar * xi) / w
+        kx_bar = _scatter(-xi_bar / w - w_bar, w_bar, idx, K + 1)               # step 4
+        ky_bar = _scatter(gy - h_bar, h_bar, idx, K + 1)
+        kd_bar = _scatter(d0_bar, d1_bar, idx, K + 1)
+        n_shared = kx_bar.ndim - pw.ndim                                        # a spline shared by the batch
+        if n_shared:
+            axes = tuple(range(n_shared))
+            kx_bar, ky_bar, kd_bar = kx_bar.sum(axes), ky_bar.sum(axes), kd_bar.sum(axes)
+        kx_bar, ky_bar, kd_bar = (_sum_to(a, pw.shape) for a in (kx_bar, ky_bar, kd_bar))
+        drw = self._knots_1d_backward(kx_bar, pw, self.min_bin_width)           # steps 5-7
+        drh = self._knots_1d_backward(ky_bar, ph, self.min_bin_height)
+        drd = kd_bar[..., 1:K] * expit(rd)                                      # step 8
+        return dx, (drw, drh, drd.astype(dx.dtype, copy=False))
+
+    def __repr__(self):
+        return (f"RQSpline(n_bins={self.n_bins}, bound={self.bound}, min_bin_width={self.min_bin_width}, "
+                f"min_bin_height={self.min_bin_height}, min_derivative={self.min_derivative})")
+
+
+def _sum_to(a, shape):
+    """Sum ``a`` (``(..., K+1)``) over the axes where the parameters of ``shape`` (``(..., K)``) broadcast."""
+    lead = shape[:-1]
+    axes = tuple(i for i, n in enumerate(lead) if n == 1 and a.shape[i] != 1)
+    return a.sum(axis=axes, keepdims=True) if axes else a
+
+
+def rational_quadratic_spline(x, raw_widths, raw_heights, raw_derivatives, inverse=False, bound=3.0,
+                              min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
+                              min_derivative=DEFAULT_MIN_DERIVATIVE):
+    """The spline with linear tails as a function: ``(out, logabsdet)`` elementwise, the counterpart of nflows'
+    ``unconstrained_rational_quadratic_spline(..., tails="linear", tail_bound=bound)``.
+
+    ``x`` has any shape ``S``; the unnormalised parameters ``S + (K,)``, ``S + (K,)``, ``S + (K-1,)``
+    (or broadcastable).  ``inverse=True`` evaluates :math:`f^{-1}` and :math:`\\log|df^{-1}/dy|`.
+    See :class:`RQSpline` for the construction.
+    """
+    sp = RQSpline(np.shape(raw_widths)[-1], bound, min_bin_width, min_bin_height, min_derivative,
+                  owner="rational_quadratic_spline")
+    sp._check_shapes(raw_widths, raw_heights, raw_derivatives, "rational_quadratic_spline")
+    if inverse:
+        return sp.inverse(x, raw_widths, raw_heights, raw_derivatives)
+    return sp.forward(x, raw_widths, raw_heights, raw_derivatives)[:2]
+
+
+def _check_result(owner, y, ld):
+    check_finite_result(owner, y, "the output (non-finite spline parameters?)")
+    check_finite_result(owner, ld, "the log-determinant (non-finite spline parameters?)")
+
+
+class RationalQuadraticSpline(Bijector):
+    """One rational-quadratic spline per coordinate, its unnormalised parameters learned directly
+    (shared by every sample): :math:`y_i = f_i(x_i)` (Durkan et al. 2019, arXiv:1906.04032).
+
+    Parameters
+    ----------
+    dim : int
+        ``D``.
+    n_bins, bound, min_bin_width, min_bin_height, min_derivative
+        As :class:`RQSpline`.
+
+    Notes
+    -----
+    Parameters ``raw_widths`` ``(D, K)``, ``raw_heights`` ``(D, K)``, ``raw_derivatives`` ``(D, K-1)``.
+    ``init`` gives the identity map (to rounding): equal widths and heights make every slope
+    :math:`s = 1`, and ``raw_derivatives`` = :func:`identity_raw_derivative` makes every knot derivative 1,
+    and a rational-quadratic segment with :math:`s = \\delta_0 = \\delta_1 = 1` is :math:`y = x`.
+
+    The Jacobian is diagonal, :math:`\\log|\\det J| = \\sum_i \\ell_i`; so every coordinate gets the same logdet
+    cotangent :math:`\\bar\\ell_n` of its sample.  The backward is :class:`RQSpline`'s, whose parameter
+    cotangents are summed over the batch (the parameters are shared) *before* the knot construction's
+    backward, which is linear in the knot cotangents.
+    """
+
+    def __init__(self, dim, n_bins=8, bound=3.0, min_bin_width=DEFAULT_MIN_BIN_WIDTH,
+                 min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE):
+        if int(dim) != dim or dim < 1:
+            raise ValueError(f"RationalQuadraticSpline: dim must be an integer >= 1, got {dim!r}")
+        self.dim = int(dim)
+        self.spline = RQSpline(n_bins, bound, min_bin_width, min_bin_height, min_derivative,
+                               owner="RationalQuadraticSpline")
+
+    def param_shapes(self):
+        K = self.spline.n_bins
+        return {"raw_widths": (self.dim, K), "raw_heights": (self.dim, K), "raw_derivatives": (self.dim, K - 1)}
+
+    def init(self, rng, x=None, dtype=np.float64):
+        dtype = x.dtype if x is not None else np.dtype(dtype)
+        K = self.spline.n_bins
+        return {"raw_widths": np.zeros((self.dim, K), dtype), "raw_heights": np.zeros((self.dim, K), dtype),
+                "raw_derivatives": np.full((self.dim, K - 1), identity_raw_derivative(self.spline.min_derivative),
+                                           dtype)}
+
+    def _forward(self, params, x, xp):
+        y, ld, cache = self.spline.forward(x, params["raw_widths"], params["raw_heights"],
+                                           params["raw_derivatives"], xp)
+        logdet = xp.sum(ld, axis=1)
+        _check_result(self.name, y, logdet)
+        return y, logdet, cache
+
+    def _inverse(self, params, y, xp):
+        x, ld = self.spline.inverse(y, params["raw_widths"], params["raw_heights"], params["raw_derivatives"], xp)
+        logdet = xp.sum(ld, axis=1)
+        _check_result(f"{self.name} inverse", x, logdet)
+        return x, logdet
+
+    def backward(self, params, dy, dlogdet, cache):
+        dx, (drw, drh, drd) = self.spline.backward(dy, np.broadcast_to(dlogdet[:, None], dy.shape), cache)
+        return dx, {"raw_widths": drw, "raw_heights": drh, "raw_derivatives": drd}
+
+    def __repr__(self):
+        sp = self.spline
+        return f"RationalQuadraticSpline(dim={self.dim}, n_bins={sp.n_bins}, bound={sp.bound})"
+
+
+class SplineCoupling(_Coupling):
+    """NSF's coupling layer (Durkan et al. 2019, arXiv:1906.04032, sec. 3.2): :math:`y_1 = x_1` and
+    :math:`y_{2,j} = f_j(x_{2,j};\\ \\theta_j(x_1))`, a rational-quadratic spline per transformed coordinate
+    whose unnormalised parameters :math:`\\theta_j` an MLP computes from :math:`x_1`.
+
+    Parameters
+    ----------
+    mask : array of 0/1, shape (D,)
+        1 = passes through and conditions, 0 = transformed (as :class:`~npflows.AffineCoupling`).
+    n_bins, bound, min_bin_width, min_bin_height, min_derivative
+        As :class:`RQSpline`.
+    hidden, activation
+        The conditioner MLP (``d1 -> hidden -> d2 * (3K - 1)``), parameters under ``"net."``.
+    zero_init : bool
+        Zero the MLP's last layer, so the layer starts as the identity map (see Notes).
+
+    Notes
+    -----
+    **Layout.**  The MLP output ``(N, d2 * (3K - 1))`` is read as ``(N, d2, 3K - 1)`` (row-major, as nflows):
+    for the ``j``-th transformed coordinate (in increasing index order), columns ``j(3K-1) + [0, K)`` are its
+    unnormalised widths, ``+ [K, 2K)`` its heights and ``+ [2K, 3K-1)`` its interior derivatives.
+
+    **Initialisation.**  ``init`` sets the derivative entries of the last bias to
+    :func:`identity_raw_derivative`; with ``zero_init`` the last weights are zero, so every knot derivative is
+    1 and the widths and heights are equal: the identity map (to rounding) for every input.
+
+    **Jacobian.**  In split order :math:`J = \\begin{pmatrix} I & 0 \\\\ \\ast & \\mathrm{diag}(g)\\end{pmatrix}`
+    with :math:`g_j = f_j'(x_{2,j})`, so :math:`\\log|\\det J| = \\sum_j \\ell_j`.
+
+    **Backward** for :math:`(\\bar y, \\bar\\ell)`: :class:`RQSpline`'s backward with per-element parameters
+    gives :math:`\\bar x_2` and the cotangents of the unnormalised parameters (:math:`\\bar\\ell_n` broadcast
+    over the coordinates of sample ``n``); laid out as the MLP output, the MLP's backward turns them into its
+    parameter gradients and the conditioner path :math:`\\bar x_1 \\mathrel{+}= \\dots`, added to
+    :math:`\\bar y_1`.  Inverse: the same parameters from :math:`y_1 = x_1`, then the spline's inverse.
+    """
+
+    def __init__(self, mask, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu",
+                 min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
+                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True):
+        self.spline = RQSpline(n_bins, bound, min_bin_width, min_bin_height, min_derivative, owner="SplineCoupling")
+        self.n_params_per_dim = self.spline.n_raw
+        super().__init__(mask, hidden, activation, zero_init)
+
+    def init(self, rng, x=None, dtype=np.float64):
+        p = super().init(rng, x, dtype)
+        key, K = self.net._b[-1], self.spline.n_bins
+        b = p[key].reshape(self.d2, 3 * K - 1).copy()
+        b[:, 2 * K:] = identity_raw_derivative(self.spline.min_derivative)
+        p[key] = b.reshape(-1)
+        return p
+
+    def _raw(self, params, x1, xp):
+        out, nc = self.net.forward(params, x1, xp)
+        K = self.spline.n_bins
+        raw = xp.reshape(out, (x1.shape[0], self.d2, 3 * K - 1))
+        return raw[..., :K], raw[..., K:2 * K], raw[..., 2 * K:], nc
+
+    def _forward(self, params, x, xp):
+        x1, x2 = self._split(x)
+        rw, rh, rd, nc = self._raw(params, x1, xp)
+        y2, ld, sc = self.spline.forward(x2, rw, rh, rd, xp)
+        y, logdet = self._join(x1, y2, xp), xp.sum(ld, axis=1)
+        _check_result(self.name, y, logdet)
+        return y, logdet, (sc, nc)
+
+    def _inverse(self, params, y, xp):
+        y1, y2 = self._split(y)
+        rw, rh, rd, _ = self._raw(params, y1, xp)
+        x2, ld = self.spline.inverse(y2, rw, rh, rd, xp)
+        x, logdet = self._join(y1, x2, xp), xp.sum(ld, axis=1)
+        _check_result(f"{self.name} inverse", x, logdet)
+        return x, logdet
+
+    def backward(self, params, dy, dlogdet, cache):
+        sc, nc = cache
+        dy1, dy2 = self._split(dy)
+        dx2, (drw, drh, drd) = self.spline.backward(dy2, np.broadcast_to(dlogdet[:, None], dy2.shape), sc)
+        dout = np.concatenate([drw, drh, drd], axis=-1).reshape(dy.shape[0], -1)
+        dx1, grads = self.net.backward(params, dout, nc)
+        return self._join(dy1 + dx1, dx2, np), grads
+
+    def __repr__(self):
+        sp = self.spline
+        return (f"SplineCoupling(mask={self.mask.astype(int).tolist()}, n_bins={sp.n_bins}, bound={sp.bound}, "
+                f"net={self.net!r})")
+
+
+def nsf(dim, n_layers=5, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu", mask="half",
+        min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
+        min_derivative=DEFAULT_MIN_DERIVATIVE):
+    """A coupling neural spline flow: ``n_layers`` :class:`SplineCoupling` layers whose masks alternate
+    (``"half"`` or ``"alternating"``, as :func:`~npflows.realnvp`), so every coordinate is transformed every
+    other layer.  For D = 2 each layer transforms one coordinate conditioned on the other, and the two
+    coordinates take turns.  Parameters of layer ``i`` are under ``"i.net."``."""
+    if int(n_layers) < 1:
+        raise ValueError(f"nsf: n_layers must be >= 1, got {n_layers}")
+    return Sequential([SplineCoupling(m, n_bins, bound, hidden, activation, min_bin_width, min_bin_height,
+                                      min_derivative) for m in _masks(dim, int(n_layers), mask)])

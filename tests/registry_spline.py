@@ -1,0 +1,130 @@
+"""Harness entries for the rational-quadratic spline family: the elementwise spline, the spline coupling with
+several masks, the ``nsf`` stack (and the autoregressive spline layer when MADE is available).
+
+Points.  The spline's value and first derivative are continuous at the knots and at +-B, but its second
+derivative, hence the derivative of the logdet, jumps there: central differences (step 1e-5) across a knot
+converge to the mean of the two one-sided derivatives, not to the backward.  So every harness point is kept at
+least ``GAP`` = 1e-3 (100 steps) from every knot of its own spline, and from +-B; points *exactly* on knots,
+and at +-B, are checked in ``test_spline.py`` with the checks that do not straddle (round trip, brute-force
+logdet, autograd, one-sided differences).  Elementwise entries place points inside chosen bins at relative
+positions 0.05..0.95, so every bin is visited; others mix bins and the identity tails.
+
+Parameters are perturbed (scale 0.4-1.5) away from the identity initialisation, so slopes and knot
+derivatives differ from bin to bin and every gradient is non-trivial.  Hidden widths 5-7 keep it fast.
+"""
+import numpy as np
+
+import npflows as nf
+from npflows.bijectors.spline import RationalQuadraticSpline, SplineCoupling, nsf
+from registry import Case, perturbed
+
+GAP = 1e-3
+
+
+def _bad(x):
+    nan = x.copy()
+    nan[1, 0] = np.nan
+    return [("inverse", nan), ("inverse", np.full((2, x.shape[1]), np.inf))]
+
+
+def _too_close(v, knots, bound):
+    """Entries of ``v`` within GAP of one of their knots (``(..., K+1)``, including +-B) or of +-B."""
+    near = np.abs(v[..., None] - knots).min(axis=-1) < GAP
+    return near | (np.abs(np.abs(v) - bound) < GAP)
+
+
+def _in_bins(sp, knots, n, rng):
+    """``n`` points per coordinate, bin ``i % K`` of each coordinate at relative position U(0.05, 0.95)."""
+    K = sp.n_bins
+    k = (np.arange(n)[:, None] + rng.integers(0, K, knots.shape[0])[None, :]) % K
+    lo = np.take_along_axis(knots[None].repeat(n, 0), k[..., None], -1)[..., 0]
+    hi = np.take_along_axis(knots[None].repeat(n, 0), k[..., None] + 1, -1)[..., 0]
+    return lo + rng.uniform(0.05, 0.95, lo.shape) * (hi - lo)
+
+
+def _elementwise(dim, n=8, scale=0.8, tail_fraction=0.0, **kw):
+    def make(rng):
+        b = RationalQuadraticSpline(dim, **kw)
+        p = perturbed(b, rng, scale)
+        kx = b.spline.knots(p["raw_widths"], p["raw_heights"], p["raw_derivatives"])[0]
+        x = _in_bins(b.spline, kx, n, rng)
+        tails = rng.uniform(size=x.shape) < tail_fraction
+        B = b.spline.bound
+        x = np.where(tails, rng.choice([-1.0, 1.0], x.shape) * rng.uniform(B + 0.05, B + 2.0, x.shape), x)
+        assert not _too_close(x, kx[None], B).any()
+        return Case(b, p, x, _bad(x))
+    return make
+
+
+def _identity_init(rng):
+    b = RationalQuadraticSpline(2, n_bins=4, bound=2.0)
+    x = rng.uniform(-1.9, 1.9, (6, 2))
+    p = b.init(rng)
+    kx = b.spline.knots(p["raw_widths"], p["raw_heights"], p["raw_derivatives"])[0]
+    x = np.where(_too_close(x, kx[None], 2.0), x + 0.1, x)          # knots at -2, -1, 0, 1, 2
+    return Case(b, p, x, _bad(x))
+
+
+def _transformed_knots(b, p, x):
+    """The x-knots of every transformed coordinate of the coupling ``b`` at ``x``: ``(N, d2, K+1)``."""
+    x1, _ = b._split(x)
+    rw, rh, rd, _ = b._raw(p, x1, np)
+    return b.spline.knots(rw, rh, rd)[0]
+
+
+def _coupling_points(b, p, rng, n):
+    x = rng.standard_normal((n, b.dim)) * 1.2
+    idx2 = np.flatnonzero(~b.mask)
+    for _ in range(100):                       # redraw the transformed entries that sit on a knot
+        kx = _transformed_knots(b, p, x)
+        close = _too_close(x[:, idx2], kx, b.spline.bound)
+        if not close.any():
+            return x
+        fresh = x.copy()
+        fresh[:, idx2] = np.where(close, rng.standard_normal(close.shape) * 1.2, x[:, idx2])
+        x = fresh
+    raise RuntimeError("could not place the test points away from the knots")
+
+
+def _coupling(mask, n=5, scale=0.4, hidden=(7, 5), **kw):
+    def make(rng):
+        b = SplineCoupling(np.asarray(mask), hidden=hidden, **kw)
+        p = perturbed(b, rng, scale)
+        x = _coupling_points(b, p, rng, n)
+        return Case(b, p, x, _bad(x))
+    return make
+
+
+def _nsf(rng):
+    b = nsf(3, n_layers=3, n_bins=4, bound=2.0, hidden=(6,), mask="alternating")
+    p = perturbed(b, rng, 0.3)
+    for _ in range(100):                       # every layer's transformed inputs away from its knots
+        x = rng.standard_normal((5, 3))
+        h, ok = x, True
+        for i, layer in enumerate(b.layers):
+            sub = {k[len(f"{i}."):]: v for k, v in p.items() if k.startswith(f"{i}.")}
+            kx = _transformed_knots(layer, sub, h)
+            ok &= not _too_close(h[:, ~layer.mask], kx, layer.spline.bound).any()
+            h = layer.forward(sub, h)[0]
+        if ok:
+            return Case(b, p, x, _bad(x))
+    raise RuntimeError("could not place the test points away from the knots")
+
+
+ENTRIES = {
+    "spline_elementwise_bins": _elementwise(3, n_bins=5, bound=2.0),
+    "spline_elementwise_bins_and_tails": _elementwise(4, n=8, tail_fraction=0.4, n_bins=8, bound=1.0),
+    "spline_elementwise_min_sizes": _elementwise(2, scale=1.5, n_bins=4, bound=3.0, min_bin_width=0.1,
+                                                 min_bin_height=0.05, min_derivative=0.3),
+    "spline_elementwise_two_bins": _elementwise(1, n=6, scale=1.0, tail_fraction=0.3, n_bins=2, bound=1.5),
+    "spline_elementwise_identity_init": _identity_init,
+    "spline_coupling_half_2d": _coupling(nf.half_mask(2), n_bins=4, bound=2.0),
+    "spline_coupling_half_2d_second": _coupling(nf.half_mask(2, first=False), n_bins=5, bound=3.0),
+    "spline_coupling_half5_second_tanh_tails": _coupling(nf.half_mask(5, first=False), n_bins=3, bound=1.0,
+                                                         activation="tanh"),
+    "spline_coupling_alternating_elu": _coupling(nf.alternating_mask(4), n_bins=6, bound=2.5, activation="elu"),
+    "spline_coupling_irregular_leaky_min_sizes": _coupling([0, 1, 1, 0, 1], n_bins=4, bound=2.0,
+                                                           activation="leaky_relu", min_bin_width=0.05,
+                                                           min_bin_height=0.02, min_derivative=0.1),
+    "spline_nsf_alternating": _nsf,
+}
