@@ -59,6 +59,18 @@ def _scatter(left, right, idx, n_knots):
     return (idx[..., None] == pos) * left[..., None] + (idx[..., None] + 1 == pos) * right[..., None]
 
 
+def solve_bin(delta, h, s, d0, d1, xp=np):
+    """The relative position :math:`\\xi \\in [0, 1]` at which a rational-quadratic bin of height ``h``, slope
+    ``s = h / w`` and end derivatives ``d0``, ``d1`` has risen by ``delta`` (``0 <= delta <= h``): the root
+    :math:`2c / (-b - \\sqrt{b^2 - 4ac})` of the quadratic of :class:`RQSpline`'s Notes (inverse)."""
+    c2 = d0 + d1 - 2.0 * s
+    a = delta * c2 + h * (s - d0)
+    b = h * d0 - delta * c2
+    c = -s * delta
+    disc = xp.maximum(b * b - 4.0 * a * c, 0.0)
+    return (2.0 * c) / (-b - xp.sqrt(disc))
+
+
 class RQSpline:
     """The elementwise monotonic rational-quadratic spline of Durkan et al. (2019), with identity tails.
 
@@ -291,16 +303,10 @@ class RQSpline:
         d0, d1 = _gather(kd[..., :K], idx, xp), _gather(kd[..., 1:], idx, xp)
         w, h = x1 - x0, y1 - y0
         s = h / w
-        delta = ys - y0
-        c2 = d0 + d1 - 2.0 * s
-        a = delta * c2 + h * (s - d0)
-        b = h * d0 - delta * c2
-        c = -s * delta
-        disc = xp.maximum(b * b - 4.0 * a * c, 0.0)
-        xi = (2.0 * c) / (-b - xp.sqrt(disc))
+        xi = solve_bin(ys - y0, h, s, d0, d1, xp)
         om = 1.0 - xi
         tau = xi * om
-        D = s + c2 * tau
+        D = s + (d0 + d1 - 2.0 * s) * tau
         M = d1 * (xi * xi) + 2.0 * s * tau + d0 * (om * om)
         x = xp.where(inside, x0 + xi * w, y)
         ld = xp.where(inside, 2.0 * xp.log(D) - xp.log(s * s * M), 0.0)
