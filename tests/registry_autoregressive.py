@@ -25,7 +25,8 @@ def _case(build, n=5, scale=0.4):
     def make(rng):
         b = build(rng)
         x = rng.standard_normal((n, b.dim))
-        return Case(b, perturbed(b, rng, scale), x, [("inverse", _nan_like(x)), ("inverse", np.full((2, b.dim), np.inf))])
+        bad = [("inverse", _nan_like(x)), ("inverse", np.full((2, b.dim), np.inf))]
+        return Case(b, perturbed(b, rng, scale), x, bad)
     return make
 
 

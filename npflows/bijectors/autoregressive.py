@@ -35,7 +35,7 @@ class MaskedAffineAutoregressive(Bijector):
         first to last).  Its parameters are under ``"net."``.
     update : {"affine", "gated"}
         ``"affine"``: :math:`z = x e^{s} + t` with :math:`(r, t)` = MADE(x) and :math:`s = s(r)` by ``scale``.
-        ``"gated"``: the IAF paper's update (Kingma et al. 2016, eq. 14 and Algorithm 1),
+        ``"gated"``: the IAF paper's update (Kingma et al. 2016, Algorithm 1),
         :math:`z = \\sigma\\odot x + (1-\\sigma)\\odot m` with :math:`\\sigma = \\mathrm{sigmoid}(r + c)`,
         :math:`(r, m)` = MADE(x) and the constant gate bias :math:`c` = ``gate_bias``.
     scale : {"exp", "tanh", "sigmoid"}
@@ -204,7 +204,7 @@ def maf(dim, n_layers=5, hidden=(64, 64), activation="relu", order="alternate", 
     ----------
     order : {"alternate", "random"}
         ``"alternate"``: the order is reversed from one layer to the next (MAF's default, Papamakarios et
-        al. 2017, sec. 3.1), so a coordinate that comes first in one layer comes last in the next.
+        al. 2017), so a coordinate that comes first in one layer comes last in the next.
         ``"random"``: an independent random order per layer, drawn from ``rng``.
     permutations : bool
         ``False``: each MADE gets its order directly (no extra layers).  ``True``: every MADE uses the

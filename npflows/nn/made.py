@@ -83,7 +83,7 @@ class MADE:
 
     Notes
     -----
-    **Masks** (Germain et al. 2015, eq. 12-13).  With input degrees :math:`m^0(d)` and hidden degrees
+    **Masks** (Germain et al. 2015, "Deep MADE").  With input degrees :math:`m^0(d)` and hidden degrees
     :math:`m^l(u)`, the hidden layer ``l`` keeps the weight from unit :math:`u'` to unit :math:`u` iff
     :math:`m^l(u) \\ge m^{l-1}(u')`, and the output layer keeps the weight from hidden unit :math:`u` to
     output column :math:`c` iff :math:`m_{out}(c) > m^L(u)` (strict).  Along any path of kept weights the
