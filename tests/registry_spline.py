@@ -1,5 +1,5 @@
 """Harness entries for the rational-quadratic spline family: the elementwise spline, the spline coupling with
-several masks, the ``nsf`` stack (and the autoregressive spline layer when MADE is available).
+several masks, the ``nsf`` stack, the autoregressive spline layer (several orders, D = 1) and its stack.
 
 Points.  The spline's value and first derivative are continuous at the knots and at +-B, but its second
 derivative, hence the derivative of the logdet, jumps there: central differences (step 1e-5) across a knot
@@ -15,7 +15,8 @@ derivatives differ from bin to bin and every gradient is non-trivial.  Hidden wi
 import numpy as np
 
 import npflows as nf
-from npflows.bijectors.spline import RationalQuadraticSpline, SplineCoupling, nsf
+from npflows.bijectors.spline import (MaskedSplineAutoregressive, RationalQuadraticSpline, SplineCoupling,
+                                      autoregressive_nsf, nsf)
 from registry import Case, perturbed
 
 GAP = 1e-3
@@ -66,49 +67,65 @@ def _identity_init(rng):
 
 
 def _transformed_knots(b, p, x):
-    """The x-knots of every transformed coordinate of the coupling ``b`` at ``x``: ``(N, d2, K+1)``."""
+    """The x-knots of every transformed coordinate of ``b`` (a spline coupling or autoregressive layer) at
+    ``x``: ``(N, d, K+1)``, and the indices of those coordinates."""
+    if isinstance(b, MaskedSplineAutoregressive):
+        rw, rh, rd = b._raw(b.net.forward(p, x)[0], np)
+        return b.spline.knots(rw, rh, rd)[0], np.arange(b.dim)
     x1, _ = b._split(x)
     rw, rh, rd, _ = b._raw(p, x1, np)
-    return b.spline.knots(rw, rh, rd)[0]
+    return b.spline.knots(rw, rh, rd)[0], np.flatnonzero(~b.mask)
 
 
-def _coupling_points(b, p, rng, n):
+def _points(b, p, rng, n):
+    """Normal points (sd 1.2) whose transformed entries are all GAP away from their knots: redraw the entries
+    that are not (an autoregressive layer's knots move with the other coordinates, hence the loop)."""
     x = rng.standard_normal((n, b.dim)) * 1.2
-    idx2 = np.flatnonzero(~b.mask)
-    for _ in range(100):                       # redraw the transformed entries that sit on a knot
-        kx = _transformed_knots(b, p, x)
-        close = _too_close(x[:, idx2], kx, b.spline.bound)
+    for _ in range(100):
+        kx, idx = _transformed_knots(b, p, x)
+        close = _too_close(x[:, idx], kx, b.spline.bound)
         if not close.any():
             return x
         fresh = x.copy()
-        fresh[:, idx2] = np.where(close, rng.standard_normal(close.shape) * 1.2, x[:, idx2])
+        fresh[:, idx] = np.where(close, rng.standard_normal(close.shape) * 1.2, x[:, idx])
         x = fresh
     raise RuntimeError("could not place the test points away from the knots")
 
 
-def _coupling(mask, n=5, scale=0.4, hidden=(7, 5), **kw):
+def _layer(cls, n=5, scale=0.4, hidden=(7, 5), **kw):
     def make(rng):
-        b = SplineCoupling(np.asarray(mask), hidden=hidden, **kw)
+        b = cls(hidden=hidden, rng=rng, **kw) if "order" in kw else cls(hidden=hidden, **kw)
         p = perturbed(b, rng, scale)
-        x = _coupling_points(b, p, rng, n)
+        x = _points(b, p, rng, n)
         return Case(b, p, x, _bad(x))
     return make
 
 
-def _nsf(rng):
-    b = nsf(3, n_layers=3, n_bins=4, bound=2.0, hidden=(6,), mask="alternating")
-    p = perturbed(b, rng, 0.3)
-    for _ in range(100):                       # every layer's transformed inputs away from its knots
-        x = rng.standard_normal((5, 3))
-        h, ok = x, True
-        for i, layer in enumerate(b.layers):
-            sub = {k[len(f"{i}."):]: v for k, v in p.items() if k.startswith(f"{i}.")}
-            kx = _transformed_knots(layer, sub, h)
-            ok &= not _too_close(h[:, ~layer.mask], kx, layer.spline.bound).any()
-            h = layer.forward(sub, h)[0]
-        if ok:
-            return Case(b, p, x, _bad(x))
-    raise RuntimeError("could not place the test points away from the knots")
+def _coupling(mask, **kw):
+    return _layer(lambda **a: SplineCoupling(np.asarray(mask), **a), **kw)
+
+
+def _autoregressive(dim, **kw):
+    return _layer(lambda **a: MaskedSplineAutoregressive(dim, **a), **kw)
+
+
+def _stack(build, scale=0.3, n=5):
+    """Every layer's transformed inputs away from that layer's knots."""
+    def make(rng):
+        b = build(rng)
+        p = perturbed(b, rng, scale)
+        for _ in range(200):
+            x = rng.standard_normal((n, b.dim))
+            h, ok = x, True
+            for i, layer in enumerate(b.layers):
+                sub = {k[len(f"{i}."):]: v for k, v in p.items() if k.startswith(f"{i}.")}
+                kx, idx = _transformed_knots(layer, sub, h)
+                ok = ok and not _too_close(h[:, idx], kx, layer.spline.bound).any()
+                h = layer.forward(sub, h)[0]
+            if ok:
+                return Case(b, p, x, _bad(x))
+        raise RuntimeError("could not place the test points away from the knots")
+    return make
 
 
 ENTRIES = {
@@ -126,5 +143,15 @@ ENTRIES = {
     "spline_coupling_irregular_leaky_min_sizes": _coupling([0, 1, 1, 0, 1], n_bins=4, bound=2.0,
                                                            activation="leaky_relu", min_bin_width=0.05,
                                                            min_bin_height=0.02, min_derivative=0.1),
-    "spline_nsf_alternating": _nsf,
+    "spline_nsf_alternating": _stack(lambda rng: nsf(3, n_layers=3, n_bins=4, bound=2.0, hidden=(6,),
+                                                     mask="alternating")),
+    "spline_autoregressive_natural": _autoregressive(4, n_bins=5, bound=2.0),
+    "spline_autoregressive_reversed_tanh_tails": _autoregressive(3, n_bins=4, bound=1.0, hidden=(6, 6),
+                                                                 activation="tanh", order="reversed"),
+    "spline_autoregressive_random_order_elu": _autoregressive(5, n_bins=3, bound=2.5, hidden=(8,),
+                                                              activation="elu", order="random"),
+    "spline_autoregressive_dim1": _autoregressive(1, n_bins=6, bound=2.0, hidden=(4,)),
+    "spline_autoregressive_nsf_random": _stack(lambda rng: autoregressive_nsf(3, n_layers=2, n_bins=4, bound=2.0,
+                                                                              hidden=(6,), order="random",
+                                                                              rng=rng)),
 }

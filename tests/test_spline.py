@@ -368,7 +368,9 @@ def test_coupling_layout_is_as_documented():
 
 @pytest.mark.parametrize("make", [lambda: nf.RationalQuadraticSpline(3, n_bins=6, bound=2.0),
                                   lambda: nf.SplineCoupling(nf.alternating_mask(3), n_bins=5, hidden=(8,)),
-                                  lambda: nf.nsf(3, n_layers=3, n_bins=8, hidden=(8, 8))])
+                                  lambda: nf.nsf(3, n_layers=3, n_bins=8, hidden=(8, 8)),
+                                  lambda: nf.MaskedSplineAutoregressive(3, n_bins=5, hidden=(8,), order="reversed"),
+                                  lambda: nf.autoregressive_nsf(3, n_layers=2, n_bins=4, hidden=(8,))])
 def test_initialisation_is_the_identity(make):
     """Equal bins and unit knot derivatives: y = x and logdet 0 to rounding (1e-14), inside and outside."""
     b = make()
@@ -420,6 +422,11 @@ def test_flow_training_step_gradient_matches_autograd():
     (lambda: nf.SplineCoupling([1, 1]), "SplineCoupling: mask"),
     (lambda: nf.nsf(2, n_layers=0), "nsf: n_layers"),
     (lambda: nf.nsf(2, mask="diagonal"), "mask"),
+    (lambda: nf.MaskedSplineAutoregressive(3, n_bins=1), "MaskedSplineAutoregressive: n_bins"),
+    (lambda: nf.MaskedSplineAutoregressive(3, order="random"), "MaskedSplineAutoregressive: .*rng"),
+    (lambda: nf.MaskedSplineAutoregressive(3, order=[0, 0, 1]), "MaskedSplineAutoregressive: .*permutation"),
+    (lambda: nf.autoregressive_nsf(3, order="sideways"), "autoregressive_nsf: unknown order"),
+    (lambda: nf.autoregressive_nsf(3, order="random"), "autoregressive_nsf: .*rng"),
 ])
 def test_bad_construction_raises_clear_errors(make, match):
     with pytest.raises(ValueError, match=match):
@@ -447,3 +454,68 @@ def test_float32_stays_float32_through_knots_inverse_and_backward():
     dx, g = b.backward(p32, np.ones_like(y), np.ones_like(ld), cache)
     assert all(a.dtype == np.float32 for a in (y, ld, xi, ldi, dx, *g.values()))
     assert all(a.dtype == np.float32 for a in _knots(b, p32))
+
+
+# ----------------------------------------------------------------------------- the autoregressive layer
+def _ar_case(rng, order="random", D=4, K=5):
+    b = nf.MaskedSplineAutoregressive(D, n_bins=K, bound=2.0, hidden=(9, 9), activation="tanh", order=order,
+                                      rng=rng)
+    p = {k: v + 0.5 * rng.standard_normal(v.shape) for k, v in b.init(rng).items()}
+    return b, p, rng.uniform(-1.9, 1.9, (3, D))          # inside [-B, B]: tail entries are exact at once
+
+
+def test_autoregressive_jacobian_is_triangular_in_the_order_with_the_slopes_on_the_diagonal():
+    """From the brute-force Jacobian (autograd on the traced code), not from the masks: in the layer's order
+    it is lower triangular, its diagonal is exp(l_i) (the spline slopes, 1e-12), and the strictly lower part is
+    not zero (the conditioner is really used)."""
+    rng = np.random.default_rng(20)
+    b, p, x = _ar_case(rng)
+    order = b.order
+    sp = b.spline
+    for n in range(x.shape[0]):
+        J = autograd.jacobian(lambda v: b.forward(p, anp.reshape(v, (1, -1)), xp=anp)[0][0])(x[n])
+        Jo = J[np.ix_(order, order)]
+        np.testing.assert_array_equal(np.triu(Jo, 1), 0.0)
+        assert np.abs(np.tril(Jo, -1)).max() > 1e-3
+        out = b.net.forward(p, x[n:n + 1])[0]
+        _, ld, _ = sp.forward(x[n:n + 1], *b._raw(out, np))
+        np.testing.assert_allclose(np.diag(J), np.exp(ld[0]), rtol=1e-12)
+
+
+def test_autoregressive_inverse_needs_all_D_passes():
+    """After p passes the coordinates of degree <= p are exact and the others are not yet (in general); D
+    passes give the inverse (round trip 1e-10, the harness's tolerance)."""
+    rng = np.random.default_rng(21)
+    b, p, x = _ar_case(rng, order="natural")
+    y = b.forward(p, x)[0]
+    for passes in range(1, b.dim + 1):
+        xp_, _ = b.solve(p, y, passes)
+        exact = np.abs(xp_ - x) <= 1e-10 * np.abs(x).max()
+        assert exact[:, :passes].all(), passes
+        if passes < b.dim:
+            assert not exact[:, passes:].all(), f"{passes} passes already solved everything"
+    xi, ldi = b.inverse(p, y)
+    harness.close(xi, x, 1e-10, "inverse")
+    harness.close(-ldi, b.forward(p, x)[1], 1e-10, "inverse logdet")
+
+
+def test_autoregressive_layout_is_as_documented():
+    """With zero output weights MADE returns its last bias b for every input; column j*D + i is parameter j
+    of coordinate i, so coordinate i is the elementwise spline of b.reshape(3K-1, D)[:, i]."""
+    rng = np.random.default_rng(22)
+    D, K = 3, 4
+    b = nf.MaskedSplineAutoregressive(D, n_bins=K, bound=2.0, hidden=(6,))
+    p = b.init(rng)
+    last = b.net._b[-1]
+    p[last] = rng.standard_normal(p[last].shape)
+    raw = p[last].reshape(3 * K - 1, D).T                            # (D, 3K-1)
+    x = rng.uniform(-2.5, 2.5, (5, D))
+    y, ld, _ = b.forward(p, x)
+    ref, ref_ld = nf.rational_quadratic_spline(x, raw[:, :K], raw[:, K:2 * K], raw[:, 2 * K:], bound=2.0)
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_allclose(ld, ref_ld.sum(1), rtol=0, atol=1e-15)
+
+
+def test_autoregressive_nsf_alternates_orders():
+    b = nf.autoregressive_nsf(3, n_layers=3, n_bins=4, hidden=(8,))
+    assert [layer.order.tolist() for layer in b.layers] == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]

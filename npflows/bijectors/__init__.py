@@ -12,5 +12,7 @@ __all__ += ["MaskedAffineAutoregressive", "maf"]
 from .planar_radial import InverseNotConverged, Planar, Radial  # noqa: E402
 __all__ += ["Planar", "Radial", "InverseNotConverged"]
 
-from .spline import RationalQuadraticSpline, SplineCoupling, nsf, rational_quadratic_spline  # noqa: E402
-__all__ += ["RationalQuadraticSpline", "SplineCoupling", "nsf", "rational_quadratic_spline"]
+from .spline import (MaskedSplineAutoregressive, RationalQuadraticSpline, SplineCoupling,  # noqa: E402
+                     autoregressive_nsf, nsf, rational_quadratic_spline)
+__all__ += ["RationalQuadraticSpline", "SplineCoupling", "MaskedSplineAutoregressive", "nsf", "autoregressive_nsf",
+            "rational_quadratic_spline"]

@@ -21,6 +21,7 @@ from scipy.special import expit
 from .._checks import check_finite_result, unbox
 from ..core.bijector import Bijector
 from ..core.compose import Sequential
+from ..nn.made import HIDDEN_DEGREES, MADE
 from .coupling import _Coupling, _masks
 
 DEFAULT_MIN_BIN_WIDTH = 1e-3
@@ -557,3 +558,135 @@ def nsf(dim, n_layers=5, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu"
         raise ValueError(f"nsf: n_layers must be >= 1, got {n_layers}")
     return Sequential([SplineCoupling(m, n_bins, bound, hidden, activation, min_bin_width, min_bin_height,
                                       min_derivative) for m in _masks(dim, int(n_layers), mask)])
+
+
+class MaskedSplineAutoregressive(Bijector):
+    """The autoregressive spline layer of Durkan et al. (2019, arXiv:1906.04032, sec. 3.2):
+    :math:`y_i = f_i(x_i;\\ \\theta_i(x_{<i}))`, a rational-quadratic spline per coordinate whose unnormalised
+    parameters a :class:`~npflows.nn.MADE` computes from the coordinates before ``i`` in the order.
+
+    In a ``NormalizingFlow`` (forward = data to base) the density is one parallel pass and sampling ``D``
+    sequential passes, as for MAF; in a ``PushForward`` the other way round, as for IAF.
+
+    Parameters
+    ----------
+    dim : int
+        ``D``.
+    n_bins, bound, min_bin_width, min_bin_height, min_derivative
+        As :class:`RQSpline`.
+    hidden, activation, order, rng, hidden_degrees
+        The conditioner :class:`~npflows.nn.MADE` with ``k = 3K - 1`` outputs per coordinate, parameters under
+        ``"net."``; ``order`` is ``"natural"``, ``"reversed"``, ``"random"`` (from ``rng``) or a permutation.
+    zero_init : bool
+        Zero MADE's output layer; with the derivative biases set by ``init`` the layer starts as the identity.
+
+    Notes
+    -----
+    **Layout.**  MADE's output ``(N, (3K-1) D)`` has parameter ``j`` of coordinate ``i`` in column ``j D + i``
+    (MADE's grouping by parameter); read as ``(N, 3K-1, D)`` and transposed to ``(N, D, 3K-1)``, coordinate
+    ``i`` gets ``[widths K | heights K | derivatives K-1]``, the coupling's per-coordinate layout.  ``init``
+    sets the bias of rows ``2K .. 3K-2`` to :func:`identity_raw_derivative`.
+
+    **Jacobian.**  In the order, :math:`\\partial y_i/\\partial x_l = 0` for :math:`l` after :math:`i` and
+    :math:`\\partial y_i/\\partial x_i = g_i` (the parameters of :math:`f_i` do not depend on :math:`x_i`), so
+    the Jacobian is triangular and :math:`\\log|\\det J| = \\sum_i \\ell_i`.
+
+    **Inverse: D sequential passes.**  From :math:`x^{(0)} = y`, pass ``p`` computes the parameters from
+    :math:`x^{(p-1)}` and sets :math:`x^{(p)} = f^{-1}(y;\\ \\theta(x^{(p-1)}))`.  By induction on the degree,
+    after pass ``p`` every coordinate of degree :math:`\\le p` is exact (its parameters read only coordinates
+    of lower degree, exact since an earlier pass); after ``D`` passes all are, and the logdet of the last pass
+    is the inverse logdet (its parameters read only degrees :math:`\\le D-1`).
+
+    **Backward** for :math:`(\\bar y, \\bar\\ell)`: :class:`RQSpline`'s backward with per-element parameters gives
+    the direct :math:`\\bar x` (parameters held fixed) and the cotangents of the unnormalised parameters; laid
+    out as MADE's output (the inverse of the transpose above), MADE's backward gives its parameter gradients
+    and the path of :math:`\\bar x` through the conditioner, added to the direct one.
+    """
+
+    def __init__(self, dim, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu", order="natural", rng=None,
+                 hidden_degrees="equal", min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
+                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True):
+        self.spline = RQSpline(n_bins, bound, min_bin_width, min_bin_height, min_derivative,
+                               owner="MaskedSplineAutoregressive")
+        try:
+            self.net = MADE(dim, self.spline.n_raw, hidden, activation, order, rng, hidden_degrees,
+                            zero_last=zero_init, prefix="net.")
+        except ValueError as e:
+            raise ValueError(f"MaskedSplineAutoregressive: {e}") from None
+        self.dim = self.net.dim
+
+    @property
+    def order(self):
+        return self.net.order
+
+    def param_shapes(self):
+        return self.net.param_shapes()
+
+    def init(self, rng, x=None, dtype=np.float64):
+        p = self.net.init(rng, dtype=x.dtype if x is not None else dtype)
+        key, K = self.net._b[-1], self.spline.n_bins
+        b = p[key].reshape(3 * K - 1, self.dim).copy()
+        b[2 * K:] = identity_raw_derivative(self.spline.min_derivative)
+        p[key] = b.reshape(-1)
+        return p
+
+    def _raw(self, out, xp):
+        K = self.spline.n_bins
+        raw = xp.transpose(xp.reshape(out, (out.shape[0], 3 * K - 1, self.dim)), (0, 2, 1))
+        return raw[..., :K], raw[..., K:2 * K], raw[..., 2 * K:]
+
+    def _forward(self, params, x, xp):
+        out, nc = self.net.forward(params, x, xp)
+        y, ld, sc = self.spline.forward(x, *self._raw(out, xp), xp)
+        logdet = xp.sum(ld, axis=1)
+        _check_result(self.name, y, logdet)
+        return y, logdet, (sc, nc)
+
+    def solve(self, params, y, n_passes, xp=np):
+        """The first ``n_passes`` passes of the sequential inverse: ``(x, logdet)``, exact on the coordinates
+        of degree ``<= n_passes`` (see Notes).  ``n_passes = D`` is :meth:`inverse`."""
+        mp = self.net.masked_params(params, xp)
+        x, ld = y, xp.zeros(y.shape, dtype=unbox(y).dtype)
+        for _ in range(int(n_passes)):
+            out, _ = self.net.apply(mp, x, xp)
+            x, ld = self.spline.inverse(y, *self._raw(out, xp), xp)
+        return x, xp.sum(ld, axis=1)
+
+    def _inverse(self, params, y, xp):
+        x, logdet = self.solve(params, y, self.dim, xp)
+        _check_result(f"{self.name} inverse", x, logdet)
+        return x, logdet
+
+    def backward(self, params, dy, dlogdet, cache):
+        sc, nc = cache
+        dx, (drw, drh, drd) = self.spline.backward(dy, np.broadcast_to(dlogdet[:, None], dy.shape), sc)
+        dout = np.concatenate([drw, drh, drd], axis=-1).transpose(0, 2, 1).reshape(dy.shape[0], -1)
+        dnet, grads = self.net.backward(params, dout, nc)
+        return dnet + dx, grads
+
+    def __repr__(self):
+        sp = self.spline
+        return (f"MaskedSplineAutoregressive(dim={self.dim}, n_bins={sp.n_bins}, bound={sp.bound}, "
+                f"order={self.order.tolist()}, hidden={self.net.hidden})")
+
+
+def autoregressive_nsf(dim, n_layers=5, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu",
+                       order="alternate", rng=None, hidden_degrees="equal", min_bin_width=DEFAULT_MIN_BIN_WIDTH,
+                       min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE):
+    """An autoregressive neural spline flow: ``n_layers`` :class:`MaskedSplineAutoregressive` layers whose
+    order is reversed from one layer to the next (``order="alternate"``, as :func:`~npflows.maf`) or drawn at
+    random per layer from ``rng`` (``"random"``).  Parameters of layer ``i`` are under ``"i.net."``."""
+    if order not in ("alternate", "random"):
+        raise ValueError(f"autoregressive_nsf: unknown order {order!r}; choose 'alternate' or 'random'")
+    if int(n_layers) < 1:
+        raise ValueError(f"autoregressive_nsf: n_layers must be >= 1, got {n_layers}")
+    if hidden_degrees not in HIDDEN_DEGREES:
+        raise ValueError(f"autoregressive_nsf: unknown hidden_degrees {hidden_degrees!r}; choose one of "
+                         f"{HIDDEN_DEGREES}")
+    if (order == "random" or hidden_degrees == "random") and not isinstance(rng, np.random.Generator):
+        raise ValueError("autoregressive_nsf: order='random' or hidden_degrees='random' needs rng, a "
+                         "numpy.random.Generator")
+    return Sequential([MaskedSplineAutoregressive(
+        dim, n_bins, bound, hidden, activation,
+        ("natural" if i % 2 == 0 else "reversed") if order == "alternate" else "random", rng, hidden_degrees,
+        min_bin_width, min_bin_height, min_derivative) for i in range(int(n_layers))])
