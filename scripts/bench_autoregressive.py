@@ -19,8 +19,12 @@ MADE evaluation, like the one parallel pass), slightly less because the fixed co
 density, noise) are shared.  Batch 1024 (``--batch``), float64 (``--dtype``).
 
 Every time is the MEDIAN over repeated calls after 3 warm-up calls (at least 20 calls and 1 s per cell;
-``--quick``: 5 calls), the four operations timed in rotation so drift on a shared machine hits them alike.
-BLAS is pinned to one thread with ``threadpoolctl.threadpool_limits(1)`` and the setting is printed.
+``--quick``: 5 calls), the four operations timed in rotation (``--block`` consecutive calls each per round)
+so drift on a shared machine hits them alike.  BLAS is pinned to one thread with
+``threadpoolctl.threadpool_limits(1)`` and the setting is printed.  As in ``bench_train.py``, glibc is asked
+to keep freed memory (``npflows.perf.keep_freed_memory``; ``--default-malloc`` to skip): the parallel pass
+keeps its activations in the cache it returns, and with default trimming every call would fault in fresh
+pages, which costs more than the arithmetic at this size and blurs the comparison.
 
     python scripts/bench_autoregressive.py
     python scripts/bench_autoregressive.py --quick
@@ -35,6 +39,7 @@ import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's npflows
 import npflows  # noqa: E402
+import npflows.perf  # noqa: E402
 from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved  # noqa: E402
 
 DIM, N_LAYERS, HIDDEN, PARAM_NOISE = 8, 5, (64, 64), 0.02
@@ -45,7 +50,12 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--quick", action="store_true", help="5 timed calls per cell: a smoke run")
+    p.add_argument("--block", type=int, default=5,
+                   help="consecutive calls of one operation per rotation (5: steady state; 1: cold caches)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc trimming as it is (default: npflows.perf.keep_freed_memory())")
     args = p.parse_args(argv)
+    malloc_kept = False if args.default_malloc else npflows.perf.keep_freed_memory()
     from threadpoolctl import threadpool_info, threadpool_limits
 
     dtype = np.dtype(args.dtype)
@@ -73,15 +83,20 @@ def main(argv=None):
     reps = dict(min_repeats=5, min_time=0.0) if args.quick else dict(min_repeats=20, min_time=1.0)
     with threadpool_limits(limits=1):
         info = threadpool_info()
-        t = time_interleaved(fns, **reps)
+        t = time_interleaved(fns, block=args.block, **reps)
 
+    n_used = sum(int(m.sum()) + m.shape[1] for layer in b.layers for m in layer.net.masks)
     print("MAF vs IAF: the same masked affine autoregressive bijector in NormalizingFlow and PushForward")
     for line in env_lines(np, scipy, extra=[f"BLAS pinned to 1 thread with threadpoolctl.threadpool_limits(1); "
                                             f"pools during timing:"] + blas_lines(info)):
         print(line)
     print(f"model: maf({DIM}, n_layers={N_LAYERS}, hidden={HIDDEN}), MADE {DIM}-{'-'.join(map(str, HIDDEN))}-"
-          f"{2 * DIM} ReLU, {sum(v.size for v in params.values())} parameters; {dtype.name}, batch {n}; "
-          f"median of >= {reps['min_repeats']} calls; IAF self-consistency max|err| = {err:.1e}\n")
+          f"{2 * DIM} ReLU, {n_used} parameters in use ({sum(v.size for v in params.values())} stored, the rest "
+          f"masked); {dtype.name}, batch {n}; "
+          f"median of >= {reps['min_repeats']} calls, in rotation, {args.block} consecutive per round; "
+          f"IAF self-consistency max|err| = {err:.1e}")
+    print("malloc: " + ("glibc keeps freed memory (npflows.perf.keep_freed_memory())" if malloc_kept else
+                        "default glibc trimming (freed memory returns to the OS: page faults on every call)") + "\n")
 
     def ms(k):
         return f"{t[k][0]:.2f}"
