@@ -519,3 +519,17 @@ def test_autoregressive_layout_is_as_documented():
 def test_autoregressive_nsf_alternates_orders():
     b = nf.autoregressive_nsf(3, n_layers=3, n_bins=4, hidden=(8,))
     assert [layer.order.tolist() for layer in b.layers] == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]
+
+
+def test_demo_script_runs(tmp_path):
+    """Smoke test of scripts/demo_spline.py with tiny settings (the measured figures are in its docstring and
+    the closing note; nothing about the likelihood is asserted at 100 steps)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "scripts/demo_spline.py", "--quick", "--no-plots", "--layers", "2",
+                          "--hidden", "8", "--out", str(tmp_path)], cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "two_moons NSF: train LL" in out.stdout and (tmp_path / "two_moons_nsf.npz").exists()
