@@ -44,7 +44,8 @@ def identity_raw_derivative(min_derivative=DEFAULT_MIN_DERIVATIVE):
 def _gather(a, idx, xp):
     """``a[..., idx]`` elementwise: ``a`` is ``(..., M)`` (broadcastable to ``idx.shape + (M,)``), ``idx``
     an integer array.  NumPy: ``take_along_axis``.  Traced: a product with the one-hot encoding of ``idx``
-    summed over the last axis (autograd differentiates it; the index itself is a constant).  Both give
+    summed over the last axis (autograd differentiates it; the index itself is a constant; autograd defines
+    no VJP for ``take_along_axis``).  Both give
     exactly ``a[..., idx]``: the one-hot sum adds exact zeros to the one selected entry."""
     if xp is np:
         a = np.broadcast_to(a, idx.shape + a.shape[-1:])
