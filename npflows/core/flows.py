@@ -151,7 +151,8 @@ class PushForward(_Flow):
         check_same_dtype(type(self).__name__, params, x.dtype)
         pb, pd = self.split(params)
         z, logdet_inv = self.bijector.inverse(pb, x)
-        return self.base.log_prob(pd, z) + logdet_inv
+        return check_finite_result("PushForward.log_prob", self.base.log_prob(pd, z) + logdet_inv, "log_prob",
+                                   allow_neg_inf=True)
 
     def reverse_kl_and_grad(self, params, target, n, rng):
         """Monte Carlo reverse-KL objective and its gradient.
