@@ -13,7 +13,7 @@ parameter ``j`` for all ``D`` coordinates in their original (not autoregressive)
 """
 import numpy as np
 
-from .mlp import ACTIVATIONS, MLP
+from .mlp import ACTIVATIONS, MLP, hidden_bias_init
 
 ORDERS = ("natural", "reversed", "random")
 HIDDEN_DEGREES = ("equal", "random")
@@ -111,7 +111,8 @@ class MADE:
     **Initialisation** counts only the connections a unit really has:
     :math:`W_l[:, u] \\sim \\mathcal N(0, g/n_u)` with :math:`n_u` the number of kept inputs of unit ``u``
     (g = 2 for the ReLU family, 1 for tanh, 1 on the output layer, as in :class:`~npflows.nn.MLP`), then
-    masked; biases zero.
+    masked; hidden biases :math:`\\sim U(\\pm 1/\\sqrt{n_u})` (:func:`~npflows.nn.mlp.hidden_bias_init`), output
+    biases zero.
     """
 
     def __init__(self, dim, k=2, hidden=(64, 64), activation="relu", order="natural", rng=None,
@@ -181,7 +182,8 @@ class MADE:
                 fan_in = np.maximum(m.sum(axis=0), 1)
                 W = rng.standard_normal(m.shape) * np.sqrt((1.0 if last else gain) / fan_in) * m
             p[self._W[l]] = W.astype(dtype)
-            p[self._b[l]] = np.zeros(m.shape[1], dtype)
+            p[self._b[l]] = (np.zeros(m.shape[1]) if last
+                             else hidden_bias_init(rng, np.maximum(m.sum(axis=0), 1))).astype(dtype)
         return p
 
     def masked_params(self, params, xp=np):
