@@ -143,6 +143,10 @@ def test_push_forward_reverse_kl_gradient_matches_autograd(base):
     assert set(grads) == set(p)
     for k in p:
         close(grads[k], ga[k], 1e-8, k)
+    with pytest.raises(ValueError, match="shape"):
+        flow.reverse_kl_and_grad(p, lambda x: (target(x)[0], target(x)[1][:, 0]), 9, np.random.default_rng(1))
+    with pytest.raises(FloatingPointError, match="gradient"):
+        flow.reverse_kl_and_grad(p, lambda x: (target(x)[0], np.full(x.shape, np.nan)), 9, np.random.default_rng(1))
     x, logq = flow.sample_and_log_prob(p, 5, np.random.default_rng(3))
     close(flow.log_prob(p, x), logq, 1e-10, "density of own samples by inverse vs by forward")
 

@@ -174,6 +174,11 @@ class PushForward(_Flow):
         """
         x, logq, (pb, pd, z, scache, cache) = self._sample(params, n, rng)
         logp, glogp = target(x)
+        logp, glogp = np.asarray(logp), np.asarray(glogp)
+        if logp.shape != (n,) or glogp.shape != x.shape:
+            raise ValueError(f"PushForward.reverse_kl_and_grad: target(x) must return log p of shape {(n,)} and "
+                             f"its gradient of shape {x.shape}; got {logp.shape} and {glogp.shape}")
+        check_finite_result("PushForward.reverse_kl_and_grad", glogp, "the target's gradient")
         value = check_finite_result("PushForward.reverse_kl_and_grad", np.mean(logq - logp), "the objective")
         w = np.full(n, 1.0 / n, dtype=x.dtype)
         dz, gb = self.bijector.backward(pb, -w[:, None] * glogp, -w, cache)
