@@ -99,6 +99,11 @@ def test_normalizing_flow_gradient_matches_autograd(base):
     assert set(grads) == set(p) == set(flow.param_shapes())
     for k in p:
         close(grads[k], ga[k], 1e-8, k)
+    lp, dx = flow.log_prob_and_grad_x(p, x)
+    gx = autograd.elementwise_grad(lambda xx: flow.base.log_prob(flow.split(p)[1], flow.bijector.forward(
+        flow.split(p)[0], xx, xp=anp)[0], xp=anp) + flow.bijector.forward(flow.split(p)[0], xx, xp=anp)[1])(x)
+    close(lp, flow.log_prob(p, x), 1e-14, "log_prob_and_grad_x value")
+    close(dx, gx, 1e-8, "d log p / dx vs autograd")
     loss, lg = flow.loss_and_grad(p, x)
     assert loss == -value and all(np.array_equal(lg[k], -grads[k]) for k in p)
 

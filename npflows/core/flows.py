@@ -99,6 +99,20 @@ class NormalizingFlow(_Flow):
         _, gb = self.bijector.backward(pb, dz, w, cache)
         return sign * float(value), self._merge(gb, gd)
 
+    def log_prob_and_grad_x(self, params, x):
+        """``(log p(x), d log p(x) / dx)``, shapes ``(N,)`` and ``(N, D)``: the density as a target for
+        another flow (distillation, reverse KL).  One forward and one backward pass with cotangents
+        :math:`\\bar z = \\nabla_z\\log p_Z(z)` and :math:`\\overline{\\mathrm{logdet}} = 1`."""
+        self._check(params, x)
+        pb, pd = self.split(params)
+        z, logdet, cache = self.bijector.forward(pb, x)
+        logp = check_finite_result("NormalizingFlow.log_prob_and_grad_x", self.base.log_prob(pd, z) + logdet,
+                                   "log_prob")
+        ones = np.ones(x.shape[0], dtype=x.dtype)
+        dz, _ = self.base.log_prob_backward(pd, z, ones)
+        dx, _ = self.bijector.backward(pb, dz, ones, cache)
+        return logp, dx
+
     def sample(self, params, n, rng):
         """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`, in the parameters' dtype."""
         pb, pd = self.split(params)
