@@ -93,7 +93,10 @@ def _scatter(ax, pts, title, color, max_points):
 
 def _density(ax, log_prob_fn, xlim, ylim, n_grid, title):
     xx, yy, logp = density_grid(log_prob_fn, xlim, ylim, n_grid)
-    ax.pcolormesh(xx, yy, np.exp(logp), shading="auto", cmap="viridis", rasterized=True)
+    dens = np.exp(logp)
+    finite = dens[np.isfinite(dens)]
+    vmax = np.percentile(finite, 99.5) if finite.size else None  # a thin spike must not wash out the rest
+    ax.pcolormesh(xx, yy, dens, shading="auto", cmap="viridis", vmin=0.0, vmax=vmax or None, rasterized=True)
     ax.set_title(title)
 
 
