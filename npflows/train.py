@@ -73,9 +73,13 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
                 order, pos = rng.permutation(data.shape[0]), 0
             batch = data[order[pos:pos + batch_size]]
             pos += batch_size
-            loss, grads = loss_and_grad(params, batch)
-        else:
-            loss, grads = loss_and_grad(params, rng)
+        try:
+            loss, grads = loss_and_grad(params, batch) if data is not None else loss_and_grad(params, rng)
+        except (ValueError, FloatingPointError) as e:
+            if step == 0:      # the very first step: bad data or a bad model, not divergence
+                raise
+            raise FloatingPointError(f"fit: step {step} failed after {step} good steps, so training diverged "
+                                     f"(lower the learning rate or set clip_norm): {e}") from e
         if not np.isfinite(loss):
             raise FloatingPointError(f"fit: the loss became {loss} at step {step}; lower the learning rate "
                                      f"or set clip_norm")

@@ -123,3 +123,20 @@ def test_mlp_backward_without_input_gradient(act):
     assert none is None and all(np.array_equal(g[k], g2[k]) for k in g)
     with pytest.raises(ValueError, match="activation"):
         nf.nn.MLP(3, 2, activation="gelu")
+
+
+def test_fit_reports_divergence_with_advice():
+    calls = []
+
+    def objective(params, batch):
+        calls.append(1)
+        if len(calls) > 3:
+            raise ValueError("Sequential layer 2 forward: AffineCoupling: the forward input contains 1 NaN")
+        return 1.0, {k: np.ones_like(v) for k, v in params.items()}
+
+    with pytest.raises(FloatingPointError, match="diverged.*clip_norm"):
+        nf.fit(objective, {"w": np.zeros(2)}, np.zeros((8, 2)), rng=np.random.default_rng(0), steps=10,
+               batch_size=4, progress=False)
+    with pytest.raises(ValueError):       # failing at the first step is bad input, reported as it is
+        nf.fit(lambda p, b: (_ for _ in ()).throw(ValueError("bad")), {"w": np.zeros(2)}, np.zeros((8, 2)),
+               rng=np.random.default_rng(0), steps=10, batch_size=4, progress=False)
