@@ -1,0 +1,273 @@
+"""The validation suite (validation/): coverage of the registry, exact regeneration, certification, the
+checker, and the README's promises.  The slow 50-digit certification runs in the generator and is stored;
+here a cheap part of it is recomputed and compared."""
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from validation import certify, check, generate, report
+from validation import format as F
+from validation.adapters import npflows_adapter
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = generate.load_registry()
+FILES = {p.stem: p for p in F.case_files()}
+CASES = F.load_cases()
+README = (ROOT / "validation" / "README.md").read_text()
+
+
+def _regen_hint():
+    return "run `python -m validation.generate` and commit validation/cases/ (see validation/README.md)"
+
+
+# --------------------------------------------------------------------------- coverage
+
+
+def test_every_registered_transform_has_cases():
+    missing = [n for n in sorted(REGISTRY) if n not in FILES and n not in generate.PENDING]
+    assert not missing, f"registered transforms without validation cases: {missing}; {_regen_hint()}"
+
+
+def test_pending_registry_entries_are_reported():
+    pending = {n: r for n, r in generate.PENDING.items() if n in REGISTRY}
+    if pending:
+        pytest.xfail(f"registry entries pending validation cases: {pending}")
+
+
+def test_no_case_file_without_registry_entry():
+    stale = generate.stale_files(set(REGISTRY))
+    assert not stale, f"case files whose registry entry is gone: {stale}; delete them or restore the entries"
+
+
+def test_every_case_file_has_base_and_float32_cases():
+    for name, path in FILES.items():
+        variants = [c["variant"] for c in F.read_file(path)["cases"]]
+        assert variants[:2] == ["base", "float32"], f"{path.name}: cases {variants}"
+
+
+# --------------------------------------------------------------------------- regeneration
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FILES if n in REGISTRY))
+def test_regeneration_matches_committed_file(name):
+    new = generate.make_entry(name, REGISTRY[name])
+    old = F.read_file(FILES[name])
+    if F.dumps(generate.strip_certification(new)) != F.dumps(generate.strip_certification(old)):
+        diffs = []
+        for a, b in zip(new["cases"], old["cases"]):
+            for q in ("transform", "params", "forward", "inverse", "pullback", "tolerance"):
+                if json.dumps(a.get(q)) != json.dumps(b.get(q)):
+                    diffs.append(f"{a['name']}: {q}")
+        if len(new["cases"]) != len(old["cases"]):
+            diffs.append(f"{len(new['cases'])} cases now, {len(old['cases'])} committed")
+        pytest.fail(f"{FILES[name].name} differs from a fresh regeneration ({'; '.join(diffs[:8])}); if the "
+                    f"change of numbers is intended, {_regen_hint()}")
+
+
+def test_case_files_are_canonical_and_read_back_exactly():
+    for path in FILES.values():
+        text = path.read_text()
+        obj = json.loads(text)
+        assert F.dumps(obj) == text, f"{path.name} is not in the canonical layout; {_regen_hint()}"
+
+
+def test_float_encoding_round_trips_every_double():
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.standard_normal(1000) * 10.0 ** rng.integers(-300, 300, 1000),
+                        [5e-324, 2.0 ** -1074 * 3, 1.7976931348623157e308, -0.0, 0.1, 1 / 3]])
+    back = np.array(json.loads(F.dumps({"a": F.to_json_array(a)}))["a"])
+    assert np.array_equal(back.view(np.int64), a.view(np.int64))
+    f32 = rng.standard_normal(100).astype(np.float32)
+    assert np.array_equal(F.from_json_array(json.loads(json.dumps(F.to_json_array(f32))), np.float32), f32)
+    with pytest.raises(ValueError):
+        F.from_json_array([0.1], np.float32)          # 0.1 is no float32 value
+
+
+# --------------------------------------------------------------------------- certification
+
+
+def test_every_case_is_certified_for_its_current_numbers():
+    stale = [c["name"] for c in CASES
+             if not c.get("certification") or c["certification"]["numbers_sha256"] != F.numbers_hash(c)]
+    assert not stale, f"cases whose certification is missing or stale: {stale[:10]}; {_regen_hint()}"
+
+
+def test_every_case_has_a_50_digit_reference():
+    missing = {c["name"]: c["certification"].get("no_reference") for c in CASES
+               if not (c.get("certification") or {}).get("reference")}
+    assert not missing, (f"cases without a 50-digit reference (add FORWARD/INVERSE for the type in "
+                         f"validation/reference.py, then regenerate): {missing}")
+
+
+def test_at_least_90_percent_of_float64_numbers_carry_13_certified_digits():
+    n, ok, unc = report.summary(CASES)
+    assert n + unc > 1000
+    assert ok / (n + unc) >= 0.9, f"only {ok} of {n + unc} float64 numbers carry >= 13 certified digits"
+
+
+def test_base_cases_agree_with_brute_force_jacobians_and_autograd():
+    bad = []
+    for c in CASES:
+        if c["variant"] != "base":
+            continue
+        a = c["certification"]["autograd"]
+        if a.get("error") or a["logdet_vs_slogdet_digits"] < 8 or a.get("pullback_vs_autograd_digits", 15) < 8:
+            bad.append((c["name"], a))
+    assert not bad, f"stored numbers that disagree with the brute-force checks: {bad}"
+
+
+def test_every_low_number_has_a_reason():
+    for c in CASES:
+        for item in c["certification"].get("low", []):
+            assert item["reason"] and item["kind"] in ("conditioning", "npflows"), (c["name"], item)
+            assert np.isfinite(float(item["reference"]))
+
+
+CHEAP = ["elementwise_affine", "elementwise_affine/small_scales", "logit/near_0", "logit/tiny", "logit_alpha/ends",
+         "sigmoid/lower_tail", "leaky_relu/near_zero", "linear/near_singular", "affine_exp_relu", "lu_linear",
+         "radial_2d", "planar_2d/float32", "spline_elementwise_two_bins/at_bound"]
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_stored_certification_is_reproduced_by_the_50_digit_reference(name):
+    case = next(c for c in CASES if c["name"] == name)
+    fresh = certify.certify_case(case)
+    assert fresh == case["certification"]
+
+
+def test_50_digit_reference_catches_a_wrong_stored_number():
+    case = json.loads(json.dumps(next(c for c in CASES if c["name"] == "affine_exp_relu")))
+    case["forward"]["logdet"][2] *= 1 + 1e-9
+    cert = certify.certify_50_digits(case)
+    assert cert["digits"]["forward.logdet"] < 10
+    assert any(i["quantity"] == "forward.logdet" and i["index"] == [2] for i in cert["low"])
+
+
+# --------------------------------------------------------------------------- checker
+
+
+def test_npflows_adapter_passes_every_case_within_60_seconds():
+    lines = []
+    t0 = time.perf_counter()
+    res = check.check(npflows_adapter, CASES, out=lines.append)
+    dt = time.perf_counter() - t0
+    bad = [l for l, r in zip(lines[1:], res) if r.status != "pass"]
+    assert not bad, "\n".join(bad)
+    assert len(res) == len(CASES) and lines[-1].startswith("summary: npflows")
+    assert dt < 60.0
+
+
+class _Broken:
+    """npflows with one classic bug."""
+    NAME = "broken"
+
+    def __init__(self, bug):
+        self.bug = bug
+
+    def supports(self, case):
+        return None
+
+    def run(self, case):
+        if self.bug == "no_logdet_path":          # backward without the dlogdet cotangent
+            case = json.loads(json.dumps(case))
+            case["pullback"]["dlogdet"] = [0.0] * len(case["pullback"]["dlogdet"])
+        out = npflows_adapter.run(case)
+        if self.bug == "inverse_logdet_sign":
+            out["inverse.logdet"] = -out["inverse.logdet"]
+        if self.bug == "one_ulp_times_1e7":
+            y = out["forward.output"].copy()
+            y[1, -1] *= 1 + 1e-9
+            out["forward.output"] = y
+        if self.bug == "float32_internals":
+            out = {k: np.asarray(v, np.float32) for k, v in out.items()}
+        return out
+
+
+@pytest.mark.parametrize("bug,quantity", [("no_logdet_path", "pullback."), ("inverse_logdet_sign", "inverse.logdet"),
+                                          ("one_ulp_times_1e7", "forward.output"),
+                                          ("float32_internals", "forward.output")])
+def test_checker_catches_wrong_implementations(bug, quantity):
+    cases = [c for c in CASES if c["name"] in ("affine_exp_relu", "lu_linear", "maa_gated")]
+    res = check.check(_Broken(bug), cases, out=lambda s: None)
+    assert [r.status for r in res] == ["FAIL"] * 3, [(r.name, r.status, r.first) for r in res]
+    assert all(r.first.startswith(quantity) for r in res), [r.first for r in res]
+
+
+def test_checker_reports_skips_and_uncomputed_quantities():
+    class Partial:
+        NAME = "partial"
+        supports = staticmethod(lambda case: None if case["family"] == "elementwise" else "only elementwise")
+        run = staticmethod(lambda case: {k: v for k, v in npflows_adapter.run(case).items()
+                                         if k.startswith("forward")})
+    cases = [c for c in CASES if c["name"] in ("sigmoid", "linear")]
+    res = check.check(Partial(), cases, out=lambda s: None)
+    assert [r.status for r in res] == ["skip", "pass"] or [r.status for r in res] == ["pass", "skip"]
+    done = next(r for r in res if r.status == "pass")
+    assert "inverse.output" in done.not_computed and "pullback.dx" in done.not_computed
+
+
+def test_command_line_check_prints_table_and_summary():
+    out = subprocess.run([sys.executable, "-m", "validation", "check", "npflows", "--cases", "logit"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "logit/near_0" in out.stdout and out.stdout.strip().splitlines()[-1].startswith("summary: npflows")
+
+
+# --------------------------------------------------------------------------- documentation, independence
+
+
+def _types(T):
+    return {T["type"]} | set().union(*(_types(L) for L in T.get("layers", [])), set()) | (
+        _types(T["base"]) if "base" in T else set())
+
+
+def test_readme_documents_every_transform_type():
+    documented = set(re.findall(r"^### `(\w+)`", README, re.M))
+    used = set().union(*(_types(c["transform"]) for c in CASES))
+    missing = sorted(used - documented)
+    assert not missing, f"validation/README.md has no '### `<type>`' section with the formulas of: {missing}"
+
+
+def test_readme_worked_example_runs_without_npflows():
+    code = README.split("<!-- worked-example -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert "npflows" not in code
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "forward logdet" in out.stdout
+
+
+def test_readme_summary_matches_the_cases():
+    n, ok, unc = report.summary(CASES)
+    assert f"{100.0 * ok / (n + unc):.1f}%" in README, "rerun the report and update validation/README.md"
+
+
+def test_reference_does_not_use_npflows_and_npflows_does_not_use_validation_tools():
+    assert "npflows" not in (ROOT / "validation" / "reference.py").read_text().replace("calls npflows", "")
+    for path in (ROOT / "npflows").rglob("*.py"):
+        text = path.read_text()
+        for mod in ("autograd", "torch", "mpmath", "validation"):
+            assert not re.search(rf"^\s*(import|from)\s+{mod}\b", text, re.M), f"{path} imports {mod}"
+
+
+# --------------------------------------------------------------------------- peers (with the `peers` extra)
+
+
+@pytest.mark.parametrize("adapter,names", [
+    ("nflows", ["actnorm", "affine_sigmoid_tanh", "additive_half", "lu_linear", "spline_coupling_half_2d",
+                "spline_elementwise_bins"]),
+    ("zuko", ["affine_exp_relu", "affine_tanh_leaky", "maa_gated", "lu_linear", "spline_coupling_half_2d",
+              "spline_autoregressive_natural"]),
+])
+def test_peer_adapters_reproduce_the_cases_they_map(adapter, names):
+    pytest.importorskip("torch")
+    pytest.importorskip(adapter)
+    cases = [c for c in CASES if c["entry"] in names and c["variant"] in ("base", "float32")]
+    res = check.check(check.load_adapter(adapter), cases, out=lambda s: None)
+    assert len(res) == 2 * len(names)
+    assert all(r.status == "pass" for r in res), [(r.name, r.status, r.first) for r in res if r.status != "pass"]

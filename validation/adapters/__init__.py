@@ -1,0 +1,39 @@
+"""Adapters: each maps a case onto one implementation.
+
+An adapter is a module (``validation/adapters/<name>_adapter.py``, or any importable module or ``.py`` file)
+with
+
+``NAME``
+    a short name for the report;
+``supports(case) -> None | str``
+    ``None`` if it can run the case, else the reason it cannot (the checker reports it as skipped);
+``run(case) -> dict``
+    the quantities it computed, as arrays (any float dtype) keyed by the names of
+    :func:`validation.format.quantities`: ``"forward.output"``, ``"forward.logdet"``, ``"inverse.output"``,
+    ``"inverse.logdet"``, ``"pullback.dx"``, ``"pullback.dparams[<key>]"``.  A quantity it leaves out is
+    reported as not computed (not as a failure).  An exception whose class is named ``NotMappable`` raised
+    by ``run`` reports the case as skipped with its message (for limits found only while running).
+
+``arrays(case)`` below turns a case into NumPy arrays of the case's dtype.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class CaseArrays:
+    dtype: np.dtype
+    params: dict          # {key: array}
+    x: np.ndarray         # forward input (N, D)
+    y: np.ndarray         # inverse input (N, D)
+    dy: np.ndarray        # cotangent of the forward output (None if the case has no pullback)
+    dlogdet: np.ndarray   # cotangent of the forward logdet, (N,)
+
+
+def arrays(case):
+    dt = np.dtype(case["dtype"])
+    a = lambda v: np.asarray(v, dtype=np.float64).astype(dt)
+    pb = case.get("pullback")
+    return CaseArrays(dt, {k: a(v) for k, v in case["params"].items()}, a(case["forward"]["input"]),
+                      a(case["inverse"]["input"]), a(pb["dy"]) if pb else None, a(pb["dlogdet"]) if pb else None)

@@ -1,0 +1,138 @@
+"""Shared plumbing of the PyTorch adapters (nflows, zuko).
+
+An adapter supplies ``build(T, P, dt) -> (forward, inverse)`` for a transform description ``T`` and its
+parameters ``P`` as torch tensors that require grad (``{case key: tensor}``); ``forward(x) -> (y, logdet)``
+and ``inverse(y) -> (x, logdet)`` call the peer library.  The peer's own parameters are computed from
+``P`` inside ``build`` (a change of parameterisation is part of the mapping), so autograd returns the
+cotangents of the case's parameters directly.  ``run`` evaluates a case with them.
+"""
+import numpy as np
+
+from . import arrays
+
+
+class NotMappable(Exception):
+    """The case's transform or parameters have no counterpart in the peer library (reported as skip)."""
+
+
+def torch_dtype(case):
+    import torch
+    return {"float64": torch.float64, "float32": torch.float32}[case["dtype"]]
+
+
+def activation(name):
+    import torch
+    import torch.nn.functional as F
+    return {"relu": torch.relu, "tanh": torch.tanh, "elu": F.elu,
+            "leaky_relu": lambda h: F.leaky_relu(h, 0.01)}[name]
+
+
+def mlp(P, n_layers, act, masks=None, prefix="net."):
+    """The conditioner MLP of README.md as a torch function of the case's weights (W of shape (in, out));
+    with ``masks``, MADE's masked weights."""
+    f = activation(act)
+
+    def net(h):
+        for l in range(n_layers):
+            W = P[f"{prefix}W{l}"]
+            if masks is not None:
+                W = W * masks[l]
+            h = h @ W + P[f"{prefix}b{l}"]
+            if l < n_layers - 1:
+                h = f(h)
+        return h
+    return net
+
+
+def net_module(fn):
+    """A ``torch.nn.Module`` around ``fn(h)``: nflows' couplings call ``transform_net(x, context)``."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def forward(self, h, context=None):
+            return fn(h)
+    return Net()
+
+
+def set_tensor(module, name, tensor):
+    """Replace the parameter or buffer ``name`` of ``module`` by ``tensor`` (a function of the leaves)."""
+    module._parameters.pop(name, None)
+    module._buffers.pop(name, None)
+    object.__setattr__(module, name, tensor)
+
+
+def sub(P, prefix):
+    return {k[len(prefix):]: v for k, v in P.items() if k.startswith(prefix)}
+
+
+def sequential(build):
+    """``Sequential`` from the adapter's ``build``: layer 0 first, keys under ``"i."``."""
+    def make(T, P, dt):
+        parts = [build(L, sub(P, f"{i}."), dt) for i, L in enumerate(T["layers"])]
+
+        def forward(x):
+            ld = 0
+            for f, _ in parts:
+                x, l = f(x)
+                ld = ld + l
+            return x, ld
+
+        def inverse(y):
+            ld = 0
+            for _, g in reversed(parts):
+                y, l = g(y)
+                ld = ld + l
+            return y, ld
+        return forward, inverse
+    return make
+
+
+def run(build, case):
+    """Every quantity of ``case`` computed through ``build`` (see the module docstring)."""
+    import torch
+    dt = torch_dtype(case)
+    c = arrays(case)
+    P = {k: torch.tensor(v, dtype=dt, requires_grad=True) for k, v in c.params.items()}
+    x = torch.tensor(c.x, dtype=dt, requires_grad=True)
+    forward, inverse = build(case["transform"], P, dt)
+    y, ld = forward(x)
+    ld = ld.expand(x.shape[0]) if ld.dim() == 0 else ld
+    out = {"forward.output": y, "forward.logdet": ld}
+    if c.dy is not None:
+        obj = (y * torch.tensor(c.dy)).sum() + (ld * torch.tensor(c.dlogdet)).sum()
+        keys = list(P)
+        g = torch.autograd.grad(obj, [x] + [P[k] for k in keys], allow_unused=True)
+        out["pullback.dx"] = g[0]
+        for k, gk in zip(keys, g[1:]):
+            out[f"pullback.dparams[{k}]"] = torch.zeros_like(P[k]) if gk is None else gk
+    with torch.no_grad():
+        xi, ldi = inverse(torch.tensor(c.y, dtype=dt))
+        ldi = ldi.expand(xi.shape[0]) if ldi.dim() == 0 else ldi
+    out["inverse.output"], out["inverse.logdet"] = xi, ldi
+    return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+
+def supports(build, case):
+    """``None`` if ``build`` maps the case, else the reason."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "torch is not installed"
+    try:
+        c = arrays(case)
+        import torch
+        P = {k: torch.tensor(v, dtype=torch_dtype(case)) for k, v in c.params.items()}
+        build(case["transform"], P, torch_dtype(case))
+    except NotMappable as e:
+        return str(e)
+    return None
+
+
+def softplus_inverse(v):
+    """``u`` with ``softplus(u) = v`` (v > 0), accurate for small and large v."""
+    import torch
+    return v + torch.log(-torch.expm1(-v))
+
+
+def np_perm(T):
+    return np.asarray(T["perm"])

@@ -1,0 +1,186 @@
+"""nflows 0.14 (Durkan, Bekasov, Murray, Papamakarios): the cases whose parameterisation maps onto it.
+
+Mappings (npflows case -> nflows), each exact to rounding:
+
+* ``ActNorm``, ``ElementwiseAffine``: ``transforms.ActNorm`` (``log_scale``, ``shift``; shift 0 without one).
+* ``LULinear``: ``transforms.LULinear`` then ``transforms.Permutation(perm)``: ``lower_entries`` and
+  ``upper_entries`` are the strict triangles, ``unconstrained_upper_diag = softplus^-1(exp(log_scale) - 1e-3)``
+  (only when ``exp(log_scale) > 1e-3``), nflows' bias is ``bias[argsort(perm)]``.
+* ``Linear``: ``transforms.NaiveLinear`` (``_weight``, ``bias``).
+* ``Permutation``, ``LeakyReLU``, ``Sigmoid``: the classes of the same names; ``Logit`` with ``alpha = 0``:
+  ``transforms.Logit``, with ``alpha > 0``: ``PointwiseAffineTransform(alpha, 1 - 2 alpha)`` then ``Logit``.
+* ``AffineCoupling`` with ``scale="sigmoid"`` (nflows' only scale), ``AdditiveCoupling``, ``SplineCoupling``:
+  nflows' coupling classes with the mask complemented (nflows transforms where ``mask > 0``) and the case's
+  MLP as ``transform_net`` (for the affine coupling its output columns reordered to nflows' shift-then-scale).
+* ``RationalQuadraticSpline``: ``splines.unconstrained_rational_quadratic_spline`` with linear tails.
+* ``Sequential`` of mappable layers.
+"""
+import numpy as np
+
+from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_tensor, softplus_inverse
+from ._torch import supports as _supports
+
+NAME = "nflows"
+EPS = 1e-3       # nflows' LULinear diagonal: softplus(u) + 1e-3
+
+
+def _t(module):
+    return (lambda x: module(x)), (lambda y: module.inverse(y))
+
+
+def _actnorm(T, P, dt):
+    import torch
+    from nflows.transforms import ActNorm
+    m = ActNorm(T["dim"])
+    m.eval()
+    m.initialized.fill_(True)
+    set_tensor(m, "log_scale", P["log_scale"])
+    set_tensor(m, "shift", P["shift"] if "shift" in P else torch.zeros(T["dim"], dtype=dt))
+    return _t(m)
+
+
+def _lu(T, P, dt):
+    import torch
+    from nflows.transforms import LULinear, Permutation
+    D, perm = T["dim"], np.asarray(T["perm"])
+    if not bool((P["log_scale"] > np.log(EPS)).all()):
+        raise NotMappable("nflows' LULinear diagonal is softplus(u) + 1e-3 > 1e-3; this case has "
+                          f"exp(log_scale) down to {float(torch.exp(P['log_scale'].min())):.3g}")
+    m = LULinear(D, identity_init=True)
+    lo, up = np.tril_indices(D, -1), np.triu_indices(D, 1)
+    set_tensor(m, "lower_entries", P["lower"][lo[0], lo[1]])
+    set_tensor(m, "upper_entries", P["upper"][up[0], up[1]])
+    set_tensor(m, "unconstrained_upper_diag", softplus_inverse(torch.exp(P["log_scale"]) - EPS))
+    set_tensor(m, "bias", P["bias"][torch.as_tensor(np.argsort(perm))])
+    p = Permutation(torch.as_tensor(perm))
+
+    def forward(x):
+        z, l1 = m(x)
+        y, l2 = p(z)
+        return y, l1 + l2
+
+    def inverse(y):
+        z, l2 = p.inverse(y)
+        x, l1 = m.inverse(z)
+        return x, l1 + l2
+    return forward, inverse
+
+
+def _linear(T, P, dt):
+    from nflows.transforms import NaiveLinear
+    m = NaiveLinear(T["dim"], orthogonal_initialization=False)
+    set_tensor(m, "_weight", P["W"])
+    set_tensor(m, "bias", P["b"])
+    return _t(m)
+
+
+def _perm(T, P, dt):
+    import torch
+    from nflows.transforms import Permutation
+    return _t(Permutation(torch.as_tensor(np.asarray(T["perm"]))))
+
+
+def _leaky(T, P, dt):
+    from nflows.transforms import LeakyReLU
+    return _t(LeakyReLU(negative_slope=T["slope"]))
+
+
+def _sigmoid(T, P, dt):
+    from nflows.transforms import Sigmoid
+    return _t(Sigmoid())
+
+
+def _logit(T, P, dt):
+    import torch
+    from nflows.transforms import CompositeTransform, Logit, PointwiseAffineTransform
+    if T["alpha"] == 0.0:
+        return _t(Logit())
+    a = T["alpha"]
+    return _t(CompositeTransform([PointwiseAffineTransform(torch.tensor(a, dtype=dt), torch.tensor(1 - 2 * a, dtype=dt)),
+                                  Logit()]))
+
+
+def _coupling_net(T, P, order=None):
+    net = mlp(P, len(T["hidden"]) + 1, T["activation"])
+    if order is None:
+        return lambda n_in, n_out: net_module(net)
+    return lambda n_in, n_out: net_module(lambda h: net(h)[:, order])
+
+
+def _affine(T, P, dt):
+    from nflows.transforms import AffineCouplingTransform
+    if T["scale"] != "sigmoid":
+        raise NotMappable(f"nflows' AffineCouplingTransform makes its scale as sigmoid(r + 2) + 1e-3; "
+                          f"scale={T['scale']!r} has no counterpart")
+    mask = np.asarray(T["mask"])
+    d2 = int((mask == 0).sum())
+    order = np.r_[np.arange(d2, 2 * d2), np.arange(d2)]       # nflows reads [shift, raw scale]
+    return _t(AffineCouplingTransform(1 - mask, _coupling_net(T, P, order)))
+
+
+def _additive(T, P, dt):
+    from nflows.transforms import AdditiveCouplingTransform
+    return _t(AdditiveCouplingTransform(1 - np.asarray(T["mask"]), _coupling_net(T, P)))
+
+
+def _spline_kw(T):
+    return dict(num_bins=T["n_bins"], tails="linear", tail_bound=T["bound"], min_bin_width=T["min_bin_width"],
+                min_bin_height=T["min_bin_height"], min_derivative=T["min_derivative"])
+
+
+def _spline_coupling(T, P, dt):
+    from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
+    return _t(PiecewiseRationalQuadraticCouplingTransform(1 - np.asarray(T["mask"]), _coupling_net(T, P),
+                                                          **_spline_kw(T)))
+
+
+def _spline(T, P, dt):
+    from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline as rqs
+    kw = _spline_kw(T)
+    kw.pop("num_bins")
+
+    def apply(v, inverse):
+        n = v.shape[0]
+        e = lambda a: a.unsqueeze(0).expand(n, *a.shape)
+        out, ld = rqs(v, e(P["raw_widths"]), e(P["raw_heights"]), e(P["raw_derivatives"]), inverse=inverse, **kw)
+        return out, ld.sum(dim=1)
+    return (lambda x: apply(x, False)), (lambda y: apply(y, True))
+
+
+def _not(reason):
+    def f(T, P, dt):
+        raise NotMappable(reason)
+    return f
+
+
+BUILD = {
+    "ActNorm": _actnorm, "ElementwiseAffine": _actnorm, "LULinear": _lu, "Linear": _linear,
+    "Permutation": _perm, "LeakyReLU": _leaky, "Sigmoid": _sigmoid, "Logit": _logit,
+    "AffineCoupling": _affine, "AdditiveCoupling": _additive, "SplineCoupling": _spline_coupling,
+    "RationalQuadraticSpline": _spline,
+    "MaskedAffineAutoregressive": _not("nflows 0.14's MaskedAffineAutoregressiveTransform makes its scale as "
+                                       "softplus(r) + 1e-3, a parameterisation npflows does not offer"),
+    "MaskedSplineAutoregressive": _not("nflows' MADE has equal hidden widths, its own degrees and a per-feature "
+                                       "output layout; not mapped"),
+    "Planar": _not("nflows has no planar flow"), "Radial": _not("nflows has no radial flow"),
+}
+
+
+def build(T, P, dt):
+    if T["type"] == "Sequential":
+        return sequential(build)(T, P, dt)
+    if T["type"] not in BUILD:
+        raise NotMappable(f"no nflows mapping for {T['type']}")
+    return BUILD[T["type"]](T, P, dt)
+
+
+def supports(case):
+    try:
+        import nflows  # noqa: F401
+    except ImportError:
+        return "nflows is not installed (pip install -e '.[peers]')"
+    return _supports(build, case)
+
+
+def run(case):
+    return _run(build, case)

@@ -1,0 +1,165 @@
+"""The checker: run an adapter on every case and compare, number by number.
+
+For each number the checker knows the expected value ``e`` (npflows, certified) and, where npflows'
+value carries fewer than 13 certified digits (5 for float32), the 50-digit reference ``r`` stored in the
+case's certification.  It compares the adapter's value ``a`` with the best known value (``r`` where
+stored, else ``e``) in digits of agreement::
+
+    digits = -log10(|a - best| / max(|best|, floor * S))        (15 when equal, clipped to [0, 15])
+
+with ``S`` the quantity's largest magnitude (for a pullback at least its ``term_scale``, the largest sum of
+absolute terms of one of its numbers, from the certification, or the case's largest pullback scale where
+the whole quantity is zero up to rounding) and ``floor`` the case's tolerance floor: numbers that are tiny
+next to their neighbours, or sums that cancel to nearly nothing, are judged relative to the quantity, not
+to themselves.  For a logdet the denominator is at least 1: the absolute error of a log is the relative
+error of the determinant.  A number
+passes with ``digits >= required``: ``required = min_digits`` (the case's tolerance: 10 for float64, 4 for
+float32) where npflows is certified, and ``max(0, min(min_digits, c - 2))`` where npflows' own value
+agrees with the reference to only ``c`` digits (ill-conditioned numbers: be about as accurate as npflows).
+"""
+import importlib
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .format import agreement_digits, quantities
+
+
+@dataclass
+class Result:
+    name: str
+    status: str                       # "pass", "FAIL", "differs" (one-sided pullback only), "skip", "error"
+    worst: float = float("nan")       # worst digits of agreement over every compared number
+    first: str = ""                   # first disagreeing quantity, or the reason for skip / error
+    compared: int = 0
+    not_computed: list = field(default_factory=list)
+    per_quantity: dict = field(default_factory=dict)    # quantity -> (worst digits, number failing)
+
+
+def load_adapter(spec):
+    """An adapter by short name (``npflows`` -> ``validation.adapters.npflows_adapter``), module name, or
+    path to a ``.py`` file."""
+    if spec.endswith(".py") or "/" in spec:
+        path = Path(spec).resolve()
+        s = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(s)
+        s.loader.exec_module(mod)
+        return mod
+    try:
+        return importlib.import_module(f"validation.adapters.{spec}_adapter")
+    except ModuleNotFoundError as e:
+        if e.name != f"validation.adapters.{spec}_adapter":
+            raise
+        return importlib.import_module(spec)
+
+
+def _references(case):
+    """``{quantity: {index tuple: float reference}}`` from the certification's list of low numbers."""
+    out = {}
+    for item in (case.get("certification") or {}).get("low", []):
+        out.setdefault(item["quantity"], {})[tuple(item["index"])] = float(item["reference"])
+    return out
+
+
+def compare(case, got):
+    """A :class:`Result` for the adapter's output ``got`` (``{quantity: array}``) on ``case``."""
+    tol = case["tolerance"]
+    md, floor = tol["min_digits"], tol["floor"]
+    refs = _references(case)
+    term_scale = (case.get("certification") or {}).get("term_scale", {})
+    qs = quantities(case)
+    pb_scale = {name: max(float(np.max(np.abs(np.asarray(v, dtype=np.float64)))) if np.size(v) else 0.0,
+                          term_scale.get(name, 0.0)) for name, v in qs if name.startswith("pullback")}
+    case_pb = max(pb_scale.values(), default=0.0)
+    res = Result(case["name"], "pass", worst=15.0)
+    for name, stored in qs:
+        if name not in got or got[name] is None:
+            res.not_computed.append(name)
+            continue
+        e = np.asarray(stored, dtype=np.float64)
+        a = np.asarray(got[name], dtype=np.float64)
+        if a.shape != e.shape:
+            res.status = "FAIL"
+            res.first = res.first or f"{name}: shape {a.shape}, expected {e.shape}"
+            res.worst = 0.0
+            continue
+        best = e.copy()
+        required = np.full(e.shape, md)
+        for i, r in refs.get(name, {}).items():
+            best[i] = r
+        # the floor's scale: a pullback is a sum, judged on the size of its terms (on the case's gradients
+        # where the whole quantity is zero up to rounding); a logdet is a log, whose absolute error is the
+        # relative error of the determinant, so its denominator is never below 1
+        scale, abs_floor = 0.0, (1.0 if "logdet" in name else 0.0)
+        if name.startswith("pullback"):
+            scale = pb_scale[name] if pb_scale[name] >= 1e-30 * case_pb else case_pb
+        if name in refs:
+            c = agreement_digits(e, best, floor, scale, abs_floor)     # how well npflows itself does
+            required = np.where(c < md + 2, np.maximum(0.0, np.minimum(md, c - 2.0)), md)
+        d = agreement_digits(a, best, floor, scale, abs_floor)
+        res.compared += d.size
+        if d.size:
+            res.worst = min(res.worst, float(d.min()))
+        bad = np.argwhere(d < required)
+        if bad.size and not res.first:
+            i = tuple(int(j) for j in bad[0])
+            res.first = (f"{name}{list(i)}: got {float(a[i])!r}, expected {float(best[i])!r} ({d[i]:.1f} "
+                         f"digits < {required[i]:.1f} required)")
+        res.per_quantity[name] = (float(d.min()) if d.size else 15.0, int(len(bad)))
+        if bad.size:
+            res.status = "FAIL"
+    if res.compared == 0:
+        res.status, res.first = "skip", "the adapter computed none of the quantities"
+    elif res.status == "FAIL" and case.get("one_sided") and all(
+            q.startswith("pullback") for q, (_, nbad) in res.per_quantity.items() if nbad):
+        res.status = "differs"           # only the one-sided derivatives at knots disagree: a convention
+        res.first = "one-sided pullback (convention at knots, see the case's one_sided): " + res.first
+    return res
+
+
+def check(adapter, cases, out=print, verbose=False):
+    """Run ``adapter`` on ``cases``; print one line per case and a summary; return the results.
+    ``verbose``: also every compared quantity's worst digits and count of failing numbers."""
+    import warnings
+    results = []
+    t0 = time.perf_counter()
+    width = max([len(c["name"]) for c in cases] + [4])
+    out(f"{'case':<{width}}  status  digits  first disagreement")
+    for case in cases:
+        reason = adapter.supports(case)
+        if reason:
+            r = Result(case["name"], "skip", first=reason)
+        else:
+            try:
+                with warnings.catch_warnings():          # a peer's deprecation chatter is not a finding
+                    warnings.simplefilter("ignore")
+                    got = adapter.run(case)
+            except Exception as e:
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                if type(e).__name__ == "NotMappable":         # the adapter found out only while running
+                    r = Result(case["name"], "skip", first=msg)
+                else:
+                    r = Result(case["name"], "error", worst=0.0, first=f"{type(e).__name__}: {msg}")
+            else:
+                r = compare(case, got)
+        results.append(r)
+        worst = "" if r.status in ("skip",) else f"{max(r.worst, 0.0) + 0.0:5.1f}"
+        note = r.first
+        if r.not_computed and r.status != "skip":
+            note = (note + "; " if note else "") + f"not computed: {', '.join(r.not_computed)}"
+        out(f"{r.name:<{width}}  {r.status:<6}  {worst:>6}  {note}")
+        if verbose and r.per_quantity:
+            for q, (d, nbad) in r.per_quantity.items():
+                out(f"{'':<{width}}          {d:5.1f}  {q}" + (f": {nbad} below required" if nbad else ""))
+    dt = time.perf_counter() - t0
+    n = {s: sum(r.status == s for r in results) for s in ("pass", "FAIL", "differs", "error", "skip")}
+    ran = [r for r in results if r.status in ("pass", "FAIL", "differs")]
+    worst = min((r.worst for r in ran), default=float("nan"))
+    out(f"summary: {getattr(adapter, 'NAME', None) or getattr(adapter, '__name__', 'adapter')}: {len(results)} cases, {n['pass']} pass, "
+        f"{n['FAIL']} fail, {n['differs']} differ by convention only, {n['error']} error, {n['skip']} skipped; "
+        f"worst agreement {max(worst, 0.0) + 0.0:.1f} digits; "
+        f"{dt:.1f} s")
+    return results

@@ -1,0 +1,164 @@
+"""Reading and writing case files (format version 1, see README.md), and the digit metric (LRE).
+
+A case file is JSON.  Every float is written with Python's ``repr``, the shortest decimal string that
+reads back to the same double, so any conforming JSON reader recovers the stored doubles bit for bit.
+Arrays are nested lists in row-major (C) order; their shapes follow from the nesting.  float32 values are
+stored as the doubles they convert to exactly (the case's ``dtype`` says to cast them back).
+"""
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import FORMAT_VERSION
+
+CASES_DIR = Path(__file__).resolve().parent / "cases"
+MAX_DIGITS = 15.0     # LRE cap: float64 carries 15.95 decimal digits; a few ulps of rounding leave ~15.3
+
+# ----------------------------------------------------------------------------- arrays <-> JSON values
+
+
+def to_json_array(a):
+    """A float array as nested lists of Python floats (exact doubles)."""
+    a = np.asarray(a)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("case arrays must be finite")
+    return np.asarray(a, dtype=np.float64).tolist()
+
+
+def from_json_array(v, dtype=np.float64):
+    a = np.array(v, dtype=np.float64)
+    out = a.astype(dtype)
+    if not np.array_equal(out.astype(np.float64), a):
+        raise ValueError(f"stored values are not exactly representable in {np.dtype(dtype).name}")
+    return out
+
+
+# ----------------------------------------------------------------------------- compact, diffable JSON
+
+
+def _dump(v, indent, level):
+    pad = " " * (indent * level)
+    inner = " " * (indent * (level + 1))
+    if isinstance(v, dict):
+        if not v:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {_dump(val, indent, level + 1)}" for k, val in v.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(v, (list, tuple)):
+        if not v:
+            return "[]"
+        if all(not isinstance(e, (list, tuple, dict)) for e in v):      # a row of scalars: one line
+            return "[" + ", ".join(_dump(e, indent, level) for e in v) + "]"
+        return "[\n" + ",\n".join(inner + _dump(e, indent, level + 1) for e in v) + "\n" + pad + "]"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError("JSON case files hold finite numbers only")
+        return repr(v)
+    if isinstance(v, (np.floating, np.integer, np.bool_)):
+        return _dump(v.item(), indent, level)
+    return json.dumps(v)
+
+
+def dumps(obj):
+    """JSON text: dicts indented, each innermost row of numbers on one line (readable diffs)."""
+    return _dump(obj, 1, 0) + "\n"
+
+
+def write_file(path, obj):
+    Path(path).write_text(dumps(obj))
+
+
+def read_file(path):
+    obj = json.loads(Path(path).read_text())
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {obj.get('format_version')!r}, this reader knows "
+                         f"{FORMAT_VERSION}")
+    return obj
+
+
+def case_files(cases_dir=CASES_DIR):
+    return sorted(Path(cases_dir).glob("*.json"))
+
+
+def load_cases(cases_dir=CASES_DIR, select=None):
+    """Every case of every file, in file order; ``select`` is a substring filter on case names."""
+    out = []
+    for path in case_files(cases_dir):
+        for case in read_file(path)["cases"]:
+            if select is None or select in case["name"]:
+                out.append(case)
+    return out
+
+
+HASHED = ("transform", "dtype", "params", "forward", "inverse", "pullback")
+
+
+def numbers_hash(case):
+    """SHA-256 of what the certification certifies (the transform, dtype, parameters, inputs and
+    expected values): the certification stores it, so a change of any of them invalidates the
+    certification visibly, while names, purposes and tolerances may change freely."""
+    body = {k: case.get(k) for k in HASHED}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- quantities of a case
+
+
+def quantities(case):
+    """``[(name, stored value)]`` for every expected quantity of a case, in a fixed order:
+    forward.output, forward.logdet, inverse.output, inverse.logdet, pullback.dx, pullback.dparams[key]."""
+    out = [("forward.output", case["forward"]["output"]), ("forward.logdet", case["forward"]["logdet"]),
+           ("inverse.output", case["inverse"]["output"]), ("inverse.logdet", case["inverse"]["logdet"])]
+    pb = case.get("pullback")
+    if pb is not None:
+        out.append(("pullback.dx", pb["dx"]))
+        out += [(f"pullback.dparams[{k}]", v) for k, v in pb["dparams"].items()]
+    return out
+
+
+# ----------------------------------------------------------------------------- digits (LRE)
+
+
+def lre(value, reference, cap=MAX_DIGITS):
+    """NIST StRD's log relative error, elementwise: ``-log10(|value - ref| / |ref|)``, or
+    ``-log10|value|`` where ``ref == 0``; clipped to ``[0, cap]`` (``cap`` when equal).  ``reference``
+    may be an array of mpmath numbers (the 50-digit values) or of floats."""
+    v = np.asarray(value, dtype=np.float64)
+    r = np.asarray(reference, dtype=object).reshape(v.shape)
+    out = np.empty(v.shape)
+    for i in np.ndindex(v.shape):
+        out[i] = _lre1(v[i], r[i], cap)
+    return out
+
+
+def _lre1(v, r, cap):
+    import mpmath as mp
+    r = mp.mpf(r)
+    err = abs(mp.mpf(float(v)) - r)
+    if err == 0:
+        return cap
+    d = -mp.log10(err / abs(r)) if r != 0 else -mp.log10(err)
+    return float(min(cap, max(0.0, d)))
+
+
+def agreement_digits(value, expected, floor, term_scale=0.0, abs_floor=0.0):
+    """Digits of agreement the checker reports: ``-log10(|a - e| / max(|e|, floor * S, abs_floor))``
+    elementwise, with ``S`` the larger of the expected quantity's largest magnitude and ``term_scale``;
+    clipped to [0, 15]; equal gives 15.  Returns the array of digits."""
+    a = np.asarray(value, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise ValueError(f"shape {a.shape} != expected {e.shape}")
+    if e.size == 0:
+        return np.zeros(0)
+    S = max(float(np.max(np.abs(e))), float(term_scale))
+    denom = np.maximum(np.maximum(np.abs(e), floor * S), abs_floor)
+    err = np.abs(a - e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = -np.log10(np.where(denom > 0, err / denom, err))
+    d = np.where(err == 0, MAX_DIGITS, d)
+    d = np.where(np.isnan(a), 0.0, d)
+    return np.clip(d, 0.0, MAX_DIGITS)

@@ -1,0 +1,538 @@
+"""The 50-digit reference: every transform's forward and inverse written again, in mpmath, from the
+formulas of ``validation/README.md`` (the section of each type is named in its docstring).  Nothing here
+calls npflows.
+
+Arrays are NumPy object arrays of mpmath numbers, batch first ``(N, D)``; logdets ``(N,)``.  Every formula
+accepts complex numbers (``mpc``) so that ``certify.py`` can differentiate it by the complex step
+:math:`f'(u) = \\mathrm{Im} f(u + ih)/h` without any subtraction: branches (ReLU, LeakyReLU, ELU) are
+decided on the real part, and ``log|det W|`` is written as ``log(det W * sign(Re det W))``, which is
+analytic where ``det W != 0``.
+
+A family joins by adding ``FORWARD[type]`` and ``INVERSE[type]`` here (and its README section).
+"""
+import mpmath as mp
+import numpy as np
+
+DPS = 50
+
+# --------------------------------------------------------------------------- elementwise helpers
+
+
+def vec(f):
+    """``f`` applied to every element of an object array (keeps the shape)."""
+    uf = np.frompyfunc(f, 1, 1)
+    return lambda a: uf(a).astype(object) if isinstance(a, np.ndarray) else f(a)
+
+
+exp, log, tanh, sqrt = vec(mp.exp), vec(mp.log), vec(mp.tanh), vec(mp.sqrt)
+
+
+def softplus1(a):
+    return mp.log(1 + mp.exp(a))
+
+
+softplus = vec(softplus1)
+
+
+def sigmoid1(a):
+    return 1 / (1 + mp.exp(-a))
+
+
+sigmoid = vec(sigmoid1)
+
+
+def branch(pos, neg, strict=False):
+    """Elementwise ``pos(v)`` where ``Re v >= 0`` (``> 0`` if ``strict``), else ``neg(v)``."""
+    def f(v):
+        r = mp.re(v)
+        return pos(v) if (r > 0 if strict else r >= 0) else neg(v)
+    return vec(f)
+
+
+def mpf_array(a):
+    """A float array as an object array of exact ``mpf`` copies of its doubles."""
+    a = np.asarray(a, dtype=np.float64)
+    out = np.empty(a.shape, dtype=object)
+    for i in np.ndindex(a.shape):
+        out[i] = mp.mpf(float(a[i]))
+    return out
+
+
+def rowsum(a):
+    """Sum over every axis but the first: ``(N, ...) -> (N,)``."""
+    a = a.reshape(a.shape[0], -1)
+    return np.array([mp.fsum(r) for r in a], dtype=object)
+
+
+def full(n, v):
+    out = np.empty(n, dtype=object)
+    out[:] = [v] * n
+    return out
+
+
+# --------------------------------------------------------------------------- README "ElementwiseAffine", "ActNorm"
+
+
+def affine_forward(T, P, x):
+    s = P["log_scale"]
+    y = x * exp(s)
+    if "shift" in P:
+        y = y + P["shift"]
+    return y, full(x.shape[0], mp.fsum(s))
+
+
+def affine_inverse(T, P, y):
+    s = P["log_scale"]
+    if "shift" in P:
+        y = y - P["shift"]
+    return y * exp(-s), full(y.shape[0], -mp.fsum(s))
+
+
+# --------------------------------------------------------------------------- README "LeakyReLU"
+
+
+def leaky_forward(T, P, x):
+    a = mp.mpf(T["slope"])
+    y = branch(lambda v: v, lambda v: a * v)(x)
+    ld = branch(lambda v: mp.mpf(0), lambda v: mp.log(a))(x)
+    return y, rowsum(ld)
+
+
+def leaky_inverse(T, P, y):
+    a = mp.mpf(T["slope"])
+    x = branch(lambda v: v, lambda v: v / a)(y)
+    ld = branch(lambda v: mp.mpf(0), lambda v: mp.log(a))(x)
+    return x, -rowsum(ld)
+
+
+# --------------------------------------------------------------------------- README "Sigmoid"
+
+
+def _log_sigmoid_prime(x):
+    # log sigma'(x) = log sigma(x) + log sigma(-x) = -softplus(-x) - softplus(x)
+    return -softplus(-x) - softplus(x)
+
+
+def sigmoid_forward(T, P, x):
+    return sigmoid(x), rowsum(_log_sigmoid_prime(x))
+
+
+def sigmoid_inverse(T, P, y):
+    x = log(y) - log(1 - y)
+    return x, rowsum(-log(y) - log(1 - y))
+
+
+# --------------------------------------------------------------------------- README "Logit"
+
+
+def logit_forward(T, P, x):
+    al = mp.mpf(T["alpha"])
+    c = 1 - 2 * al
+    p = al + c * x
+    return log(p) - log(1 - p), rowsum(mp.log(c) - log(p) - log(1 - p))
+
+
+def logit_inverse(T, P, y):
+    al = mp.mpf(T["alpha"])
+    c = 1 - 2 * al
+    x = (sigmoid(y) - al) / c
+    # log p = -softplus(-y), log(1 - p) = -softplus(y)
+    return x, -rowsum(mp.log(c) + softplus(-y) + softplus(y))
+
+
+# --------------------------------------------------------------------------- README "Permutation"
+
+
+def perm_forward(T, P, x):
+    return x[:, np.asarray(T["perm"])], full(x.shape[0], mp.mpf(0))
+
+
+def perm_inverse(T, P, y):
+    return y[:, np.argsort(T["perm"])], full(y.shape[0], mp.mpf(0))
+
+
+# --------------------------------------------------------------------------- README "Linear", "LULinear"
+
+
+def _logabsdet(W):
+    d = mp.det(mp.matrix(W.tolist()))
+    return mp.log(d if mp.re(d) > 0 else -d)
+
+
+def _solve(W, r):
+    """``x`` with ``W x_n = r_n`` for every row ``r_n`` of ``r``."""
+    A = mp.matrix(W.tolist())
+    out = np.empty(r.shape, dtype=object)
+    for n in range(r.shape[0]):
+        sol = mp.lu_solve(A, mp.matrix(list(r[n])))
+        out[n] = [sol[i] for i in range(r.shape[1])]
+    return out
+
+
+def linear_forward(T, P, x):
+    W = P["W"]
+    return x @ W.T + P["b"], full(x.shape[0], _logabsdet(W))
+
+
+def linear_inverse(T, P, y):
+    W = P["W"]
+    return _solve(W, y - P["b"]), full(y.shape[0], -_logabsdet(W))
+
+
+def lu_weight(T, P):
+    """``W = P_perm L (U + diag(exp(log_scale)))``: L unit lower triangular from the strictly lower
+    entries of ``lower``, U from the strictly upper entries of ``upper``, ``W[i] = (L M)[perm[i]]``."""
+    D = T["dim"]
+    L = np.empty((D, D), dtype=object)
+    M = np.empty((D, D), dtype=object)
+    for i in range(D):
+        for j in range(D):
+            L[i, j] = P["lower"][i, j] if i > j else mp.mpf(1 if i == j else 0)
+            M[i, j] = P["upper"][i, j] if i < j else (mp.exp(P["log_scale"][i]) if i == j else mp.mpf(0))
+    return (L @ M)[np.asarray(T["perm"])]
+
+
+def lu_forward(T, P, x):
+    return x @ lu_weight(T, P).T + P["bias"], full(x.shape[0], mp.fsum(P["log_scale"]))
+
+
+def lu_inverse(T, P, y):
+    return _solve(lu_weight(T, P), y - P["bias"]), full(y.shape[0], -mp.fsum(P["log_scale"]))
+
+
+# --------------------------------------------------------------------------- README "Coupling layers"
+
+LEAKY_SLOPE = mp.mpf(0.01)
+ACT = {
+    "relu": branch(lambda v: v, lambda v: mp.mpf(0), strict=True),
+    "leaky_relu": branch(lambda v: v, lambda v: LEAKY_SLOPE * v, strict=True),
+    "tanh": tanh,
+    "elu": branch(lambda v: v, lambda v: mp.exp(v) - 1, strict=True),
+}
+
+
+def mlp(P, prefix, n_layers, activation, x):
+    """``h_{l+1} = act(h_l @ W_l + b_l)``, no activation after the last layer."""
+    h = x
+    for l in range(n_layers):
+        h = h @ P[f"{prefix}W{l}"] + P[f"{prefix}b{l}"]
+        if l < n_layers - 1:
+            h = ACT[activation](h)
+    return h
+
+
+def _split(T, x):
+    m = np.asarray(T["mask"])
+    return np.flatnonzero(m == 1), np.flatnonzero(m == 0)
+
+
+def _join(i1, i2, a, b):
+    out = np.empty((a.shape[0], a.shape[1] + b.shape[1]), dtype=object)
+    out[:, i1], out[:, i2] = a, b
+    return out
+
+
+def _net(T, P, x1):
+    return mlp(P, "net.", len(T["hidden"]) + 1, T["activation"], x1)
+
+
+def additive_forward(T, P, x):
+    i1, i2 = _split(T, x)
+    return _join(i1, i2, x[:, i1], x[:, i2] + _net(T, P, x[:, i1])), full(x.shape[0], mp.mpf(0))
+
+
+def additive_inverse(T, P, y):
+    i1, i2 = _split(T, y)
+    return _join(i1, i2, y[:, i1], y[:, i2] - _net(T, P, y[:, i1])), full(y.shape[0], mp.mpf(0))
+
+
+SIGMOID_EPS = mp.mpf(1e-3)
+
+
+def log_scale_of(T, r):
+    """The log-scale s from the raw output r: exp: s = r; tanh: s = c tanh(r); sigmoid:
+    exp(s) = sigmoid(r + 2) + 1e-3 (nflows)."""
+    if T["scale"] == "exp":
+        return r
+    if T["scale"] == "tanh":
+        return mp.mpf(T["scale_bound"]) * tanh(r)
+    if T["scale"] == "sigmoid":
+        return log(sigmoid(r + 2) + SIGMOID_EPS)
+    raise KeyError(T["scale"])
+
+
+def affine_coupling_forward(T, P, x):
+    i1, i2 = _split(T, x)
+    out = _net(T, P, x[:, i1])
+    d2 = i2.size
+    s, t = log_scale_of(T, out[:, :d2]), out[:, d2:]
+    return _join(i1, i2, x[:, i1], x[:, i2] * exp(s) + t), rowsum(s)
+
+
+def affine_coupling_inverse(T, P, y):
+    i1, i2 = _split(T, y)
+    out = _net(T, P, y[:, i1])
+    d2 = i2.size
+    s, t = log_scale_of(T, out[:, :d2]), out[:, d2:]
+    return _join(i1, i2, y[:, i1], (y[:, i2] - t) * exp(-s)), -rowsum(s)
+
+
+# --------------------------------------------------------------------------- README "Masked affine autoregressive"
+
+
+def _made(T, P, x):
+    """MADE: the MLP with every weight multiplied by its 0/1 mask (``T["masks"]``)."""
+    Q = dict(P)
+    for l, m in enumerate(T["masks"]):
+        Q[f"net.W{l}"] = P[f"net.W{l}"] * np.asarray(m)
+    return mlp(Q, "net.", len(T["hidden"]) + 1, T["activation"], x)
+
+
+def _maa_coefficients(T, x, P):
+    """``(s, t)`` of ``z = x exp(s) + t`` from MADE's output at ``x``."""
+    D = T["dim"]
+    out = _made(T, P, x)
+    r, b = out[:, :D], out[:, D:]
+    if T["update"] == "affine":
+        return log_scale_of(T, r), b
+    sig = sigmoid(r + mp.mpf(T["gate_bias"]))       # z = sig x + (1 - sig) m
+    return log(sig), (1 - sig) * b
+
+
+def maa_forward(T, P, x):
+    s, t = _maa_coefficients(T, x, P)
+    return x * exp(s) + t, rowsum(s)
+
+
+def maa_inverse(T, P, z):
+    x = z
+    for _ in range(T["dim"]):                    # D passes of x <- (z - t(x)) exp(-s(x)), from x = z
+        s, t = _maa_coefficients(T, x, P)
+        x = (z - t) * exp(-s)
+    s, _ = _maa_coefficients(T, x, P)
+    return x, -rowsum(s)
+
+
+# --------------------------------------------------------------------------- README "Rational-quadratic spline"
+
+
+def _knots(T, u, m):
+    """Knots ``(K+1,)`` on [-B, B] from unnormalised sizes ``u`` ``(K,)``: softmax, minimum size m."""
+    K, B = T["n_bins"], mp.mpf(T["bound"])
+    e = [mp.exp(v) for v in u]
+    Z = mp.fsum(e)
+    sizes = [mp.mpf(m) + (1 - K * mp.mpf(m)) * v / Z for v in e]
+    return [-B] + [-B + 2 * B * mp.fsum(sizes[:j]) for j in range(1, K)] + [B]
+
+
+def _knot_derivatives(T, v):
+    return [mp.mpf(1)] + [mp.mpf(T["min_derivative"]) + softplus1(a) for a in v] + [mp.mpf(1)]
+
+
+def _bin(T, v, knots):
+    """Count of interior knots <= v (a point within rounding of a knot belongs to the bin on its right)."""
+    tol = mp.mpf(10) ** -13 * mp.mpf(T["bound"])
+    return sum(1 for kn in knots[1:-1] if mp.re(v) >= mp.re(kn) - tol)
+
+
+def rq_scalar(T, v, rw, rh, rd, inverse=False):
+    """One spline, one scalar: ``(out, log|d out / d in|)``; identity outside [-B, B]."""
+    B = mp.mpf(T["bound"])
+    if not -B <= mp.re(v) <= B:
+        return v, mp.mpf(0)
+    kx, ky = _knots(T, rw, T["min_bin_width"]), _knots(T, rh, T["min_bin_height"])
+    kd = _knot_derivatives(T, rd)
+    k = _bin(T, v, ky if inverse else kx)
+    w, h = kx[k + 1] - kx[k], ky[k + 1] - ky[k]
+    s, d0, d1 = h / w, kd[k], kd[k + 1]
+    if inverse:                                  # y = y_k + h A(xi)/D(xi) as a quadratic in xi
+        dl = v - ky[k]
+        c2 = d0 + d1 - 2 * s
+        a, b, c = dl * c2 + h * (s - d0), h * d0 - dl * c2, -s * dl
+        xi = 2 * c / (-b - mp.sqrt(b * b - 4 * a * c))
+    else:
+        xi = (v - kx[k]) / w
+    tau = xi * (1 - xi)
+    A = s * xi ** 2 + d0 * tau
+    Dn = s + (d0 + d1 - 2 * s) * tau
+    g = s ** 2 * (d1 * xi ** 2 + 2 * s * tau + d0 * (1 - xi) ** 2) / Dn ** 2
+    if inverse:
+        return kx[k] + xi * w, -mp.log(g)
+    return ky[k] + h * A / Dn, mp.log(g)
+
+
+def _rq_apply(T, v, raw, inverse):
+    """``raw(n, j) -> (rw, rh, rd)`` gives the unnormalised parameters of element ``(n, j)``."""
+    out = np.empty(v.shape, dtype=object)
+    ld = np.empty(v.shape, dtype=object)
+    for n, j in np.ndindex(v.shape):
+        out[n, j], ld[n, j] = rq_scalar(T, v[n, j], *raw(n, j), inverse=inverse)
+    return out, rowsum(ld)
+
+
+def rqs_forward(T, P, x, inverse=False):
+    raw = lambda n, j: (list(P["raw_widths"][j]), list(P["raw_heights"][j]), list(P["raw_derivatives"][j]))
+    return _rq_apply(T, x, raw, inverse)
+
+
+def _msa_raw(T, P, x):
+    """MADE's output ``(N, (3K-1) D)`` read as ``(N, 3K-1, D)``: parameter j of coordinate i in column j D + i."""
+    K, D = T["n_bins"], T["dim"]
+    out = _made(T, P, x).reshape(x.shape[0], 3 * K - 1, D)
+    return lambda n, j: (list(out[n, :K, j]), list(out[n, K:2 * K, j]), list(out[n, 2 * K:, j]))
+
+
+def msa_forward(T, P, x):
+    return _rq_apply(T, x, _msa_raw(T, P, x), False)
+
+
+def msa_inverse(T, P, y):
+    x = y
+    for _ in range(T["dim"]):                    # D passes from x = y: x <- f^-1(y; theta(x))
+        x, _ = _rq_apply(T, y, _msa_raw(T, P, x), True)
+    _, ld = _rq_apply(T, x, _msa_raw(T, P, x), False)
+    return x, -ld
+
+
+def _spline_coupling(T, P, x, inverse):
+    i1, i2 = _split(T, x)
+    K = T["n_bins"]
+    out = _net(T, P, x[:, i1]).reshape(x.shape[0], i2.size, 3 * K - 1)
+    raw = lambda n, j: (list(out[n, j, :K]), list(out[n, j, K:2 * K]), list(out[n, j, 2 * K:]))
+    y2, ld = _rq_apply(T, x[:, i2], raw, inverse)
+    return _join(i1, i2, x[:, i1], y2), ld
+
+
+# --------------------------------------------------------------------------- README "Planar", "Radial"
+
+
+def _planar_parts(P):
+    w, u, b = P["w"], P["u"], P["b"][0]
+    c = mp.fsum(w * u)
+    m = softplus1(c) - 1
+    ww = mp.fsum(w * w)
+    return w, u + (m - c) / ww * w, b, m
+
+
+def planar_forward(T, P, z):
+    w, uh, b, m = _planar_parts(P)
+    a = z @ w + b
+    t = tanh(a)
+    # det(I + uh psi^T) = 1 + uh . psi, psi = tanh'(a) w  (matrix determinant lemma)
+    return z + t[:, None] * uh[None, :], log(1 + (1 - t * t) * mp.fsum(uh * w))
+
+
+def planar_inverse(T, P, x):
+    w, uh, b, m = _planar_parts(P)
+    yv = x @ w + b
+    a = np.empty(x.shape[0], dtype=object)
+    for n in range(x.shape[0]):        # a + m tanh(a) = w.x + b, Newton from a = w.x + b
+        an = yv[n]
+        for _ in range(200):
+            th = mp.tanh(an)
+            step = (an + m * th - yv[n]) / (1 + m * (1 - th * th))
+            an = an - step
+            if abs(step) < mp.mpf(10) ** (-DPS + 5) * (1 + abs(an)):
+                break
+        else:
+            raise ArithmeticError("planar reference inverse: Newton did not converge")
+        a[n] = an
+    t = tanh(a)
+    return x - t[:, None] * uh[None, :], -log(1 + (1 - t * t) * m)
+
+
+def _radial_parts(P):
+    alpha = softplus1(P["alpha_raw"][0])
+    beta = -alpha + softplus1(P["beta_raw"][0])
+    return P["z0"], alpha, beta
+
+
+def _radial_logdet(D, alpha, beta, r):
+    h = 1 / (alpha + r)
+    dh = -h * h
+    return (D - 1) * log(1 + beta * h) + log(1 + beta * h + beta * dh * r)
+
+
+def radial_forward(T, P, z):
+    z0, alpha, beta = _radial_parts(P)
+    d = z - z0
+    r = sqrt(rowsum(d * d))
+    h = 1 / (alpha + r)
+    return z + (beta * h)[:, None] * d, _radial_logdet(z.shape[1], alpha, beta, r)
+
+
+def radial_inverse(T, P, x):
+    z0, alpha, beta = _radial_parts(P)
+    e = x - z0
+    rho = sqrt(rowsum(e * e))
+    B = alpha + beta
+    # rho = r (1 + beta/(alpha + r))  <=>  r^2 + (B - rho) r - alpha rho = 0, the non-negative root
+    r = ((rho - B) + sqrt((B - rho) ** 2 + 4 * alpha * rho)) / 2
+    z = z0 + e / (1 + beta / (alpha + r))[:, None]
+    return z, -_radial_logdet(x.shape[1], alpha, beta, r)
+
+
+# --------------------------------------------------------------------------- README "Sequential", "Inverse"
+
+
+def _sub(P, prefix):
+    return {k[len(prefix):]: v for k, v in P.items() if k.startswith(prefix)}
+
+
+def seq_forward(T, P, x):
+    ld = full(x.shape[0], mp.mpf(0))
+    for i, L in enumerate(T["layers"]):
+        x, l = forward(L, _sub(P, f"{i}."), x)
+        ld = ld + l
+    return x, ld
+
+
+def seq_inverse(T, P, y):
+    ld = full(y.shape[0], mp.mpf(0))
+    for i in range(len(T["layers"]) - 1, -1, -1):
+        y, l = inverse(T["layers"][i], _sub(P, f"{i}."), y)
+        ld = ld + l
+    return y, ld
+
+
+FORWARD = {
+    "ElementwiseAffine": affine_forward, "ActNorm": affine_forward, "LeakyReLU": leaky_forward,
+    "Sigmoid": sigmoid_forward, "Logit": logit_forward, "Permutation": perm_forward,
+    "Linear": linear_forward, "LULinear": lu_forward, "AdditiveCoupling": additive_forward,
+    "AffineCoupling": affine_coupling_forward, "Planar": planar_forward, "Radial": radial_forward,
+    "Sequential": seq_forward, "Inverse": lambda T, P, x: inverse(T["base"], P, x),
+    "MaskedAffineAutoregressive": maa_forward, "RationalQuadraticSpline": rqs_forward,
+    "SplineCoupling": lambda T, P, x: _spline_coupling(T, P, x, False),
+    "MaskedSplineAutoregressive": msa_forward,
+}
+INVERSE = {
+    "ElementwiseAffine": affine_inverse, "ActNorm": affine_inverse, "LeakyReLU": leaky_inverse,
+    "Sigmoid": sigmoid_inverse, "Logit": logit_inverse, "Permutation": perm_inverse,
+    "Linear": linear_inverse, "LULinear": lu_inverse, "AdditiveCoupling": additive_inverse,
+    "AffineCoupling": affine_coupling_inverse, "Planar": planar_inverse, "Radial": radial_inverse,
+    "Sequential": seq_inverse, "Inverse": lambda T, P, y: forward(T["base"], P, y),
+    "MaskedAffineAutoregressive": maa_inverse,
+    "RationalQuadraticSpline": lambda T, P, y: rqs_forward(T, P, y, inverse=True),
+    "SplineCoupling": lambda T, P, y: _spline_coupling(T, P, y, True),
+    "MaskedSplineAutoregressive": msa_inverse,
+}
+
+
+def forward(T, P, x):
+    return FORWARD[T["type"]](T, P, x)
+
+
+def inverse(T, P, y):
+    return INVERSE[T["type"]](T, P, y)
+
+
+def missing_types(T):
+    """Types in the description ``T`` (nested) that have no reference here."""
+    out = set()
+    if T["type"] not in FORWARD or T["type"] not in INVERSE:
+        out.add(T["type"])
+    for L in T.get("layers", []):
+        out |= missing_types(L)
+    if "base" in T:
+        out |= missing_types(T["base"])
+    return out
