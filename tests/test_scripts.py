@@ -16,3 +16,10 @@ def test_bench_train_quick_runs_and_checks_gradients():
     out = run("scripts/bench_train.py", "--quick", "--no-peers", "--batches", "64", "--dtypes", "float64")
     assert "autograd vs npflows gradient, float64" in out and "OK (< 1e-8)" in out
     assert "npflows         float64     64" in out
+
+
+def test_distill_quick_runs(tmp_path):
+    """scripts/distill.py end to end with tiny settings (the measured figures are in its docstring)."""
+    out = run("scripts/distill.py", "--quick", "--out", str(tmp_path), timeout=60)
+    assert "distill summary: teacher test LL" in out and "KL(student || teacher)" in out
+    assert (tmp_path / "student.npz").exists()
