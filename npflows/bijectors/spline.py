@@ -262,21 +262,28 @@ class RQSpline:
         """The bin of each element: the count of interior knots ``<= v`` (plain integers, never traced)."""
         return np.sum(unbox(v)[..., None] >= unbox(knots)[..., 1:self.n_bins], axis=-1)
 
-    # ------------------------------------------------------------------ forward, inverse
-    def forward(self, x, raw_widths, raw_heights, raw_derivatives, xp=np):
-        """``(y, logabsdet, cache)``, elementwise.  ``x`` has any shape ``S``; the unnormalised parameters
-        are ``S + (K,)``, ``S + (K,)``, ``S + (K-1,)`` or broadcastable to them (a spline shared by the batch)."""
+    def _locate(self, v, raw_widths, raw_heights, raw_derivatives, side, xp):
+        """Shared set-up of forward (``side="x"``) and inverse (``side="y"``): the knots, which entries of
+        ``v`` lie in [-B, B] (tails are evaluated at 0, finite, and masked out by the caller), each entry's
+        bin (searched among the x-knots or the y-knots) and its bin's end knots and derivatives
+        ``(x0, x1, y0, y1, d0, d1)``; also the softmax probabilities of widths and heights."""
         B, K = self.bound, self.n_bins
         kx, pw = self._knots_1d(raw_widths, self.min_bin_width, xp)
         ky, ph = self._knots_1d(raw_heights, self.min_bin_height, xp)
         kd = self._knot_derivatives(raw_derivatives, xp)
-        xv = unbox(x)
-        inside = (xv >= -B) & (xv <= B)
-        xs = xp.where(inside, x, 0.0)          # tails are evaluated at 0 (finite, masked out below)
-        idx = self._bin(xs, kx)
-        x0, x1 = _gather(kx[..., :K], idx, xp), _gather(kx[..., 1:], idx, xp)
-        y0, y1 = _gather(ky[..., :K], idx, xp), _gather(ky[..., 1:], idx, xp)
-        d0, d1 = _gather(kd[..., :K], idx, xp), _gather(kd[..., 1:], idx, xp)
+        raw = unbox(v)
+        inside = (raw >= -B) & (raw <= B)
+        vs = xp.where(inside, v, 0.0)
+        idx = self._bin(vs, kx if side == "x" else ky)
+        ends = tuple(_gather(k[..., sl], idx, xp) for k in (kx, ky, kd) for sl in (slice(0, K), slice(1, None)))
+        return inside, vs, idx, ends, pw, ph
+
+    # ------------------------------------------------------------------ forward, inverse
+    def forward(self, x, raw_widths, raw_heights, raw_derivatives, xp=np):
+        """``(y, logabsdet, cache)``, elementwise.  ``x`` has any shape ``S``; the unnormalised parameters
+        are ``S + (K,)``, ``S + (K,)``, ``S + (K-1,)`` or broadcastable to them (a spline shared by the batch)."""
+        inside, xs, idx, (x0, x1, y0, y1, d0, d1), pw, ph = self._locate(
+            x, raw_widths, raw_heights, raw_derivatives, "x", xp)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi = (xs - x0) / w
@@ -292,17 +299,8 @@ class RQSpline:
 
     def inverse(self, y, raw_widths, raw_heights, raw_derivatives, xp=np):
         """``(x, logabsdet)`` with ``logabsdet = log dx/dy`` elementwise; shapes as in :meth:`forward`."""
-        B, K = self.bound, self.n_bins
-        kx, _ = self._knots_1d(raw_widths, self.min_bin_width, xp)
-        ky, _ = self._knots_1d(raw_heights, self.min_bin_height, xp)
-        kd = self._knot_derivatives(raw_derivatives, xp)
-        yv = unbox(y)
-        inside = (yv >= -B) & (yv <= B)
-        ys = xp.where(inside, y, 0.0)
-        idx = self._bin(ys, ky)
-        x0, x1 = _gather(kx[..., :K], idx, xp), _gather(kx[..., 1:], idx, xp)
-        y0, y1 = _gather(ky[..., :K], idx, xp), _gather(ky[..., 1:], idx, xp)
-        d0, d1 = _gather(kd[..., :K], idx, xp), _gather(kd[..., 1:], idx, xp)
+        inside, ys, idx, (x0, x1, y0, y1, d0, d1), _, _ = self._locate(
+            y, raw_widths, raw_heights, raw_derivatives, "y", xp)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi = solve_bin(ys - y0, h, s, d0, d1, xp)
