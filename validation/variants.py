@@ -204,7 +204,10 @@ VARIANTS = {
     "Sigmoid": [Variant("upper_tail", "inputs 30 ... 36: sigmoid within 1e-13 ... 2e-16 of 1",
                         _values([30.0, 32.0, 34.0, 36.0, 31.0, 35.0])),
                 Variant("lower_tail", "inputs -36 ... -28: sigmoid 2e-16 ... 7e-13",
-                        _values([-28.0, -30.0, -32.0, -34.0, -36.0, -29.0]))],
+                        _values([-28.0, -30.0, -32.0, -34.0, -36.0, -29.0])),
+                Variant("deep_lower_tail", "inputs -700 ... -692: sigmoid 1e-304 ... 3e-301 (where "
+                        "(tanh(x/2) + 1)/2 is exactly 0), inverse from there",
+                        _values([-700.0, -692.0, -696.0, -698.0, -694.0, -699.0]))],
     "Logit": _logit_variants(),
     "Linear": [Variant("near_singular", "W = U diag(1 ... 1e-10) V^T: condition number 1e10",
                        _near_singular_dense)],

@@ -11,6 +11,31 @@ from .._checks import check_array, check_interval
 from ..core.bijector import Bijector
 
 
+def sigmoid(x, xp=np):
+    """:math:`\\sigma(x) = 1/(1+e^{-x})` to a few ulps in both tails, traceable with ``xp``.
+
+    With :math:`e = e^{-|x|} \\in (0, 1]`: :math:`\\sigma(x) = 1/(1+e)` for :math:`x \\ge 0` and
+    :math:`e/(1+e)` for :math:`x < 0`.  Both branches are finite for every finite x (no overflow in the
+    branch ``where`` discards), and each is a few correctly rounded operations, so the relative error is
+    a few ulps down to :math:`x \\approx -708` (below, :math:`\\sigma(x)` is subnormal and float64 itself
+    holds fewer digits; it is 0 below :math:`x \\approx -745`).
+    (``(tanh(x/2) + 1)/2`` adds 1 to a number within :math:`2e^{x}` of -1 and keeps no relative digit of
+    :math:`\\sigma(x)` below :math:`x \\approx -37`.)  ``-|x|`` is written as ``where(x >= 0, -x, x)`` so
+    that autograd differentiates it correctly at 0.
+    """
+    pos = x >= 0
+    e = xp.exp(xp.where(pos, -x, x))
+    return xp.where(pos, 1.0, e) / (1.0 + e)
+
+
+def sigmoid_prime(x):
+    """:math:`\\sigma'(x) = \\sigma(x)\\sigma(-x) = e/(1+e)^2` with :math:`e = e^{-|x|}` (even in x): accurate
+    in both tails, where :math:`\\sigma(1-\\sigma)` with a rounded :math:`\\sigma` gives 0 for
+    :math:`x > 37`.  Plain NumPy (for backward passes)."""
+    e = np.exp(-np.abs(x))
+    return e / ((1.0 + e) * (1.0 + e))
+
+
 class ElementwiseAffine(Bijector):
     """:math:`y = x \\odot e^{s} + b` with learnable ``log_scale`` s and ``shift`` b, shapes ``(D,)``.
 
@@ -150,9 +175,21 @@ class Sigmoid(_Pointwise):
 
     Notes
     -----
-    :math:`f' = \\sigma(1-\\sigma)`, computed in log space as
-    :math:`\\log f' = -\\mathrm{softplus}(-x) - \\mathrm{softplus}(x)` (finite for any finite x);
-    :math:`(\\log f')' = 1 - 2\\sigma(x)`.  Inverse :math:`x = \\log y - \\log(1-y)`, defined on (0, 1).
+    :math:`\\sigma(x)` by :func:`sigmoid`: :math:`1/(1+e)` or :math:`e/(1+e)` with :math:`e = e^{-|x|}`,
+    a few ulps in both tails (the condition number of :math:`\\sigma` is only
+    :math:`|x|\\,\\sigma(-x) \\le |x|`, so nothing forces a loss of digits there).
+
+    :math:`f' = \\sigma(x)\\sigma(-x) = e/(1+e)^2`, computed in log space as
+    :math:`\\log f' = -\\mathrm{softplus}(-x) - \\mathrm{softplus}(x) = -|x| - 2\\log(1 + e^{-|x|})`
+    (``logaddexp``: finite for any finite x and accurate to a few ulps, since both terms have the same
+    sign).
+
+    Backward (:class:`_Pointwise`): :math:`\\bar x = \\bar y\\, f'(x) + \\bar\\ell\\,(\\log f')'(x)` with
+    :math:`f'(x) = e/(1+e)^2` (:func:`sigmoid_prime`; :math:`\\sigma(1-\\sigma)` would give 0 above
+    :math:`x \\approx 37`) and :math:`(\\log f')'(x) = \\sigma(-x) - \\sigma(x) = 1 - 2\\sigma(x) =
+    -\\tanh(x/2)` (no cancellation: tanh is accurate to an ulp for every x).
+
+    Inverse :math:`x = \\log y - \\log(1-y)` (``log1p``), defined on (0, 1).
     """
 
     def _check_inverse_input(self, y):
@@ -160,7 +197,7 @@ class Sigmoid(_Pointwise):
         check_interval(self.name, y, 0.0, 1.0, closed=False, what="inverse input")
 
     def _f(self, x, xp):
-        return 0.5 * (xp.tanh(0.5 * x) + 1.0)
+        return sigmoid(x, xp)
 
     def _finv(self, y, xp):
         return xp.log(y) - xp.log1p(-y)
@@ -169,8 +206,7 @@ class Sigmoid(_Pointwise):
         return -xp.logaddexp(0.0, x) - xp.logaddexp(0.0, -x)
 
     def _df(self, x):
-        s = self._f(x, np)
-        return s * (1.0 - s)
+        return sigmoid_prime(x)
 
     def _dlog_df(self, x):
         return -np.tanh(0.5 * x)
@@ -188,9 +224,12 @@ class Logit(_Pointwise):
     :math:`f'(x) = (1-2\\alpha)/(p(1-p))`, so
     :math:`\\log f' = \\log(1-2\\alpha) - \\log p - \\log(1-p)` and
     :math:`(\\log f')' = (1-2\\alpha)(2p-1)/(p(1-p))`.
-    Inverse: :math:`p = \\sigma(y)`, :math:`x = (p-\\alpha)/(1-2\\alpha)`, with
-    :math:`\\log p = -\\mathrm{softplus}(-y)` and :math:`\\log(1-p) = -\\mathrm{softplus}(y)` for a logdet
-    that stays accurate for large |y|.
+    Inverse: :math:`p = \\sigma(y)` by :func:`sigmoid` (a few ulps in both tails, so with
+    :math:`\\alpha = 0` the inverse of :math:`y \\approx -690` is :math:`\\approx 10^{-300}` to full
+    precision), :math:`x = (p-\\alpha)/(1-2\\alpha)`, with :math:`\\log p = -\\mathrm{softplus}(-y)` and
+    :math:`\\log(1-p) = -\\mathrm{softplus}(y)` for a logdet that stays accurate for large |y|.  Its
+    result lies in [0, 1]: :math:`\\sigma(y)` is 0 only below :math:`y \\approx -745` and 1 above
+    :math:`y \\approx 37`, where float64 cannot tell x from 0 or 1.
     """
 
     def __init__(self, dim, alpha=0.0):
@@ -212,7 +251,8 @@ class Logit(_Pointwise):
         return xp.log(p) - xp.log1p(-p)
 
     def _finv(self, y, xp):
-        return (0.5 * (xp.tanh(0.5 * y) + 1.0) - self.alpha) / (1.0 - 2.0 * self.alpha)
+        p = sigmoid(y, xp)
+        return p if self.alpha == 0.0 else (p - self.alpha) / (1.0 - 2.0 * self.alpha)
 
     def _log_df(self, x, xp):
         p = self._p(x)
