@@ -21,6 +21,15 @@ class Case:
     x: np.ndarray
     # extra inputs that must raise ValueError: list of (direction, array)
     bad_inputs: list = field(default_factory=list)
+    # False for a forward that autograd cannot trace (a solve_ivp call: the CNF).  The harness then takes
+    # the brute-force Jacobian by central differences of the numerical map, and checks backward against
+    # autograd applied to ``reference``: ``reference(params, x, xp) -> (y, logdet)``, a traceable stand-in
+    # for forward (a fixed-step discretisation of the same ODE) that must agree with it to ``tol["traced"]``.
+    traceable: bool = True
+    reference: object = None
+    # per-check overrides of the harness tolerances (keys: the ``tol`` names in harness.py, plus "step", the
+    # central-difference step); an entry that loosens one states why next to its factory
+    tol: dict = field(default_factory=dict)
 
 
 def perturbed(b, rng, scale=0.5, x=None):

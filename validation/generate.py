@@ -39,7 +39,8 @@ TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 
 # Registry entries that cannot (yet) be turned into cases, with the reason.  The coverage test reports
 # them as expected failures rather than passing silently.
-PENDING = {}
+PENDING = {n: "CNF: cases and their certification (no mpmath reference for an ODE solve) in progress"
+           for n in ("cnf_tanh", "cnf_softplus_deep", "cnf_affine_3d")}
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the
 # quantity's scale.  floor * 10^-min_digits is ~50 ulps of S: 1e-14 in float64, 1e-6 in float32.

@@ -16,3 +16,6 @@ from .spline import (MaskedSplineAutoregressive, RationalQuadraticSpline, Spline
                      autoregressive_nsf, nsf, rational_quadratic_spline)
 __all__ += ["RationalQuadraticSpline", "SplineCoupling", "MaskedSplineAutoregressive", "nsf", "autoregressive_nsf",
             "rational_quadratic_spline"]
+
+from .continuous import CNF, ODESolveError  # noqa: E402
+__all__ += ["CNF", "ODESolveError"]

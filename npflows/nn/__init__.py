@@ -5,3 +5,6 @@ __all__ = ["MLP", "ACTIVATIONS", "activate"]
 
 from .made import MADE  # noqa: E402
 __all__ += ["MADE"]
+
+from .odefield import ODEField  # noqa: E402
+__all__ += ["ODEField"]
