@@ -130,8 +130,17 @@ def _dscale_sigmoid(raw, logs, bound):
     return sigmoid_prime(u) / (sigmoid(u) + 1e-3)
 
 
+def _scale_softplus(raw, xp, bound):
+    return xp.log(xp.logaddexp(0.0, raw) + 1e-3)
+
+
+def _dscale_softplus(raw, logs, bound):
+    # d/dr log(softplus(r) + 1e-3) = sigma(r) / (softplus(r) + 1e-3); both factors accurate in both tails
+    return sigmoid(raw) / (np.logaddexp(0.0, raw) + 1e-3)
+
+
 SCALES = {"exp": (_scale_exp, _dscale_exp), "tanh": (_scale_tanh, _dscale_tanh),
-          "sigmoid": (_scale_sigmoid, _dscale_sigmoid)}
+          "sigmoid": (_scale_sigmoid, _dscale_sigmoid), "softplus": (_scale_softplus, _dscale_softplus)}
 
 
 class AffineCoupling(_Coupling):
@@ -143,12 +152,15 @@ class AffineCoupling(_Coupling):
     mask : array of 0/1, shape (D,)
         1 = passes through and conditions, 0 = transformed.
     hidden, activation : conditioner MLP widths and activation.
-    scale : {"exp", "tanh", "sigmoid"}
+    scale : {"exp", "tanh", "sigmoid", "softplus"}
         How the raw output r becomes the log-scale s:
 
         * ``"exp"``: :math:`s = r` (RealNVP);
         * ``"tanh"``: :math:`s = c\\tanh(r)`, bounded by :math:`c` = ``scale_bound`` (stabilises training);
-        * ``"sigmoid"``: :math:`e^{s} = \\sigma(r + 2) + 10^{-3}` (nflows' ``AffineCouplingTransform``).
+        * ``"sigmoid"``: :math:`e^{s} = \\sigma(r + 2) + 10^{-3}` (nflows' ``AffineCouplingTransform``);
+        * ``"softplus"``: :math:`e^{s} = \\mathrm{softplus}(r) + 10^{-3}` (nflows'
+          ``MaskedAffineAutoregressiveTransform``): scales in :math:`(10^{-3}, \\infty)`, growing only
+          linearly in r.
     zero_init : bool
         Zero the MLP's last layer, so r = t = 0 at initialisation (the identity map for "exp" and "tanh").
 
@@ -172,7 +184,11 @@ class AffineCoupling(_Coupling):
       (``1 - th**2`` from a rounded ``th`` cancels: ~3 digits left at :math:`|r| = 15`);
     * ``"sigmoid"``: :math:`s = \\log(\\sigma(u) + 10^{-3})`, :math:`u = r + 2`, so
       :math:`s' = \\sigma'(u)/(\\sigma(u) + 10^{-3})` with :math:`\\sigma'(u) = e/(1+e)^2`, :math:`e = e^{-|u|}`
-      (:func:`~npflows.bijectors.elementwise.sigmoid_prime`).
+      (:func:`~npflows.bijectors.elementwise.sigmoid_prime`);
+    * ``"softplus"``: :math:`s = \\log(\\mathrm{softplus}(r) + 10^{-3})` and
+      :math:`\\mathrm{softplus}' = \\sigma`, so :math:`s' = \\sigma(r)/(\\mathrm{softplus}(r) + 10^{-3})`
+      (softplus by ``logaddexp(0, r)``, :math:`\\sigma` by :func:`~npflows.bijectors.elementwise.sigmoid`:
+      both keep their digits for r of either sign).
 
     Inverse: :math:`x_2 = (y_2 - t(y_1))\\odot e^{-s(y_1)}`, logdet :math:`-\\sum_j s_j`.
     """
