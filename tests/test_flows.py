@@ -70,20 +70,23 @@ def test_rsample_backward_and_moments(name):
         assert s.min() >= -1.0 and s.max() <= 2.0
 
 
-def _flow(base):
+def _flow(base, chunk_rows=nf.core.flows.CHUNK_ROWS):
     b = nf.Sequential([nf.AffineCoupling(nf.half_mask(3), hidden=(8,), scale="tanh"), nf.LULinear(3),
                        nf.AffineCoupling(nf.half_mask(3, False), hidden=(8,))])
-    return nf.NormalizingFlow(b, base)
+    return nf.NormalizingFlow(b, base, chunk_rows=chunk_rows)
 
 
 def _perturb(params, rng, s=0.3):
     return {k: v + s * rng.standard_normal(v.shape) for k, v in params.items()}
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 3], ids=["one-pass", "chunks-3-3-1"])
 @pytest.mark.parametrize("base", [nf.StandardNormal(3), nf.DiagNormal(3)], ids=["fixed", "learnable"])
-def test_normalizing_flow_gradient_matches_autograd(base):
+def test_normalizing_flow_gradient_matches_autograd(base, chunk_rows):
+    """7 rows in one pass, and in chunks of 3, 3 and 1 (each chunk's cotangents carry the weight 1/7 of the
+    whole batch, so a wrong weight or a dropped last chunk shows as an O(1) error)."""
     rng = np.random.default_rng(4)
-    flow = _flow(base)
+    flow = _flow(base, chunk_rows)
     p = _perturb(flow.init(rng), rng)
     x = rng.standard_normal((7, 3))
 
@@ -106,6 +109,12 @@ def test_normalizing_flow_gradient_matches_autograd(base):
     close(dx, gx, 1e-8, "d log p / dx vs autograd")
     loss, lg = flow.loss_and_grad(p, x)
     assert loss == -value and all(np.array_equal(lg[k], -grads[k]) for k in p)
+
+
+def test_chunk_rows_is_validated():
+    for bad in (0, -1, 2.5, "8"):
+        with pytest.raises(ValueError, match="chunk_rows"):
+            _flow(nf.StandardNormal(3), bad)
 
 
 def test_normalizing_flow_samples_follow_log_prob():
