@@ -1,0 +1,344 @@
+"""The CNF beyond the shared harness (which runs the entries of registry_continuous.py): the vector field's
+hand-derived products against autograd, the affine worked example, round trips at several tolerances and
+methods, Hutchinson's estimator (unbiasedness, gradients), NFE reporting, solver failure and bad input.
+
+Everything runs at D = 2 or 3 with tiny MLPs and small batches; the whole file takes a few seconds.
+"""
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+import scipy.linalg
+
+import npflows as nf
+from cnf_reference import rk4_forward
+from harness import close
+from npflows.bijectors import continuous
+from npflows.nn.odefield import ODEField
+
+
+def _perturbed(b, rng, scale=1.0):
+    return {k: v + scale * rng.standard_normal(v.shape) for k, v in b.init(rng).items()}
+
+
+def _field_params(F, rng, scale=0.5):
+    return {k: v + scale * rng.standard_normal(v.shape) for k, v in F.init(rng, zero_last=False).items()}
+
+
+# --------------------------------------------------------------------------- the vector field
+
+FIELDS = [(3, (5, 4), "tanh"), (2, (6,), "softplus"), (3, (), "tanh"), (2, (3, 4, 5), "softplus")]
+
+
+@pytest.mark.parametrize("dim,hidden,act", FIELDS)
+def test_field_jvp_trace_and_hutchinson_match_autograd_jacobian(dim, hidden, act):
+    """The forward-mode products against the full Jacobian from autograd (reverse mode, row by row): the same
+    sums in a different order, so 1e-12 (relative to the O(1) entries) is rounding with a wide margin."""
+    rng = np.random.default_rng(0)
+    F = ODEField(dim, hidden, act)
+    p = _field_params(F, rng)
+    z, t = rng.standard_normal((4, dim)), 0.37
+    J = np.stack([autograd.jacobian(lambda zz: F.forward(p, zz[None], t, anp)[0])(z[n]) for n in range(4)])
+    f, tr = F.f_and_trace(p, z, t)
+    close(tr, np.trace(J, axis1=1, axis2=2), 1e-12, "exact trace")
+    close(F.jacobian(p, z, t), J, 1e-12, "jacobian")
+    eps = rng.standard_normal((4, dim))
+    close(F.f_and_trace(p, z, t, eps)[1], np.einsum("ni,nij,nj->n", eps, J, eps), 1e-12, "eps^T J eps")
+    v = rng.standard_normal((4, dim))
+    close(F.jvp(p, z, t, v)[1], np.einsum("nij,nj->ni", J, v), 1e-12, "J v")
+
+
+@pytest.mark.parametrize("dim,hidden,act", FIELDS)
+@pytest.mark.parametrize("probe", [False, True])
+def test_field_vjp_with_trace_term_matches_autograd(dim, hidden, act, probe):
+    """grad of sum(a f) + sum(c q) in z and theta (q: exact trace or Hutchinson's): autograd differentiates the
+    traceable forward-mode code (reverse over forward), the hand-written vjp is the derivation in the Notes.
+    Same formulas, different rounding order: 1e-12."""
+    rng = np.random.default_rng(1)
+    F = ODEField(dim, hidden, act)
+    p = _field_params(F, rng)
+    z, t = rng.standard_normal((4, dim)), -0.6
+    a, c = rng.standard_normal((4, dim)), rng.standard_normal(4)
+    eps = rng.standard_normal((4, dim)) if probe else None
+
+    def S(args):
+        f, q = F.f_and_trace(args[1], args[0], t, eps, anp)
+        return anp.sum(a * f) + anp.sum(c * q)
+    gz, gp = autograd.grad(S)((z, p))
+    f, dz, g = F.vjp(p, z, t, a, c, eps)
+    assert list(g) == F.keys
+    close(f, F.forward(p, z, t), 0.0, "vjp's f")
+    close(dz, gz, 1e-12, "dz")
+    for k in p:
+        close(g[k], gp[k], 1e-12, f"grad {k}")
+    # without the trace term: the plain VJP a^T df
+    gz0, gp0 = autograd.grad(lambda args: anp.sum(a * F.forward(args[1], args[0], t, anp)))((z, p))
+    _, dz0, g0 = F.vjp(p, z, t, a, None)
+    close(dz0, gz0, 1e-12, "dz (no trace term)")
+    for k in p:
+        close(g0[k], gp0[k], 1e-12, f"grad {k} (no trace term)")
+
+
+def test_field_rejects_rough_activations():
+    with pytest.raises(ValueError, match="ODEField"):
+        ODEField(2, (4,), "relu")          # relu'' = 0 a.e.: the trace gradient would be wrong at the kinks
+
+
+# --------------------------------------------------------------------------- the worked example: affine field
+
+
+def test_affine_field_logdet_is_minus_trace_times_duration_and_flow_is_expm():
+    """f(z, t) = A z + t w + b (hidden=()), per sample with A = W0[:D]^T.  Along every trajectory
+    d log p / dt = -tr(A), so logdet = -tr(A) (t1 - t0) for every x, whatever the trajectory: the solver
+    integrates a constant, so this holds to rounding (1e-12).  The map itself is the exponential of the
+    augmented matrix [[A, w, b], [0, 0, 1], [0, 0, 0]] acting on (z, t, 1), which the adaptive solve matches to
+    its tolerance (rtol = atol = 1e-10 here; 1e-8 allows the global error's growth over the interval)."""
+    rng = np.random.default_rng(2)
+    t0, t1 = -0.3, 1.2
+    b = nf.CNF(3, hidden=(), t0=t0, t1=t1, rtol=1e-10, atol=1e-10)
+    p = _perturbed(b, rng, 0.8)
+    x = 2.0 * rng.standard_normal((7, 3))
+    y, ld, _ = b.forward(p, x)
+    A = p["W0"][:3].T
+    close(ld, np.full(7, -np.trace(A) * (t1 - t0)), 1e-12, "logdet vs -tr(A) (t1 - t0)")
+    M = np.zeros((5, 5))
+    M[:3, :3], M[:3, 3], M[:3, 4], M[3, 4] = A, p["W0"][3], p["b0"], 1.0
+    aug = np.concatenate([x, np.full((7, 1), t1), np.ones((7, 1))], axis=1)
+    exact = (scipy.linalg.expm(M * (t0 - t1)) @ aug.T).T
+    close(y, exact[:, :3], 1e-8, "solved affine flow vs expm")
+    xi, ldi = b.inverse(p, y)
+    close(ldi, -ld, 1e-12, "inverse logdet = +tr(A) (t1 - t0)")
+
+
+# --------------------------------------------------------------------------- round trips, methods, NFE
+
+
+@pytest.mark.parametrize("method", ["RK45", "DOP853", "RK23", "LSODA", "Radau", "BDF"])
+@pytest.mark.parametrize("tol", [1e-4, 1e-6, 1e-8])
+def test_round_trip_to_solver_tolerance(method, tol):
+    """inverse(forward(x)) == x and logdets negate, to 100 * the solver tolerance: each solve's global error is
+    a modest multiple of its per-step tolerance for this smooth O(1) field (measured 0.01-22x the tolerance for
+    RK45, DOP853, RK23, LSODA and Radau); BDF (variable order up to 5, looser global error control) measured up
+    to 78x at 1e-8, so it gets 1000x.  A wrong direction of time or sign of the trace misses by O(1).  RK23 at
+    1e-8 is slow (third order) and adds nothing, so it is skipped."""
+    if method == "RK23" and tol < 1e-6:
+        pytest.skip("RK23 (third order) at 1e-8 is slow and adds nothing")
+    rng = np.random.default_rng(3)
+    b = nf.CNF(2, hidden=(8,), method=method, rtol=tol, atol=tol)
+    p = _perturbed(b, rng)
+    x = rng.standard_normal((6, 2))
+    y, ld, cache = b.forward(p, x)
+    x2, ld2, stats = b.inverse_with_stats(p, y)
+    factor = 1000 if method == "BDF" else 100
+    close(x2, x, factor * tol, f"{method} round trip")
+    close(-ld2, ld, factor * tol, f"{method} logdet round trip")
+    assert isinstance(cache["nfe"], int) and cache["nfe"] > 0 and stats["nfe"] > 0
+
+
+def test_methods_agree_and_nfe_grows_as_tolerance_tightens():
+    """Every method solves the same ODE: at rtol = atol = 1e-9 they agree to 1e-6 (a factor ~100 above the
+    measured differences).  Tighter tolerances cost more evaluations, forward and adjoint."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 2))
+    ref = None
+    for method in ("RK45", "DOP853", "LSODA", "Radau", "BDF"):
+        b = nf.CNF(2, hidden=(8,), activation="softplus", method=method, rtol=1e-9, atol=1e-9)
+        p = _perturbed(b, np.random.default_rng(5))
+        y, ld, _ = b.forward(p, x)
+        if ref is None:
+            ref = (y, ld)
+        close(y, ref[0], 1e-6, f"{method} vs RK45 output")
+        close(ld, ref[1], 1e-6, f"{method} vs RK45 logdet")
+    nfes = []
+    for tol in (1e-3, 1e-6, 1e-9):
+        b = nf.CNF(2, hidden=(8,), rtol=tol, atol=tol)
+        y, ld, cache = b.forward(p, x)
+        _, _, st = b.backward_with_stats(p, np.ones_like(y), np.ones_like(ld), cache)
+        nfes.append((cache["nfe"], st["nfe"]))
+    assert nfes[0][0] < nfes[1][0] < nfes[2][0] and nfes[0][1] < nfes[1][1] < nfes[2][1], nfes
+
+
+def test_backward_keeps_no_trajectory_and_repeats_exactly():
+    """O(1) memory: the cache holds the end state (N, D), the probe and the NFE, nothing per solver step; the
+    adjoint re-integrates z.  backward twice gives bit-identical answers (no hidden state)."""
+    rng = np.random.default_rng(6)
+    b = nf.CNF(2, hidden=(8,), rtol=1e-6, atol=1e-6)
+    p = _perturbed(b, rng)
+    x = rng.standard_normal((5, 2))
+    y, ld, cache = b.forward(p, x)
+    arrays = [v for v in cache.values() if isinstance(v, np.ndarray)]
+    assert sum(a.size for a in arrays) <= x.size and cache["nfe"] > 20
+    dy, dl = rng.standard_normal(y.shape), rng.standard_normal(ld.shape)
+    one, two = b.backward_with_stats(p, dy, dl, cache), b.backward_with_stats(p, dy, dl, cache)
+    close(two[0], one[0], 0.0, "dx twice")
+    assert all(np.array_equal(one[1][k], two[1][k]) for k in p) and one[2] == two[2]
+
+
+def test_adjoint_without_logdet_cotangent_matches_autograd_on_rk4():
+    """dlogdet = 0 takes the vjp's branch without the trace term; it must still match autograd on the RK4
+    discretisation (tolerances as in registry_continuous.py: 1e-5 at solver tolerance 1e-8)."""
+    rng = np.random.default_rng(7)
+    b = nf.CNF(2, hidden=(6, 5), activation="softplus", rtol=1e-8, atol=1e-8)
+    p = _perturbed(b, rng)
+    x = rng.standard_normal((4, 2))
+    y, ld, cache = b.forward(p, x)
+    dy = rng.standard_normal(y.shape)
+    dx, g = b.backward(p, dy, np.zeros_like(ld), cache)
+    gx, gp = autograd.grad(lambda a: anp.sum(dy * rk4_forward(b, a[1], a[0], anp, 100)[0]))((x, p))
+    close(dx, gx, 1e-5, "dx")
+    for k in p:
+        close(g[k], gp[k], 1e-5, f"grad {k}")
+
+
+# --------------------------------------------------------------------------- Hutchinson
+
+
+@pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
+def test_hutchinson_is_unbiased_within_three_standard_errors(probe):
+    """At a fixed (z, t), M = 20000 probes: the mean of eps^T J eps is within 3 standard errors of tr J (a
+    seeded test that a biased estimator fails: the negative control scales the probe by 1.05, a 10% bias,
+    which lies > 3 SE away).  Then the integrated logdet: 4000 copies of one point, each with its own probe,
+    whose mean logdet is within 3 SE of the exact-trace logdet (the trajectory does not depend on the probe)."""
+    rng = np.random.default_rng(8)
+    b = nf.CNF(2, hidden=(8,), trace="hutchinson", probe=probe, rtol=1e-6, atol=1e-6)
+    p = _perturbed(b, rng)
+    M = 20000
+    z = np.repeat(rng.standard_normal((1, 2)), M, axis=0)
+    eps = b.draw_probe(M, rng)
+    exact = b.field.f_and_trace(p, z[:1], 0.4)[1][0]
+    est = b.field.f_and_trace(p, z, 0.4, eps)[1]
+    se = est.std(ddof=1) / np.sqrt(M)
+    assert abs(est.mean() - exact) < 3 * se, (est.mean(), exact, se)
+    biased = b.field.f_and_trace(p, z, 0.4, 1.05 * eps)[1]
+    assert abs(biased.mean() - exact) > 3 * biased.std(ddof=1) / np.sqrt(M)
+    n = 4000
+    x = np.repeat(rng.standard_normal((1, 2)), n, axis=0)
+    _, ld_h, cache = b.forward(p, x, rng=rng)
+    assert cache["probe"].shape == (n, 2)
+    _, ld_exact, _ = nf.CNF(2, hidden=(8,), rtol=1e-6, atol=1e-6).forward(p, x[:1])
+    se = ld_h.std(ddof=1) / np.sqrt(n)
+    assert abs(ld_h.mean() - ld_exact[0]) < 3 * se, (ld_h.mean(), ld_exact[0], se)
+    assert se > 0
+
+
+def test_hutchinson_probe_is_fixed_per_solve_and_round_trips():
+    """Without rng the probe comes from probe_seed, so forward is deterministic and the inverse uses the same
+    probe: the estimated logdets of a round trip are negatives (100 * rtol as above).  With rng, a new probe."""
+    rng = np.random.default_rng(9)
+    b = nf.CNF(2, hidden=(8,), trace="hutchinson", probe="rademacher", rtol=1e-8, atol=1e-8)
+    p = _perturbed(b, rng)
+    x = rng.standard_normal((5, 2))
+    y, ld, cache = b.forward(p, x)
+    assert set(np.unique(cache["probe"])) <= {-1.0, 1.0}
+    x2, ld2 = b.inverse(p, y)
+    close(x2, x, 1e-6, "round trip")
+    close(-ld2, ld, 1e-6, "estimated logdets negate")
+    _, ld_again, _ = b.forward(p, x)
+    close(ld_again, ld, 0.0, "same probe_seed, same answer")
+    _, ld_new, _ = b.forward(p, x, rng=np.random.default_rng(1))
+    assert np.max(np.abs(ld_new - ld)) > 1e-3
+
+
+def test_hutchinson_adjoint_matches_central_differences_and_rk4():
+    """The adjoint with the cached probe is the gradient of the estimated logdet: against central differences
+    of the solved objective (same probe: probe_seed) and autograd on RK4 with that probe; 1e-5 as in
+    registry_continuous.py (solver tolerance 1e-8, step 1e-4)."""
+    rng = np.random.default_rng(10)
+    b = nf.CNF(2, hidden=(6,), activation="softplus", trace="hutchinson", rtol=1e-8, atol=1e-8)
+    p = _perturbed(b, rng)
+    x = rng.standard_normal((4, 2))
+    y, ld, cache = b.forward(p, x)
+    dy, dl = rng.standard_normal(y.shape), rng.standard_normal(ld.shape)
+    dx, g = b.backward(p, dy, dl, cache)
+    probe = cache["probe"]
+
+    def rk4_obj(a):
+        z, ell = rk4_forward(b, a[1], a[0], anp, 100, probe=probe)
+        return anp.sum(dy * z) + anp.sum(dl * ell)
+    gx, gp = autograd.grad(rk4_obj)((x, p))
+    close(dx, gx, 1e-5, "dx vs autograd on RK4")
+    for k in p:
+        close(g[k], gp[k], 1e-5, f"grad {k} vs autograd on RK4")
+
+    def obj(pp, xx):
+        yy, ll, _ = b.forward(pp, xx)
+        return np.sum(dy * yy) + np.sum(dl * ll)
+    h = 1e-4
+    for k in p:
+        v = rng.standard_normal(p[k].shape)
+        fd = (obj({**p, k: p[k] + h * v}, x) - obj({**p, k: p[k] - h * v}, x)) / (2 * h)
+        close(np.sum(g[k] * v), fd, 1e-5, f"grad {k} . v vs central difference")
+
+
+# --------------------------------------------------------------------------- in a flow
+
+
+def test_normalizing_flow_loss_gradient_matches_central_differences():
+    """NormalizingFlow(CNF) trains by maximum likelihood through the adjoint: its loss gradient against central
+    differences of the loss (solver tolerance 1e-8, step 1e-4: 1e-5 as in the harness entries)."""
+    rng = np.random.default_rng(11)
+    flow = nf.NormalizingFlow(nf.CNF(2, hidden=(6,), rtol=1e-8, atol=1e-8), nf.StandardNormal(2))
+    p = {k: v + 0.5 * rng.standard_normal(v.shape) for k, v in flow.init(rng).items()}
+    x = nf.data.two_moons(16, rng)
+    loss, g = flow.loss_and_grad(p, x)
+    close(loss, -flow.log_prob(p, x).mean(), 1e-12, "loss vs mean log_prob")
+    h = 1e-4
+    for k in p:
+        v = rng.standard_normal(p[k].shape)
+        fd = (flow.loss_and_grad({**p, k: p[k] + h * v}, x)[0] - flow.loss_and_grad({**p, k: p[k] - h * v}, x)[0]) / (2 * h)
+        close(np.sum(g[k] * v), fd, 1e-5, f"grad {k} . v")
+    s = flow.sample(p, 3, rng)
+    assert s.shape == (3, 2) and np.all(np.isfinite(s))
+
+
+# --------------------------------------------------------------------------- failures and bad input
+
+
+def test_solver_failure_raises_clear_error(monkeypatch):
+    """A solve_ivp status != 0 becomes ODESolveError naming the CNF, the method and solve_ivp's message, in
+    every direction; an overflowing field (parameters of 1e200) fails for real, not with NaN."""
+    rng = np.random.default_rng(12)
+    b = nf.CNF(2, hidden=(4,))
+    p = _perturbed(b, rng)
+    x = rng.standard_normal((3, 2))
+    y, ld, cache = b.forward(p, x)
+    big = {**p, "W1": p["W1"] * 1e200}
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(ODESolveError_, match="CNF: solve_ivp"):
+        b.forward(big, x)
+    real = continuous.solve_ivp
+
+    def failing(*a, **kw):
+        sol = real(*a, **kw)
+        sol.status, sol.message = -1, "Required step size is less than spacing between numbers."
+        return sol
+    monkeypatch.setattr(continuous, "solve_ivp", failing)
+    for call in (lambda: b.forward(p, x), lambda: b.inverse(p, y),
+                 lambda: b.backward(p, np.ones_like(y), np.ones_like(ld), cache)):
+        with pytest.raises(ODESolveError_, match="RK45.*spacing between numbers"):
+            call()
+
+
+ODESolveError_ = nf.ODESolveError
+
+
+def test_bad_parameters_and_configuration_raise_value_error():
+    rng = np.random.default_rng(13)
+    b = nf.CNF(2, hidden=(4,))
+    p = _perturbed(b, rng)
+    x = rng.standard_normal((3, 2))
+    nan = {**p, "b0": np.full(4, np.nan)}
+    with pytest.raises(ValueError, match="CNF.*NaN"):
+        b.forward(nan, x)
+    with pytest.raises(ValueError, match="CNF: expected parameters"):
+        b.forward({k: v for k, v in p.items() if k != "W1"}, x)
+    with pytest.raises(ValueError, match="CNF.*float32"):
+        b.forward(nf.cast_params(p, np.float32), x)
+    with pytest.raises(TypeError, match="cannot be traced"):
+        b.forward(p, x, xp=anp)
+    y, ld, cache = b.forward(p, x)
+    with pytest.raises(ValueError, match="CNF: expected cotangents for 3"):
+        b.backward(p, np.ones((2, 2)), np.ones(2), cache)
+    for kw in (dict(method="Euler"), dict(rtol=0.0), dict(t0=1.0, t1=1.0), dict(trace="stochastic"),
+               dict(probe="uniform"), dict(activation="relu")):
+        with pytest.raises(ValueError, match="CNF|ODEField"):
+            nf.CNF(2, **kw)
