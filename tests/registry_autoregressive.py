@@ -3,8 +3,9 @@
 Small MADEs (hidden widths 5-7) keep the brute-force Jacobians and central differences fast.  Parameters
 are perturbed (scale 0.4) away from the zero-initialised output layer, so every scale, shift and gate
 is a non-trivial function of the inputs.  Every order (natural, reversed, random, explicit), every scale
-map, both updates, both hidden-degree rules, D = 1 and D = 2, a too-narrow network (width < D - 1) and
-the ``maf`` builder (alternating orders, random orders, permutation layers) are registered.
+map (exp, tanh, sigmoid and nflows' softplus), both updates, both hidden-degree rules, D = 1 and D = 2, a
+too-narrow network (width < D - 1) and the ``maf`` builder (alternating orders, random orders, permutation
+layers, and nflows' MAF layout: softplus scales with reversing permutations) are registered.
 """
 import numpy as np
 
@@ -43,11 +44,14 @@ ENTRIES = {
     "maa_narrow_hidden": _case(lambda rng: MAA(5, hidden=(2,), activation="tanh")),
     "maa_dim1": _case(lambda rng: MAA(1, hidden=(4,))),
     "maa_dim2": _case(lambda rng: MAA(2, hidden=(6, 6), order="reversed")),
+    "maa_softplus_scale": _case(lambda rng: MAA(4, hidden=(7, 5), scale="softplus")),
     "maa_gated": _case(lambda rng: MAA(4, hidden=(7, 5), activation="tanh", update="gated", gate_bias=1.0)),
     "maa_gated_random_order": _case(lambda rng: MAA(3, hidden=(6,), order="random", rng=rng, update="gated")),
     "maf_alternate": _case(lambda rng: nf.maf(4, n_layers=3, hidden=(6,), activation="tanh"), scale=0.3),
     "maf_random_permutations": _case(lambda rng: nf.maf(5, n_layers=2, hidden=(6, 5), order="random", rng=rng,
                                                         permutations=True), scale=0.3),
+    "maf_softplus_reverse_permutations": _case(lambda rng: nf.maf(3, n_layers=2, hidden=(6,), scale="softplus",
+                                                                  permutations=True), scale=0.3),
     "maf_gated_reverse_permutations": _case(lambda rng: nf.maf(3, n_layers=2, hidden=(6,), update="gated",
                                                                permutations=True), scale=0.3),
 }

@@ -251,13 +251,15 @@ SIGMOID_EPS = mp.mpf(1e-3)
 
 def log_scale_of(T, r):
     """The log-scale s from the raw output r: exp: s = r; tanh: s = c tanh(r); sigmoid:
-    exp(s) = sigmoid(r + 2) + 1e-3 (nflows)."""
+    exp(s) = sigmoid(r + 2) + 1e-3 (nflows' coupling); softplus: exp(s) = softplus(r) + 1e-3 (nflows' MAF)."""
     if T["scale"] == "exp":
         return r
     if T["scale"] == "tanh":
         return mp.mpf(T["scale_bound"]) * tanh(r)
     if T["scale"] == "sigmoid":
         return log(sigmoid(r + 2) + SIGMOID_EPS)
+    if T["scale"] == "softplus":
+        return log(softplus(r) + SIGMOID_EPS)
     raise KeyError(T["scale"])
 
 

@@ -38,9 +38,11 @@ class MaskedAffineAutoregressive(Bijector):
         ``"gated"``: the IAF paper's update (Kingma et al. 2016, Algorithm 1),
         :math:`z = \\sigma\\odot x + (1-\\sigma)\\odot m` with :math:`\\sigma = \\mathrm{sigmoid}(r + c)`,
         :math:`(r, m)` = MADE(x) and the constant gate bias :math:`c` = ``gate_bias``.
-    scale : {"exp", "tanh", "sigmoid"}
-        For ``update="affine"``: ``s = r``, ``s = b tanh(r)`` with ``b`` = ``scale_bound``, or
-        ``e^s = sigmoid(r + 2) + 1e-3`` (as :class:`~npflows.AffineCoupling`).
+    scale : {"exp", "tanh", "sigmoid", "softplus"}
+        For ``update="affine"``: ``s = r``, ``s = b tanh(r)`` with ``b`` = ``scale_bound``,
+        ``e^s = sigmoid(r + 2) + 1e-3``, or ``e^s = softplus(r) + 1e-3`` (nflows 0.14's
+        ``MaskedAffineAutoregressiveTransform``; its scales are bounded below by 1e-3 and grow only linearly
+        in r, so the inverse divides by at most 1e3); as :class:`~npflows.AffineCoupling`.
     gate_bias : float
         For ``update="gated"``: the paper's advice is to start with :math:`\\sigma` near 1 (``r + c`` "close
         to +1 or +2"), so each layer first changes its input only slightly; default 2.
@@ -69,13 +71,23 @@ class MaskedAffineAutoregressive(Bijector):
 
     **Forward is one parallel pass**: all of :math:`r, t` come from one MADE evaluation on :math:`x`.
 
-    **Inverse is D sequential passes.**  Solve :math:`x = (z - t(x))\\odot e^{-s(x)}` by the fixed-point
-    iteration :math:`x^{(p+1)} = (z - t(x^{(p)}))\\odot e^{-s(x^{(p)})}` from :math:`x^{(0)} = z`.  By
-    induction on the degree, after pass ``p`` every coordinate of degree :math:`\\le p` is exact: its
+    **Inverse is D sequential passes.**  Solve :math:`x = (z - t(x))\\odot e^{-s(x)}` pass by pass:
+    :math:`x^{(0)} = 0` and
+
+    .. math:: x^{(p+1)}_i = (z_i - t_i(x^{(p)}))\\,e^{-s_i(x^{(p)})} \\text{ if } m(i) \\le p + 1,
+              \\quad x^{(p+1)}_i = 0 \\text{ otherwise.}
+
+    By induction on the degree, after pass ``p`` every coordinate of degree :math:`\\le p` is exact: its
     coefficients read only coordinates of lower degree, exact since an earlier pass, and exact values stay
     exact.  After ``D`` passes all are exact, and the :math:`s` of the last pass is :math:`s(x)` (it read the
     coordinates of degree :math:`\\le D-1`, all exact by then), so the inverse logdet is :math:`-\\sum_i s_i`
     without a further pass.  Fewer passes are not enough in general (:meth:`solve` exposes them).
+    The coordinates not yet solved are held at 0 rather than updated with the rest (the plain fixed-point
+    iteration from :math:`x^{(0)} = z`): their intermediate values would be garbage of any size (with log-scales
+    of 15, :math:`e^{15}` times the answer, whose own log-scales then overflow :math:`e^{-s}`), and a masked
+    weight times an infinite input is NaN, not 0.  Holding them at 0 changes no exact coordinate (they enter
+    only through masked, zero weights), so MADE only ever sees solved coordinates and zeros; overflow in the
+    discarded entries is ignored, and a solution that is itself not finite raises ``FloatingPointError``.
 
     **Backward** for cotangents :math:`(\\bar z, \\bar\\ell)` (:math:`\\bar\\ell` per sample, broadcast over
     the coordinates), affine update, from :math:`z = x e^{s} + t`, :math:`\\ell = \\sum_i s_i`:
@@ -153,13 +165,17 @@ class MaskedAffineAutoregressive(Bijector):
 
     def solve(self, params, z, n_passes, xp=np):
         """The first ``n_passes`` passes of the sequential inverse: ``(x, logdet)``, exact on the
-        coordinates of degree ``<= n_passes`` (see Notes).  ``n_passes = D`` is :meth:`inverse`."""
+        coordinates of degree ``<= n_passes`` and 0 on the others (see Notes).  ``n_passes = D`` is
+        :meth:`inverse` (without its finiteness check)."""
         mp = self.net.masked_params(params, xp)
-        x, logs = z, None
-        for _ in range(int(n_passes)):
-            out, _ = self.net.apply(mp, x, xp)
-            logs, t, _ = self._coefficients(out, xp)
-            x = (z - t) * xp.exp(-logs)
+        x, logs = xp.zeros_like(z), None
+        deg = self.net.degrees
+        with np.errstate(over="ignore", invalid="ignore"):   # only in entries that are discarded or checked
+            for p in range(1, int(n_passes) + 1):
+                out, _ = self.net.apply(mp, x, xp)
+                logs, t, _ = self._coefficients(out, xp)
+                x_new = (z - t) * xp.exp(-logs)
+                x = x_new if p >= self.dim else xp.where(deg <= p, x_new, 0.0)   # unsolved ones stay 0
         if logs is None:
             return x, xp.zeros(z.shape[0], dtype=z.dtype)
         return x, -xp.sum(logs, axis=1)

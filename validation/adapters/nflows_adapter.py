@@ -13,6 +13,10 @@ Mappings (npflows case -> nflows), each exact to rounding:
   nflows' coupling classes with the mask complemented (nflows transforms where ``mask > 0``) and the case's
   MLP as ``transform_net`` (for the affine coupling its output columns reordered to nflows' shift-then-scale).
 * ``RationalQuadraticSpline``: ``splines.unconstrained_rational_quadratic_spline`` with linear tails.
+* ``MaskedAffineAutoregressive`` with ``update="affine"``, ``scale="softplus"`` (nflows' scale
+  ``softplus(r) + 1e-3``): ``transforms.MaskedAffineAutoregressiveTransform`` with the case's MADE (masked
+  MLP, any order) as ``autoregressive_net``, its output columns interleaved to nflows' per-feature
+  ``[raw scale, shift]`` layout (``view(-1, D, 2)``).  nflows' inverse makes its own D passes from 0.
 * ``Sequential`` of mappable layers.
 """
 import numpy as np
@@ -147,6 +151,23 @@ def _spline(T, P, dt):
     return (lambda x: apply(x, False)), (lambda y: apply(y, True))
 
 
+def _maa(T, P, dt):
+    import torch
+    from nflows.transforms import MaskedAffineAutoregressiveTransform
+    if T["update"] != "affine" or T["scale"] != "softplus":
+        what = "the gated update" if T["update"] != "affine" else f"scale={T['scale']!r}"
+        raise NotMappable("nflows 0.14's MaskedAffineAutoregressiveTransform makes its scale as "
+                          f"softplus(r) + 1e-3 (npflows' scale='softplus'); {what} has no counterpart")
+    D = T["dim"]
+    masks = [torch.as_tensor(np.asarray(m), dtype=dt) for m in T["masks"]]
+    net = mlp(P, len(T["hidden"]) + 1, T["activation"], masks=masks)
+    order = np.ravel(np.column_stack([np.arange(D), np.arange(D, 2 * D)]))   # [r_0, t_0, r_1, t_1, ...]
+    m = MaskedAffineAutoregressiveTransform(features=D, hidden_features=1, num_blocks=1,
+                                            use_residual_blocks=False)
+    m.autoregressive_net = net_module(lambda h: net(h)[:, order])
+    return _t(m)
+
+
 def _not(reason):
     def f(T, P, dt):
         raise NotMappable(reason)
@@ -158,8 +179,7 @@ BUILD = {
     "Permutation": _perm, "LeakyReLU": _leaky, "Sigmoid": _sigmoid, "Logit": _logit,
     "AffineCoupling": _affine, "AdditiveCoupling": _additive, "SplineCoupling": _spline_coupling,
     "RationalQuadraticSpline": _spline,
-    "MaskedAffineAutoregressive": _not("nflows 0.14's MaskedAffineAutoregressiveTransform makes its scale as "
-                                       "softplus(r) + 1e-3, a parameterisation npflows does not offer"),
+    "MaskedAffineAutoregressive": _maa,
     "MaskedSplineAutoregressive": _not("nflows' MADE has equal hidden widths, its own degrees and a per-feature "
                                        "output layout; not mapped"),
     "Planar": _not("nflows has no planar flow"), "Radial": _not("nflows has no radial flow"),

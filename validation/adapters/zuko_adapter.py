@@ -63,6 +63,8 @@ def _log_scale(T, r):
         return r
     if T["scale"] == "tanh":
         return T["scale_bound"] * torch.tanh(r)
+    if T["scale"] == "softplus":
+        return torch.log(torch.logaddexp(r, torch.zeros_like(r)) + 1e-3)     # exact softplus, no threshold
     return torch.log(torch.sigmoid(r + 2.0) + 1e-3)
 
 
