@@ -43,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 import npflows  # noqa: E402
+from npflows.nn.mlp import hidden_bias_init  # noqa: E402
 
 NAME, DS_ID = "two_moons", npflows.data.DATASETS.index("two_moons")
 DATA_KW = {"noise": 0.1}
@@ -58,14 +59,24 @@ def true_log_density(x, n_quad=4001):
 
 
 def spread_hidden_biases(bijector, params, rng):
-    """Hidden biases of every MADE drawn from U(-1/sqrt(n), 1/sqrt(n)), n the unit's unmasked fan-in
-    (PyTorch's ``nn.Linear`` default, counted on the connections a unit really has).
+    """Hidden biases of every MADE redrawn from U(-1/sqrt(n), 1/sqrt(n)), n the unit's unmasked fan-in, from
+    the demo's own random stream (``MADE.init`` draws the same distribution from the init stream; the
+    separate stream keeps the weights' draws independent of the bias option).
 
-    ``MADE.init`` zeroes the biases.  For D = 2 each first-layer unit sees one input, so all 64 would start
-    as ``relu(w x_1)`` with the kink at 0 (the point demo_2d.py makes for RealNVP); spreading the biases puts
-    the kinks across the data from the first step.  The output layer stays zero: every layer starts as the
-    identity.
+    For D = 2 each first-layer unit sees one input: with zero biases all 64 would start as ``relu(w x_1)``
+    with the kink at 0 (the point demo_2d.py makes for RealNVP); spread biases put the kinks across the
+    data from the first step.  The output layer stays zero: every layer starts as the identity.
     """
+    return _set_hidden_biases(bijector, params, lambda net, l: hidden_bias_init(rng, np.maximum(
+        net.masks[l].sum(axis=0), 1)))
+
+
+def zero_hidden_biases(bijector, params):
+    """Every MADE's hidden biases set to zero (the ablation of ``--bias-init zero``)."""
+    return _set_hidden_biases(bijector, params, lambda net, l: np.zeros(net.masks[l].shape[1]))
+
+
+def _set_hidden_biases(bijector, params, draw):
     params = dict(params)
     for i, layer in enumerate(bijector.layers):
         net = getattr(layer, "net", None)
@@ -73,8 +84,7 @@ def spread_hidden_biases(bijector, params, rng):
             continue
         for l in range(net.n_layers - 1):
             key = f"{i}.{net.prefix}b{l}"
-            bound = 1.0 / np.sqrt(np.maximum(net.masks[l].sum(axis=0), 1))
-            params[key] = (rng.uniform(-1.0, 1.0, params[key].shape) * bound).astype(params[key].dtype)
+            params[key] = draw(net, l).astype(params[key].dtype)
     return params
 
 
@@ -104,7 +114,7 @@ def main(argv=None):
     p.add_argument("--scale", default="exp", choices=["exp", "tanh", "sigmoid"])
     p.add_argument("--bias-init", default="uniform", choices=["uniform", "zero"],
                    help="hidden biases of the MADEs: PyTorch-style uniform on the unmasked fan-in "
-                        "or MADE.init's zeros")
+                        "(redrawn from the demo's bias stream) or zeros (an ablation)")
     p.add_argument("--patience", type=int, default=20, help="early stopping: evaluations (100 steps each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="200 steps: a smoke test")
@@ -123,6 +133,8 @@ def main(argv=None):
     params = flow.init(rng(INIT))
     if args.bias_init == "uniform":
         params = spread_hidden_biases(flow.bijector, params, rng(BIASES))
+    else:
+        params = zero_hidden_biases(flow.bijector, params)
     n_used = sum(int(m.sum()) + m.shape[1] for layer in flow.bijector.layers for m in layer.net.masks)
     print(f"== {NAME} (noise {DATA_KW['noise']}): {x_train.shape[0]} train / {x_val.shape[0]} val / "
           f"{x_test.shape[0]} test points; MAF {args.layers} layers, MADE 2-{'-'.join(map(str, args.hidden))}-4, "
