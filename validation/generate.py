@@ -31,6 +31,7 @@ if __package__ in (None, ""):                      # run as a script: python val
 import npflows as nf  # noqa: E402
 
 from . import FORMAT_VERSION  # noqa: E402
+from .certify_ode import CHECK_DIGITS, is_solver_certified  # noqa: E402
 from .describe import build, describe, family_of  # noqa: E402
 from .format import CASES_DIR, dumps, numbers_hash, read_file, to_json_array  # noqa: E402
 from .variants import variants_for  # noqa: E402
@@ -39,8 +40,7 @@ TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 
 # Registry entries that cannot (yet) be turned into cases, with the reason.  The coverage test reports
 # them as expected failures rather than passing silently.
-PENDING = {n: "CNF: cases and their certification (no mpmath reference for an ODE solve) in progress"
-           for n in ("cnf_tanh", "cnf_softplus_deep", "cnf_affine_3d")}
+PENDING = {}
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the
 # quantity's scale.  floor * 10^-min_digits is ~50 ulps of S: 1e-14 in float64, 1e-6 in float32.
@@ -133,6 +133,8 @@ def make_case(spec):
     for arr in [y, ld, xi, ldi]:
         assert arr.dtype == dtype, f"{spec.name}: {dtype} in gave {arr.dtype} out"
     case["tolerance"] = dict(TOLERANCE[dtype.name])
+    if is_solver_certified(T) and dtype == np.float64:      # solved to the case's rtol, not to rounding
+        case["tolerance"]["min_digits"] = CHECK_DIGITS
     if spec.one_sided:
         case["one_sided"] = spec.one_sided
     return case
