@@ -153,7 +153,9 @@ class ODEField:
         """The tangents :math:`\\dot h_l` ``(N or 1, K, H)`` of every layer for the tangent tensor ``V``."""
         hd = [V @ params[self.W[0]][:self.dim]]
         for l in range(1, self.n_layers):
-            hd.append((d1s[l - 1][:, None, :] * hd[-1]) @ params[self.W[l]])
+            ad = d1s[l - 1][:, None, :] * hd[-1]
+            W = params[self.W[l]]       # one (N K, H) GEMM, not N small (K, H) ones
+            hd.append((ad.reshape(-1, W.shape[0]) @ W).reshape(ad.shape[0], ad.shape[1], W.shape[1]))
         return hd
 
     def jvp(self, params, z, t, v, xp=np):
@@ -210,7 +212,7 @@ class ODEField:
                 ad = d1[:, None, :] * hd[l - 1]                # dot a_l
                 K, H = ad.shape[1], ad.shape[2]
                 gW = gW + ad.reshape(-1, H).T @ hd_bar.reshape(-1, W.shape[1])
-                ad_bar = hd_bar @ W.T
+                ad_bar = (hd_bar.reshape(-1, W.shape[1]) @ W.T).reshape(ad.shape)
                 h_bar = d1 * a_bar + _act_d2(self.activation, a_prev, d1) * np.sum(
                     np.broadcast_to(hd[l - 1], ad_bar.shape) * ad_bar, axis=1)
                 hd_bar = d1[:, None, :] * ad_bar
