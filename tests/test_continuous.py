@@ -158,6 +158,23 @@ def test_methods_agree_and_nfe_grows_as_tolerance_tightens():
     assert nfes[0][0] < nfes[1][0] < nfes[2][0] and nfes[0][1] < nfes[1][1] < nfes[2][1], nfes
 
 
+def test_trajectory_starts_at_z_and_ends_at_the_inverse():
+    """CNF.trajectory (for plots): row 0 is the start, the last row the inverse map's output (both solves at
+    rtol = atol = 1e-8: 1e-6 as the round trips), and intermediate times lie between."""
+    rng = np.random.default_rng(14)
+    b = nf.CNF(2, hidden=(8,), rtol=1e-8, atol=1e-8)
+    p = _perturbed(b, rng)
+    z = rng.standard_normal((3, 2))
+    path = b.trajectory(p, z, np.linspace(b.t0, b.t1, 5))
+    assert path.shape == (5, 3, 2)
+    close(path[0], z, 1e-12, "start")
+    close(path[-1], b.inverse(p, z)[0], 1e-6, "end vs inverse")
+    half = nf.CNF(2, hidden=(8,), t1=0.5, rtol=1e-8, atol=1e-8)
+    close(path[2], half.inverse(p, z)[0], 1e-6, "t = 0.5")
+    with pytest.raises(ValueError, match="monotone"):
+        b.trajectory(p, z, np.array([0.0, 0.5, 0.2]))
+
+
 def test_backward_keeps_no_trajectory_and_repeats_exactly():
     """O(1) memory: the cache holds the end state (N, D), the probe and the NFE, nothing per solver step; the
     adjoint re-integrates z.  backward twice gives bit-identical answers (no hidden state)."""

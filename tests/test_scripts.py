@@ -25,3 +25,17 @@ def test_distill_quick_runs(tmp_path):
     out = run("scripts/distill.py", "--quick", "--out", str(tmp_path), timeout=60)
     assert "distill summary: teacher test LL" in out and "KL(student || teacher)" in out
     assert (tmp_path / "student.npz").exists()
+
+
+def test_demo_cnf_quick_runs(tmp_path):
+    """scripts/demo_cnf.py end to end with tiny settings (20 steps, MLP 16-16); its measured figures are in the
+    closing note of issue 4."""
+    out = run("scripts/demo_cnf.py", "--quick", "--no-plots", "--data", "two_moons", "--out", str(tmp_path),
+              timeout=120)
+    assert "two_moons CNF: test LL" in out and "NFE forward" in out
+    assert (tmp_path / "two_moons_cnf.npz").exists()
+
+
+def test_bench_cnf_quick_runs():
+    out = run("scripts/bench_cnf.py", "--quick", "--methods", "RK45", "--batch", "64", timeout=120)
+    assert "adjoint NFE" in out and "RK45" in out

@@ -215,6 +215,29 @@ class CNF(Bijector):
         """``(x, logdet)``: ``x = z(t1)`` for ``z(t0) = y``, ``logdet = log|det dx/dy|``."""
         return self.inverse_with_stats(params, y, xp, rng)[:2]
 
+    def trajectory(self, params, z, times):
+        """The states ``z(t)`` at ``times`` ``(T,)`` (monotone, starting anywhere in [t0, t1]) of the ODE
+        started at ``z(times[0]) = z``: shape ``(T, N, D)``, for plotting paths from base (t0) to data (t1).
+        One ``solve_ivp`` call with ``t_eval``; no logdet."""
+        check_array(self.name, z, ndim=2, size=self.dim, what="trajectory start")
+        p, z64, dtype, _ = self._prepare(params, z, np, None)
+        times = np.asarray(times, dtype=np.float64)
+        n, d = z64.shape
+        if times.ndim != 1 or times.size < 2 or not np.all(np.diff(times) > 0) and not np.all(np.diff(times) < 0):
+            raise ValueError(f"{self.name}: expected at least two strictly monotone times, got {times}")
+        count = [0]
+
+        def fun(t, s):
+            count[0] += 1
+            return self.field.forward(p, s.reshape(n, d), t).ravel()
+
+        sol = solve_ivp(fun, (times[0], times[-1]), z64.ravel(), method=self.method, rtol=self.rtol,
+                        atol=self.atol, t_eval=times)
+        if sol.status != 0:
+            raise ODESolveError(f"{self.name}: solve_ivp ({self.method}) failed on the trajectory after {count[0]} "
+                                f"evaluations: {sol.message}")
+        return sol.y.T.reshape(times.size, n, d).astype(dtype)
+
     def backward(self, params, dy, dlogdet, cache):
         """The adjoint method: ``(dx, grads)``; see the class Notes."""
         return self.backward_with_stats(params, dy, dlogdet, cache)[:2]
