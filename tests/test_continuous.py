@@ -348,6 +348,8 @@ def test_bad_parameters_and_configuration_raise_value_error():
         b.forward(nan, x)
     with pytest.raises(ValueError, match="CNF: expected parameters"):
         b.forward({k: v for k, v in p.items() if k != "W1"}, x)
+    with pytest.raises(ValueError, match=r"CNF: expected parameter 'W1' of shape \(4, 2\)"):
+        b.forward({**p, "W1": p["W1"][:3]}, x)
     with pytest.raises(ValueError, match="CNF.*float32"):
         b.forward(nf.cast_params(p, np.float32), x)
     with pytest.raises(TypeError, match="cannot be traced"):

@@ -150,8 +150,10 @@ class CNF(Bijector):
         if set(params) != set(self.param_shapes()):
             raise ValueError(f"{self.name}: expected parameters {sorted(self.param_shapes())}, got {sorted(params)}")
         check_same_dtype(self.name, params, dtype)
-        for k, v in params.items():
-            check_array(self.name, v, what=f"parameter {k!r}")
+        for k, shape in self.param_shapes().items():
+            check_array(self.name, params[k], what=f"parameter {k!r}")
+            if params[k].shape != shape:
+                raise ValueError(f"{self.name}: expected parameter {k!r} of shape {shape}, got {params[k].shape}")
         p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
         return p64, np.asarray(x, dtype=np.float64), dtype, self.draw_probe(x.shape[0], rng)
 
