@@ -361,3 +361,35 @@ def test_bad_parameters_and_configuration_raise_value_error():
                dict(probe="uniform"), dict(activation="relu")):
         with pytest.raises(ValueError, match="CNF|ODEField"):
             nf.CNF(2, **kw)
+
+
+# --------------------------------------------------------------------------- validation cases
+
+
+def test_validation_cases_accept_a_tighter_solver_and_refuse_a_sloppy_one():
+    """The CNF's golden cases (validation/cases/cnf_*.json) ask another implementation for 5 digits (float64;
+    4 in float32): npflows itself with DOP853 at 1e-11 (a different, more accurate solve) passes them, with the
+    same RK45 at 1e-4 it fails: the threshold separates a correct solve from a loose one."""
+    import copy
+
+    from validation import check
+    from validation import format as F
+    from validation.adapters import npflows_adapter
+    cases = [c for c in F.load_cases() if c["entry"].startswith("cnf")]
+    assert len(cases) >= 6
+
+    def adapter(**solver):
+        class A:
+            NAME = "npflows " + str(solver)
+            supports = staticmethod(lambda case: None)
+
+            @staticmethod
+            def run(case):
+                case = copy.deepcopy(case)
+                case["transform"].update(solver)
+                return npflows_adapter.run(case)
+        return A
+    tight = check.check(adapter(method="DOP853", rtol=1e-11, atol=1e-11), cases, out=lambda s: None)
+    assert all(r.status == "pass" for r in tight), [(r.name, r.status, r.first) for r in tight]
+    loose = check.check(adapter(rtol=1e-4, atol=1e-4), cases, out=lambda s: None)
+    assert all(r.status == "FAIL" for r in loose), [(r.name, r.status, r.worst) for r in loose]
