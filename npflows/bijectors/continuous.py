@@ -104,6 +104,9 @@ class CNF(Bijector):
     derivative derived there.  The adjoint gradient is the derivative of the exact flow; it matches the
     derivative of the solved map up to the two solves' tolerances.  With ``trace="hutchinson"`` the probe
     of the forward solve (kept in the cache) is used again, so the gradient is that of the estimate.
+    :meth:`inverse_backward` is the same adjoint for ``inverse`` (a solve from :math:`t_0` to :math:`t_1`):
+    integrated from :math:`t_1` back to :math:`t_0`, started from the inverse's output, so ``Inverse(CNF)`` in a
+    :class:`~npflows.core.PushForward` is trainable too.
 
     **Cost.**  NFE (number of evaluations of the augmented dynamics) is reported for every solve:
     ``cache["nfe"]`` after ``forward``, and the ``stats`` of :meth:`inverse_with_stats` and
@@ -246,7 +249,22 @@ class CNF(Bijector):
 
     def backward_with_stats(self, params, dy, dlogdet, cache):
         """``(dx, grads, stats)``: the adjoint gradient and ``stats = {"nfe": ...}`` of the adjoint solve."""
-        y, probe, dtype = cache["y"], cache["probe"], cache["dtype"]
+        return self._adjoint(params, cache["y"], dy, dlogdet, cache["probe"], cache["dtype"], self.t0, self.t1,
+                             "the adjoint (t0 -> t1)")
+
+    def inverse_backward(self, params, dx, dlogdet, cache):
+        """VJP of ``inverse`` (so that ``Inverse(CNF)`` can be trained, e.g. in a ``PushForward`` by reverse KL):
+        ``cache = (y, x)``, the inverse's input and output, as :class:`~npflows.core.Inverse` keeps it.  The same
+        adjoint ODE with time reversed: from ``t1`` (where ``z = x`` and ``a_z = dx``) back to ``t0``.  With
+        ``trace="hutchinson"`` the probe is redrawn from ``probe_seed``, which is the probe of an ``inverse``
+        called without ``rng`` (as ``Inverse.forward`` calls it)."""
+        y, x = cache
+        x64 = np.asarray(unbox(x), dtype=np.float64)
+        return self._adjoint(params, x64, dx, dlogdet, self.draw_probe(x64.shape[0]), unbox(x).dtype, self.t1,
+                             self.t0, "the adjoint of the inverse (t1 -> t0)")[:2]
+
+    def _adjoint(self, params, y, dy, dlogdet, probe, dtype, t_from, t_to, what):
+        """The adjoint solve from the end state ``y`` of a solve that ended at ``t_from`` (see the Notes)."""
         n, d = y.shape
         check_array(self.name, dy, ndim=2, size=d, what="cotangent dy")
         check_array(self.name, dlogdet, ndim=1, what="cotangent dlogdet")
@@ -265,7 +283,7 @@ class CNF(Bijector):
             return np.concatenate([f.ravel(), -dz.ravel()] + [-g[k].ravel() for k in keys])
 
         s0 = np.concatenate([y.ravel(), np.asarray(dy, dtype=np.float64).ravel(), np.zeros(sum(sizes))])
-        end, nfe = self._solve(fun, s0, self.t0, self.t1, "the adjoint (t0 -> t1)")
+        end, nfe = self._solve(fun, s0, t_from, t_to, what)
         dx = end[nd:2 * nd].reshape(n, d).astype(dtype)
         grads, i = {}, 2 * nd
         for k, m in zip(keys, sizes):
