@@ -64,6 +64,41 @@ def _digits(a, ref):
     return MAX_DIGITS if err == 0 else round(float(min(MAX_DIGITS, -math.log10(err / scale))), 2)
 
 
+def solver_reference(case):
+    """The independent reference values of a CNF case, ``{quantity: array}`` (float64): outputs and logdets
+    by the tight solve (``TIGHT``), pullbacks by autograd on ``RK4_STEPS`` steps of RK4; also returns the
+    RK4 forward ``(yr, ldr)`` (for ``rk4_vs_tight_digits``) and, where the case has a pullback, autograd's
+    parameter gradients ``gp``."""
+    import autograd
+    import autograd.numpy as anp
+
+    from .describe import build
+
+    T = case["transform"]
+    b = build(T)
+    tight = build({**T, **TIGHT})
+    P = {k: np.asarray(v, dtype=np.float64) for k, v in case["params"].items()}
+    x = np.asarray(case["forward"]["input"], dtype=np.float64)
+    y_in = np.asarray(case["inverse"]["input"], dtype=np.float64)
+    probe = b.draw_probe(x.shape[0])
+    y, ld, _ = tight.forward(P, x)
+    xi, ldi = tight.inverse(P, y_in)
+    ref = {"forward.output": y, "forward.logdet": ld, "inverse.output": xi, "inverse.logdet": ldi}
+    yr, ldr = rk4_forward(b, P, x, probe=probe)
+    pb = case.get("pullback")
+    gp = None
+    if pb:
+        dy, dl = np.asarray(pb["dy"]), np.asarray(pb["dlogdet"])
+
+        def obj(args):
+            z, ell = rk4_forward(b, args[1], args[0], anp, probe=probe)
+            return anp.sum(dy * z) + anp.sum(dl * ell)
+        gx, gp = autograd.grad(obj)((x, P))
+        ref["pullback.dx"] = gx
+        ref.update({f"pullback.dparams[{k}]": gp[k] for k in P})
+    return ref, (yr, ldr), gp
+
+
 def certify_solver(case):
     """The ``solver`` (and, for float64, ``autograd``) parts of a CNF case's certification."""
     import autograd
@@ -74,26 +109,13 @@ def certify_solver(case):
 
     T = case["transform"]
     b = build(T)
-    tight = build({**T, **TIGHT})
     P = {k: np.asarray(v, dtype=np.float64) for k, v in case["params"].items()}
     x = np.asarray(case["forward"]["input"], dtype=np.float64)
-    y_in = np.asarray(case["inverse"]["input"], dtype=np.float64)
     N, D = x.shape
     probe = b.draw_probe(N)
-    y, ld, _ = tight.forward(P, x)
-    xi, ldi = tight.inverse(P, y_in)
-    ref = {"forward.output": y, "forward.logdet": ld, "inverse.output": xi, "inverse.logdet": ldi}
-    yr, ldr = rk4_forward(b, P, x, probe=probe)
+    ref, (yr, ldr), gp = solver_reference(case)
+    y, ld = ref["forward.output"], ref["forward.logdet"]
     pb = case.get("pullback")
-    if pb:
-        dy, dl = np.asarray(pb["dy"]), np.asarray(pb["dlogdet"])
-
-        def obj(args):
-            z, ell = rk4_forward(b, args[1], args[0], anp, probe=probe)
-            return anp.sum(dy * z) + anp.sum(dl * ell)
-        gx, gp = autograd.grad(obj)((x, P))
-        ref["pullback.dx"] = gx
-        ref.update({f"pullback.dparams[{k}]": gp[k] for k in P})
     digits = {name: float(lre(val, ref[name]).min()) if np.size(val) else MAX_DIGITS
               for name, val in quantities(case)}
     out = {"solver": {"reference": f"scipy {TIGHT['method']} at rtol = atol = {TIGHT['rtol']:g}; pullbacks: "
