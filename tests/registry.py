@@ -95,6 +95,7 @@ REGISTRY = {
     "affine_tanh_leaky": _coupling(nf.AffineCoupling, nf.alternating_mask(4), activation="leaky_relu",
                                    scale="tanh", scale_bound=1.5),
     "affine_sigmoid_tanh": _coupling(nf.AffineCoupling, [0, 1, 1, 0, 1], activation="tanh", scale="sigmoid"),
+    "affine_softplus_elu": _coupling(nf.AffineCoupling, [1, 0, 0, 1], activation="elu", scale="softplus"),
     "realnvp_actnorm": lambda rng: _case(nf.realnvp(4, n_layers=3, hidden=(6,), actnorm=True), rng, scale=0.3),
     "nice": lambda rng: _case(nf.nice(4, n_layers=2, hidden=(6,), mask="alternating"), rng, scale=0.3),
     "sequential_mixed": lambda rng: _case(nf.Sequential([nf.LULinear(3), nf.LeakyReLU(3, 0.5),
