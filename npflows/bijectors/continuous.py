@@ -111,7 +111,10 @@ class CNF(Bijector):
     **Cost.**  NFE (number of evaluations of the augmented dynamics) is reported for every solve:
     ``cache["nfe"]`` after ``forward``, and the ``stats`` of :meth:`inverse_with_stats` and
     :meth:`backward_with_stats`.  An evaluation costs one MLP pass plus D tangent passes (exact trace)
-    or one (Hutchinson); an adjoint evaluation adds the reverse pass.
+    or one (Hutchinson); an adjoint evaluation adds the reverse pass.  The adjoint solve controls scipy's RMS
+    error norm over its whole state, parameter gradients included, which often lets it take fewer steps than
+    the forward solve (torchdiffeq offers a "seminorm" that leaves the gradients out instead; ``solve_ivp``
+    has no such option).
 
     **Precision.**  The state is integrated in float64 whatever the input dtype (explicit solvers in
     float32 cannot reach tolerances below float32's eps); float32 in gives float32 out, rounded at the end.
