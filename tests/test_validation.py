@@ -166,6 +166,27 @@ def test_50_digit_reference_catches_a_wrong_stored_number():
     assert any(i["quantity"] == "forward.logdet" and i["index"] == [2] for i in cert["low"])
 
 
+def test_logdet_cancelling_sum_of_rounded_terms_is_attributed_to_conditioning():
+    """A logdet whose terms cancel loses digits to the rounding of the terms, which the condition number in
+    the inputs does not see (saturated tanh log-scales): the certification's summation condition number
+    sum |term| / |sum| (from the 50-digit reference's own terms) explains it."""
+    from validation import reference as R
+    case = next(c for c in CASES if c["name"] == "maa_reversed_tanh_scale/large_raw_scale")
+    low = [i for i in case["certification"]["low"] if i["quantity"].endswith("logdet")]
+    assert low and all(i["kind"] == "conditioning" and i["condition"] > 1e4 and "summation" in i["reason"]
+                       for i in low), low
+    T, P = case["transform"], {k: R.mpf_array(v) for k, v in case["params"].items()}
+    x = R.mpf_array(case["forward"]["input"])
+    ld = R.forward(T, P, x)[1]
+    with R.summand_magnitudes():
+        mag = R.forward(T, P, x)[1]
+        mag_seq = R.forward({"type": "Sequential", "layers": [T, {"type": "Inverse", "base": T}]},
+                            {**{f"0.{k}": v for k, v in P.items()}, **{f"1.{k}": v for k, v in P.items()}}, x)[1]
+    assert float(mag[3] / abs(ld[3])) > 1e4
+    assert all(m >= abs(v) for m, v in zip(mag, ld))
+    assert float(mag_seq[0]) > float(mag[0])          # a Sequential adds its layers' magnitudes
+
+
 # --------------------------------------------------------------------------- checker
 
 
