@@ -153,9 +153,12 @@ CHEAP = ["elementwise_affine", "elementwise_affine/small_scales", "logit/near_0"
 
 @pytest.mark.parametrize("name", CHEAP)
 def test_stored_certification_is_reproduced_by_the_50_digit_reference(name):
+    """Every digit, condition number and reason is reproduced; the mpmath version in the provenance string
+    may differ (the cases were certified with mpmath 1.3.0; 1.4.1 gives the same certification)."""
     case = next(c for c in CASES if c["name"] == name)
     fresh = certify.certify_case(case)
-    assert fresh == case["certification"]
+    unversioned = lambda cert: {**cert, "reference": re.sub(r"^mpmath \S+,", "mpmath,", cert["reference"])}
+    assert unversioned(fresh) == unversioned(case["certification"])
 
 
 def test_50_digit_reference_catches_a_wrong_stored_number():
@@ -299,8 +302,8 @@ def test_reference_does_not_use_npflows_and_npflows_does_not_use_validation_tool
 @pytest.mark.parametrize("adapter,names", [
     ("nflows", ["actnorm", "affine_sigmoid_tanh", "additive_half", "lu_linear", "spline_coupling_half_2d",
                 "spline_elementwise_bins"]),
-    ("zuko", ["affine_exp_relu", "affine_tanh_leaky", "maa_gated", "lu_linear", "spline_coupling_half_2d",
-              "spline_autoregressive_natural"]),
+    ("zuko", ["affine_exp_relu", "affine_tanh_leaky", "affine_softplus_elu", "maa_gated", "lu_linear",
+              "spline_coupling_half_2d", "spline_autoregressive_natural"]),
 ])
 def test_peer_adapters_reproduce_the_cases_they_map(adapter, names):
     pytest.importorskip("torch")
