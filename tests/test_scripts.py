@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,13 +29,15 @@ def test_distill_quick_runs(tmp_path):
     assert (tmp_path / "student.npz").exists()
 
 
-def test_demo_cnf_quick_runs(tmp_path):
-    """scripts/demo_cnf.py end to end with tiny settings (20 steps, MLP 16-16); its measured figures are in the
-    closing note of issue 4."""
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_demo_cnf_quick_runs(tmp_path, trace):
+    """scripts/demo_cnf.py end to end with tiny settings (20 steps, MLP 16-16), trained with either trace; its
+    measured figures are in its docstring."""
     out = run("scripts/demo_cnf.py", "--quick", "--no-plots", "--data", "two_moons", "--out", str(tmp_path),
-              timeout=120)
+              "--trace", trace, timeout=120)
     assert "two_moons CNF: test LL" in out and "NFE forward" in out
-    assert (tmp_path / "two_moons_cnf.npz").exists()
+    assert ("Hutchinson trace (rademacher probe, fresh per step)" in out) == (trace == "hutchinson")
+    assert (tmp_path / ("two_moons_cnf.npz" if trace == "exact" else "two_moons_cnf_hutchinson.npz")).exists()
 
 
 def test_bench_cnf_quick_runs():
