@@ -60,6 +60,9 @@ class CNF(Bijector):
         With ``trace="hutchinson"`` and no ``rng`` given to ``forward``/``inverse``, the probe is drawn from
         ``numpy.random.default_rng(probe_seed)``, so the same call gives the same answer (the contract's
         determinism); training should pass a ``rng`` to draw a fresh probe every step.
+        ``NormalizingFlow.loss_and_grad`` passes none (the bijector contract has no random input), so it
+        would fit one fixed probe's estimate: train a Hutchinson CNF with a loop that calls
+        ``forward(params, x, rng=...)`` and ``backward``, as ``train`` in ``scripts/demo_cnf.py`` does.
 
     Notes
     -----
