@@ -81,6 +81,12 @@ class NormalizingFlow(_Flow):
     from the base's pullback of :math:`\\frac1N`.
     """
 
+    def __init__(self, bijector, base, chunk_rows=CHUNK_ROWS):
+        super().__init__(bijector, base)
+        if chunk_rows is not None and not (isinstance(chunk_rows, (int, np.integer)) and chunk_rows >= 1):
+            raise ValueError(f"NormalizingFlow: chunk_rows must be a positive int or None, got {chunk_rows!r}")
+        self.chunk_rows = None if chunk_rows is None else int(chunk_rows)
+
     def init(self, rng, x=None, dtype=np.float64):
         """Parameters for the bijector (data-dependent when ``x`` is given) and the base."""
         dtype = x.dtype if x is not None else np.dtype(dtype)
@@ -89,12 +95,6 @@ class NormalizingFlow(_Flow):
     def _check(self, params, x):
         check_array(type(self).__name__, x, ndim=2, size=self.dim, what="data")
         check_same_dtype(type(self).__name__, params, x.dtype)
-
-    def __init__(self, bijector, base, chunk_rows=CHUNK_ROWS):
-        super().__init__(bijector, base)
-        if chunk_rows is not None and not (isinstance(chunk_rows, (int, np.integer)) and chunk_rows >= 1):
-            raise ValueError(f"NormalizingFlow: chunk_rows must be a positive int or None, got {chunk_rows!r}")
-        self.chunk_rows = None if chunk_rows is None else int(chunk_rows)
 
     def _chunks(self, n):
         """Row slices of at most ``chunk_rows`` rows covering ``range(n)`` (one slice if not chunking)."""
