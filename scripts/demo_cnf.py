@@ -54,17 +54,13 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import npflows  # noqa: E402
-from demo_2d import PLOT_LOG_DENSITY, TRUE_LOG_DENSITY  # noqa: E402
+from demo_2d import PLOT_LOG_DENSITY, TRUE_LOG_DENSITY, mean_log_prob  # noqa: E402
 
 DATASETS = {"two_moons": 0, "eight_gaussians": 1}
 TRAIN_DATA, TEST_DATA, INIT, MINIBATCH, SAMPLES, PATHS, PROBES = range(7)
 N_TRAIN = 50_000
 # per dataset: steps and peak learning rate (eight Gaussians' separated modes need a longer schedule)
 RECIPES = {"two_moons": dict(steps=1200, lr=5e-3), "eight_gaussians": dict(steps=1500, lr=5e-3)}
-
-
-def mean_log_prob(flow, params, x, chunk=2048):
-    return float(np.concatenate([flow.log_prob(params, x[s:s + chunk]) for s in range(0, x.shape[0], chunk)]).mean())
 
 
 def train(flow, params, x_train, steps, batch, lr, rng, log_every, out=sys.stdout, probe_rng=None):

@@ -47,6 +47,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 import npflows  # noqa: E402
 from npflows.nn.mlp import hidden_bias_init  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from demo_2d import mean_log_prob  # noqa: E402
 
 NAME, DS_ID = "two_moons", npflows.data.DATASETS.index("two_moons")
 DATA_KW = {"noise": 0.1}
@@ -89,11 +91,6 @@ def _set_hidden_biases(bijector, params, draw):
             key = f"{i}.{net.prefix}b{l}"
             params[key] = draw(net, l).astype(params[key].dtype)
     return params
-
-
-def mean_log_prob(flow, params, x, chunk=10_000):
-    return float(np.concatenate([flow.log_prob(params, x[s:s + chunk])
-                                 for s in range(0, x.shape[0], chunk)]).mean())
 
 
 def single_thread_blas():
