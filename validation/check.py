@@ -35,7 +35,9 @@ class Result:
     worst: float = float("nan")       # worst digits of agreement over every compared number
     first: str = ""                   # first disagreeing quantity, or the reason for skip / error
     compared: int = 0
-    not_computed: list = field(default_factory=list)
+    not_computed: list = field(default_factory=list)    # neither computed nor declared: a failure
+    declared: dict = field(default_factory=dict)         # quantity -> the adapter's reason it cannot
+    coverage: dict = field(default_factory=dict)         # quantity -> "computed" | "declared" | "missing"
     per_quantity: dict = field(default_factory=dict)    # quantity -> (worst digits, number failing)
 
 
@@ -64,8 +66,20 @@ def _references(case):
     return out
 
 
+def _declared(got, name):
+    """The :class:`~validation.adapters.Unavailable` that covers quantity ``name`` (itself, or a group
+    ``"inverse"``, ``"pullback"``, ``"pullback.dparams"`` above it), or None."""
+    from .adapters import Unavailable
+    for key in (name, name.split("[")[0], name.split(".")[0]):
+        v = got.get(key)
+        if isinstance(v, Unavailable):
+            return v
+    return None
+
+
 def compare(case, got):
-    """A :class:`Result` for the adapter's output ``got`` (``{quantity: array}``) on ``case``."""
+    """A :class:`Result` for the adapter's output ``got`` (``{quantity: array | Unavailable}``) on
+    ``case``.  A quantity that is neither computed nor declared unavailable fails the case."""
     tol = case["tolerance"]
     md, floor = tol["min_digits"], tol["floor"]
     refs = _references(case)
@@ -76,9 +90,16 @@ def compare(case, got):
     case_pb = max(pb_scale.values(), default=0.0)
     res = Result(case["name"], "pass", worst=15.0)
     for name, stored in qs:
-        if name not in got or got[name] is None:
-            res.not_computed.append(name)
+        decl = _declared(got, name)
+        if decl is not None:
+            res.declared[name] = decl.reason
+            res.coverage[name] = "declared"
             continue
+        if got.get(name) is None:
+            res.not_computed.append(name)
+            res.coverage[name] = "missing"
+            continue
+        res.coverage[name] = "computed"
         e = np.asarray(stored, dtype=np.float64)
         a = np.asarray(got[name], dtype=np.float64)
         if a.shape != e.shape:
@@ -111,8 +132,11 @@ def compare(case, got):
         res.per_quantity[name] = (float(d.min()) if d.size else 15.0, int(len(bad)))
         if bad.size:
             res.status = "FAIL"
-    if res.compared == 0:
-        res.status, res.first = "skip", "the adapter computed none of the quantities"
+    if res.not_computed:
+        res.status = "FAIL"
+        res.first = res.first or f"not computed and not declared unavailable: {', '.join(res.not_computed)}"
+    elif res.compared == 0:
+        res.status, res.first = "skip", "the adapter declared every quantity unavailable"
     elif res.status == "FAIL" and case.get("one_sided") and all(
             q.startswith("pullback") for q, (_, nbad) in res.per_quantity.items() if nbad):
         res.status = "differs"           # only the one-sided derivatives at knots disagree: a convention
@@ -148,12 +172,14 @@ def check(adapter, cases, out=print, verbose=False):
         results.append(r)
         worst = "" if r.status in ("skip",) else f"{max(r.worst, 0.0) + 0.0:5.1f}"
         note = r.first
-        if r.not_computed and r.status != "skip":
-            note = (note + "; " if note else "") + f"not computed: {', '.join(r.not_computed)}"
+        if r.declared and r.status != "skip":
+            note = (note + "; " if note else "") + f"declared unavailable: {_group_names(r.declared)}"
         out(f"{r.name:<{width}}  {r.status:<6}  {worst:>6}  {note}")
         if verbose and r.per_quantity:
             for q, (d, nbad) in r.per_quantity.items():
                 out(f"{'':<{width}}          {d:5.1f}  {q}" + (f": {nbad} below required" if nbad else ""))
+            for q, why in r.declared.items():
+                out(f"{'':<{width}}              -  {q}: declared unavailable ({why})")
     dt = time.perf_counter() - t0
     n = {s: sum(r.status == s for r in results) for s in ("pass", "FAIL", "differs", "error", "skip")}
     ran = [r for r in results if r.status in ("pass", "FAIL", "differs")]
@@ -162,4 +188,36 @@ def check(adapter, cases, out=print, verbose=False):
         f"{n['FAIL']} fail, {n['differs']} differ by convention only, {n['error']} error, {n['skip']} skipped; "
         f"worst agreement {max(worst, 0.0) + 0.0:.1f} digits; "
         f"{dt:.1f} s")
+    for line in coverage_lines(results):
+        out(line)
     return results
+
+
+GROUPS = [("forward outputs", lambda q: q == "forward.output"),
+          ("inverse outputs", lambda q: q == "inverse.output"),
+          ("logdets", lambda q: q.endswith(".logdet")),
+          ("input pullbacks", lambda q: q == "pullback.dx"),
+          ("parameter pullbacks", lambda q: q.startswith("pullback.dparams"))]
+
+
+def _group_names(declared):
+    names = []
+    for g, test in GROUPS:
+        if any(test(q) for q in declared):
+            names.append(g)
+    return ", ".join(names)
+
+
+def coverage_lines(results):
+    """The coverage summary: per quantity group, over the cases the adapter ran (pass, fail or differs),
+    how many quantities it computed, declared unavailable, or left missing (failures)."""
+    ran = [r for r in results if r.coverage]
+    lines = [f"coverage over the {len(ran)} cases run (quantities computed / declared unavailable / missing):"]
+    for g, test in GROUPS:
+        c = {k: sum(1 for r in ran for q, v in r.coverage.items() if test(q) and v == k)
+             for k in ("computed", "declared", "missing")}
+        total = sum(c.values())
+        pct = 100.0 * c["computed"] / total if total else 0.0
+        lines.append(f"  {g:<20} {c['computed']:5d} / {c['declared']:4d} / {c['missing']:4d}   "
+                     f"({pct:5.1f}% computed)")
+    return lines

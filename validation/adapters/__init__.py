@@ -10,15 +10,26 @@ with
 ``run(case) -> dict``
     the quantities it computed, as arrays (any float dtype) keyed by the names of
     :func:`validation.format.quantities`: ``"forward.output"``, ``"forward.logdet"``, ``"inverse.output"``,
-    ``"inverse.logdet"``, ``"pullback.dx"``, ``"pullback.dparams[<key>]"``.  A quantity it leaves out is
-    reported as not computed (not as a failure).  An exception whose class is named ``NotMappable`` raised
-    by ``run`` reports the case as skipped with its message (for limits found only while running).
+    ``"inverse.logdet"``, ``"pullback.dx"``, ``"pullback.dparams[<key>]"``.  **Every quantity must be
+    answered**: with an array, or with :class:`Unavailable` ``("reason")`` where the implementation cannot
+    compute it (a library without a planar inverse, say).  A key may also name a group: ``"inverse"``,
+    ``"pullback"`` or ``"pullback.dparams"`` declare every quantity under it.  A quantity that is neither
+    computed nor declared is a failure: a case cannot be passed by half an answer.  An exception whose
+    class is named ``NotMappable`` raised by ``run`` reports the case as skipped with its message (for
+    limits found only while running).
 
 ``arrays(case)`` below turns a case into NumPy arrays of the case's dtype.
 """
 from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """What an adapter returns for a quantity its implementation cannot compute, with the reason; the
+    checker counts it in the coverage summary as declared, not as a failure."""
+    reason: str
 
 
 @dataclass
