@@ -24,10 +24,13 @@ def _planar_violating(rng):
     b = nf.Planar(3)
     w = rng.standard_normal(3)
     u = rng.standard_normal(3)
-    u = u - (w @ u) / (w @ w) * w - 3.0 * w / (w @ w)         # w^T u = -3 exactly
+    # elementwise products and sums, not BLAS dot products: the golden cases' inputs must be the same bits
+    # under every BLAS kernel
+    ww = np.sum(w * w)
+    u = u - np.sum(w * u) / ww * w - 3.0 * w / ww               # w^T u = -3 up to rounding
     p = {"w": w, "u": u, "b": np.array([0.3])}
     z = 0.3 * rng.standard_normal((6, 3))
-    z = z - ((z @ w + 0.3) / (w @ w))[:, None] * w + 0.2 * rng.standard_normal((6, 1)) * w / (w @ w)
+    z = z - ((np.sum(z * w, axis=1) + 0.3) / ww)[:, None] * w + 0.2 * rng.standard_normal((6, 1)) * w / ww
     return Case(b, p, z)
 
 

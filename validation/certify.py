@@ -98,6 +98,7 @@ def reference_values(case, rel=None, rng=None):
         N, D = xf.shape
         # Jacobian columns, as float64 (for condition numbers) and as mpf (for the pullbacks)
         Jy_x = np.zeros((N, D, D))        # dy[n, :] / dx[n, d]
+        Jy_mp = [mp.matrix(D, D) for _ in range(N)]
         Jld_x = np.zeros((N, D))
         Jx_y = np.zeros((N, D, D))        # d x_inv[n, :] / d y_in[n, d]
         Jldi_y = np.zeros((N, D))
@@ -115,6 +116,8 @@ def reference_values(case, rel=None, rng=None):
                 cy = np.array([mp.im(v) / h for v in yc[0]], dtype=object)
                 cl = mp.im(lc[0]) / h
                 Jy_x[n, :, d] = [float(v) for v in cy]
+                for e in range(D):
+                    Jy_mp[n][e, d] = cy[e]
                 Jld_x[n, d] = float(cl)
                 if pb:
                     terms = list(dy[n] * cy) + [dl[n] * cl]
@@ -129,7 +132,8 @@ def reference_values(case, rel=None, rng=None):
                 Jx_y[n, :, d] = [float(mp.im(v) / h) for v in xc[0]]
                 Jldi_y[n, d] = float(mp.im(lc[0]) / h)
         if implicit:                  # x(y) inverts y(x): dx/dy = J^-1, d ldi/dy = -(d ld/dx) J^-1
-            Jinv = np.array([np.linalg.pinv(J) for J in Jy_x])
+            # at 50 digits, not by LAPACK: the condition numbers must not depend on the machine's BLAS
+            Jinv = np.array([[[float(v) for v in row] for row in (J ** -1).tolist()] for J in Jy_mp])
             Jx_y = Jinv
             Jldi_y = -np.einsum("nd,nde->ne", Jld_x, Jinv)
         # parameters: forward and inverse columns over the whole batch
@@ -177,6 +181,13 @@ def reference_values(case, rel=None, rng=None):
     with mp.workdps(R.DPS), R.summand_magnitudes():       # sum |term| of each logdet, at the real inputs
         ld_mag = R.forward(T, P, X)[1]
         ldi_mag = None if only_pb else R.inverse(T, P, Y)[1]
+    if not only_pb:       # brute force at 50 digits: the logdet formula against the map's own Jacobian
+        with mp.workdps(R.DPS):
+            gap = max((abs(mp.log(abs(mp.det(J))) - ld[n]) / max(1, abs(ld[n])) for n, J in enumerate(Jy_mp)),
+                      default=mp.mpf(0))
+        if gap > mp.mpf(10) ** -30:
+            raise ValueError(f"{case.get('name')}: the reference's logdet differs from log|det| of its own "
+                             f"complex-step Jacobian by {mp.nstr(gap, 3)} (relative): the formulas disagree")
     out = {"forward.output": (y, cond(y, sens["y"]), sens["y"]),
            "forward.logdet": logdet_entry(ld, sens["ld"], ld_mag)}
     if not only_pb:
@@ -189,29 +200,16 @@ def reference_values(case, rel=None, rng=None):
     return out
 
 
-def _reason(quantity, dtype, digits, kappa, value, ref, kappa_sum=None):
-    expected = EPS_DIGITS[dtype] - math.log10(max(kappa, 1.0)) if math.isfinite(kappa) else 0.0
-    what = "condition number"
-    if kappa_sum is not None and math.isfinite(kappa_sum) and kappa_sum >= kappa > 1.0:
-        what = "summation condition number sum|term|/|sum| (the logdet's terms cancel)"
-    if ref == 0:
-        return "the exact value is 0; the stored number is rounding residue", "conditioning"
-    if digits + 1.5 >= expected:
-        if dtype == "float32" and kappa < 10:
-            return f"float32 arithmetic (eps 6e-8); {what} {kappa:.2g}", "conditioning"
-        return (f"{what} {kappa:.2g}: any {dtype} evaluation loses about {math.log10(max(kappa, 1)):.1f} "
-                f"digits here", "conditioning")
-    return (f"npflows loses {expected - digits:.1f} digits more than the condition number ({kappa:.2g}) "
-            f"explains: an accuracy limit of npflows' formula", "npflows")
-
-
 ZERO = mp.mpf(10) ** -(R.DPS - 10)     # a reference this small next to its quantity is an exact zero
 PERTURB = mp.mpf(10) ** -20           # relative perturbation for the pullbacks' condition numbers
+UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24}
+MARGIN = 2.0          # digits an evaluation may lose beyond its conditioning: a factor 100 of rounding steps
+REFERENCE = f"mpmath, {R.DPS} significant digits; pullbacks by the complex step"
 
 
-def _zeroed(ref, val):
-    """The reference with rounding residues of exact zeros (|r| < 1e-40 max(1, |quantity|)) set to 0."""
-    scale = max(1.0, float(np.max(np.abs(val))) if val.size else 1.0)
+def _zeroed(ref, scale):
+    """The reference with rounding residues of exact zeros (|r| < 1e-40 max(1, scale)) set to 0."""
+    scale = max(1.0, scale)
     out = ref.copy()
     for i in np.ndindex(ref.shape):
         if abs(ref[i]) < ZERO * scale:
@@ -226,109 +224,145 @@ def _pullback_conditions(case, refs, names):
     for seed in (1, 2):
         pert = reference_values(case, rel=PERTURB, rng=np.random.default_rng(seed))
         for name in names:
-            r0, r1 = refs[name][0], pert[name][0]
+            r0, r1 = refs[name], pert[name][0]
             k = np.zeros(r0.shape)
             for i in np.ndindex(r0.shape):
-                k[i] = float(abs(r1[i] - r0[i]) / (abs(r0[i]) * PERTURB)) if r0[i] != 0 else np.inf
+                k[i] = float(abs(r1[i] - r0[i]) / (abs(r0[i]) * PERTURB)) if r0[i] != 0 else 0.0
             out[name] = np.maximum(out.get(name, 0.0), k)
     return out
 
 
-def certify_50_digits(case):
-    dtype = case["dtype"]
-    refs = reference_values(case)
-    qs = [(name, np.asarray(stored, dtype=np.float64)) for name, stored in quantities(case)]
-    terms = {name: float(np.max(refs[name][2])) if refs[name][2].size else 0.0 for name, _ in qs}
-    kappa_sum = {name: refs[name][3] for name, _ in qs if len(refs[name]) > 3}
-    refs = {name: (refs[name][0] if name.endswith("output") else _zeroed(refs[name][0], val), refs[name][1])
-            for name, val in qs}
-    lres = {name: lre(val, refs[name][0]) for name, val in qs}
-    low_pb = [name for name, _ in qs if name.startswith("pullback") and (lres[name] < LOW[dtype]).any()]
-    if low_pb:          # the final sum's cancellation ratio misses ill-conditioned inner steps
-        extra = _pullback_conditions(case, refs, low_pb)
-        for name in low_pb:
-            refs[name] = (refs[name][0], np.maximum(refs[name][1], extra[name]))
-    digits, low, n, n_ok = {}, [], 0, 0
-    for name, val in qs:
-        ref, kappa = refs[name]
-        d = lres[name]
-        digits[name] = float(d.min()) if d.size else MAX_DIGITS
-        n += d.size
-        n_ok += int((d >= 13.0).sum())
-        for i in zip(*np.nonzero(d < LOW[dtype])):
-            i = tuple(int(j) for j in i)
-            ks = float(kappa_sum[name][i]) if name in kappa_sum else None
-            reason, kind = _reason(name, dtype, float(d[i]), float(kappa[i]), float(val[i]), ref[i], ks)
-            low.append({"quantity": name, "index": list(i), "digits": round(float(d[i]), 2),
-                        "value": float(val[i]), "reference": mp.nstr(ref[i], 25),
-                        "condition": float(f"{kappa[i]:.3g}") if math.isfinite(kappa[i]) else None,
-                        "reason": reason, "kind": kind})
-    return {"digits": {k: round(v, 2) for k, v in digits.items()},
-            "term_scale": {k: float(f"{v:.3g}") for k, v in terms.items()},
-            "min_digits": round(min(digits.values()), 2), "n_numbers": n, "n_ge_13": n_ok, "low": low}
-
-
-# --------------------------------------------------------------------------- float64 brute force
-
-
-def certify_autograd(case):
-    """Agreement (digits, relative to the largest magnitude compared) of the stored logdet with slogdet
-    of the brute-force Jacobian, and of the stored pullback with autograd's gradient."""
-    import autograd
-    import autograd.numpy as anp
-
-    from .describe import build
-    b = build(case["transform"])
-    Pf, x, _ = _arrays(case)
-    N, D = x.shape
-
-    def digits(a, ref):
-        a, ref = np.asarray(a, float), np.asarray(ref, float)
-        err = float(np.max(np.abs(a - ref))) if a.size else 0.0
-        scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1.0)    # as the harness
-        return MAX_DIGITS if err == 0 else round(float(min(MAX_DIGITS, -math.log10(err / scale))), 2)
-
-    out = {}
-    try:
-        f = lambda flat: anp.reshape(b.forward(Pf, anp.reshape(flat, (N, D)), xp=anp)[0], (-1,))
-        J = autograd.jacobian(f)(x.reshape(-1)).reshape(N, D, N, D)
-        brute = np.array([np.linalg.slogdet(J[i, :, i, :])[1] for i in range(N)])
-        out["logdet_vs_slogdet_digits"] = digits(case["forward"]["logdet"], brute)
-        pb = case.get("pullback")
-        if pb:
-            dy, dl = np.asarray(pb["dy"]), np.asarray(pb["dlogdet"])
-
-            def obj(args):
-                y, ld, _ = b.forward(args[1], args[0], xp=anp)
-                return anp.sum(dy * y) + anp.sum(dl * ld)
-            gx, gp = autograd.grad(obj)((x, Pf))
-            d = [digits(pb["dx"], gx)] + [digits(pb["dparams"][k], gp[k]) for k in Pf]
-            out["pullback_vs_autograd_digits"] = min(d)
-    except Exception as e:      # a transform that autograd cannot trace: say so
-        out["error"] = f"{type(e).__name__}: {e}"
+def round_to(ref, dtype):
+    """The 50-digit values ``ref`` (object array of mpf) correctly rounded to ``dtype``, as float64 values
+    (a float32 value is stored as the double it converts to exactly).  Rounding a 50-digit value can differ
+    from rounding the exact value only when the exact value lies within 1e-48 (relative) of a midpoint
+    between two representable numbers."""
+    out = np.empty(ref.shape)
+    for i in np.ndindex(ref.shape):
+        v = mp.mpf(ref[i])
+        if dtype == "float32" and v != 0 and abs(v) >= mp.mpf(2) ** -126:
+            with mp.workprec(24):             # round to nearest, 24 significant bits
+                v = +v
+            out[i] = float(v)
+        elif dtype == "float32":              # float32 subnormals and zero
+            out[i] = float(np.float32(float(v)))
+        else:
+            out[i] = float(v)
     return out
 
 
+def _rounded_list(a):
+    from .format import to_json_array
+    return to_json_array(a)
+
+
+def fill_expected(case):
+    """Fill ``case``'s expected numbers with its 50-digit reference correctly rounded to the case's dtype,
+    and return ``(certification, conditioned)``.
+
+    ``case`` holds the inputs: ``transform``, ``dtype``, ``params``, ``forward.input``, the cotangents
+    ``pullback.dy`` and ``pullback.dlogdet``, and ``inverse.input`` (``None``: the forward output, i.e. the
+    rounded forward reference).  Nothing here depends on npflows' arithmetic or the machine's BLAS, so the
+    numbers are identical wherever they are generated.
+
+    ``conditioned`` lists every number whose attainable accuracy is below ``LOW`` digits (13 in float64, 5
+    in float32), as the checker measures agreement: an evaluation in the case's dtype with unit roundoff
+    ``u`` errs by about ``u * A``, where ``A`` is the number's error magnitude (the sum over every input,
+    parameter and cotangent of ``|d number / d input| * |input|``; for a logdet at least the sum of its
+    terms' magnitudes, for a pullback at least the sum of its final contraction's absolute terms and the
+    response to a 1e-20 relative perturbation of everything).  The attainable digits are
+    ``-log10(u A / denominator)`` with the checker's denominator, and the checker requires
+    ``min(min_digits, attainable - MARGIN)`` of them (at least 0)."""
+    from .check import denominators
+    T, dtype = case["transform"], case["dtype"]
+    P = {k: R.mpf_array(np.asarray(v, dtype=np.float64)) for k, v in case["params"].items()}
+    with mp.workdps(R.DPS):
+        y, _ = R.forward(T, P, R.mpf_array(np.asarray(case["forward"]["input"], dtype=np.float64)))
+    case["forward"]["output"] = _rounded_list(round_to(y, dtype))
+    if case["inverse"]["input"] is None:
+        case["inverse"]["input"] = case["forward"]["output"]
+    refs = reference_values(case)
+    pb = case.get("pullback")
+    # exact zeros: a logdet or pullback this small next to its quantity is the residue of an exact 0
+    vals = {}
+    for name, r in refs.items():
+        v = r[0]
+        if not name.endswith("output"):
+            big = max((abs(float(e)) for e in v.ravel()), default=0.0)
+            v = _zeroed(v, big)
+        vals[name] = v
+    rounded = {name: round_to(v, dtype) for name, v in vals.items()}
+    case["forward"]["output"] = _rounded_list(rounded["forward.output"])
+    case["forward"]["logdet"] = _rounded_list(rounded["forward.logdet"])
+    case["inverse"]["output"] = _rounded_list(rounded["inverse.output"])
+    case["inverse"]["logdet"] = _rounded_list(rounded["inverse.logdet"])
+    if pb:
+        pb["dx"] = _rounded_list(rounded["pullback.dx"])
+        pb["dparams"] = {k: _rounded_list(rounded[f"pullback.dparams[{k}]"]) for k in case["params"]}
+    # error magnitudes A per number
+    A = {}
+    for name, r in refs.items():
+        a = np.abs(np.vectorize(float, otypes=[float])(vals[name])) if vals[name].size else np.zeros(0)
+        mag = np.asarray(r[2], dtype=float)
+        if len(r) > 3:                                    # a logdet: the terms' rounding
+            ks = np.where(np.isfinite(r[3]), r[3], 0.0)
+            mag = np.maximum(mag, ks * a)
+        A[name] = np.maximum(mag, a)
+    pbn = [n for n in refs if n.startswith("pullback")]
+    if pbn:
+        extra = _pullback_conditions(case, vals, pbn)
+        for name in pbn:
+            a = np.abs(np.vectorize(float, otypes=[float])(vals[name]))
+            A[name] = np.maximum(A[name], extra[name] * a)
+    term_scale = {name: float(f"{float(np.max(refs[name][2])):.3g}") if refs[name][2].size else 0.0
+                  for name in refs if name.startswith("pullback")}
+    cert = {"reference": REFERENCE,
+            "expected": f"the reference correctly rounded to {dtype}",
+            "term_scale": term_scale}
+    dens = denominators(case, term_scale)
+    u = UNIT_ROUNDOFF[dtype]
+    md = case["tolerance"]["min_digits"]
+    conditioned = []
+    from .format import quantities
+    for name, stored in quantities(case):
+        e = np.asarray(stored, dtype=np.float64)
+        den = dens[name]
+        with np.errstate(divide="ignore"):
+            att = np.where(A[name] > 0, -np.log10(u * A[name] / den), np.inf)
+        for i in zip(*np.nonzero(att < LOW[dtype])):
+            i = tuple(int(j) for j in i)
+            a_i = float(att[i])
+            cond = float(A[name][i] / abs(e[i])) if e[i] != 0 else None
+            conditioned.append({"quantity": name, "index": list(i),
+                                "condition": float(f"{cond:.3g}") if cond is not None else None,
+                                "attainable_digits": round(max(a_i, 0.0), 1),
+                                "min_digits": round(max(0.0, min(md, a_i - MARGIN)), 1)})
+    return cert, conditioned
+
+
 def certify_case(case):
-    """The ``certification`` object of a case (see README.md)."""
-    cert = {"numbers_sha256": numbers_hash(case)}
+    """Fill a case's expected numbers and return its ``certification`` (see README.md): for a transform
+    with a 50-digit reference, the reference correctly rounded (:func:`fill_expected`; the tolerance's
+    ``conditioned`` list is set on the case); for an ODE solve, npflows' numbers stay and are certified
+    against a tight solve (``certify_ode.py``)."""
     from .certify_ode import SOLVER_CERTIFIED, certify_solver, is_solver_certified
+    from .format import inputs_hash, numbers_hash
     if is_solver_certified(case["transform"]):     # an ODE solve: no 50-digit reference (certify_ode.py)
-        cert["reference"] = None
-        cert["no_reference"] = SOLVER_CERTIFIED[case["transform"]["type"]]
+        cert = {"inputs_sha256": inputs_hash(case), "reference": None,
+                "no_reference": SOLVER_CERTIFIED[case["transform"]["type"]]}
         cert.update(certify_solver(case))
+        cert["numbers_sha256"] = numbers_hash(case)
         return cert
-    if case["dtype"] == "float64":
-        cert["autograd"] = certify_autograd(case)
     missing = sorted(R.missing_types(case["transform"]))
-    n_scalars = np.size(case["forward"]["input"]) + sum(np.size(v) for v in case["params"].values())
     if missing:
-        cert["reference"] = None
-        cert["no_reference"] = f"no 50-digit reference for {', '.join(missing)} in validation/reference.py"
-    elif n_scalars > MAX_SCALARS:
-        cert["reference"] = None
-        cert["no_reference"] = f"{n_scalars} scalar inputs: too large for the 50-digit reference"
+        raise ValueError(f"{case['name']}: no 50-digit reference for {', '.join(missing)} in "
+                         f"validation/reference.py")
+    h = inputs_hash(case)
+    cert, conditioned = fill_expected(case)
+    if conditioned:
+        case["tolerance"]["conditioned"] = conditioned
     else:
-        cert["reference"] = f"mpmath {mp.__version__}, {R.DPS} digits, complex-step pullbacks"
-        cert.update(certify_50_digits(case))
-    return cert
+        case["tolerance"].pop("conditioned", None)
+    out = {"inputs_sha256": h, "numbers_sha256": numbers_hash(case)}
+    out.update(cert)
+    return out

@@ -90,11 +90,16 @@ def _logit_variants():
 
 
 def _near_singular_dense(b, p, x, rng):
+    """W = U diag(1 ... 1e-10) V^T with U, V the Q factors of Gaussian matrices, computed at 50 digits and
+    rounded (LAPACK's QR and a BLAS product would give different last bits under different BLAS kernels)."""
+    import mpmath as mp
     D = x.shape[1]
-    U, _ = np.linalg.qr(rng.standard_normal((D, D)))
-    V, _ = np.linalg.qr(rng.standard_normal((D, D)))
-    sv = np.logspace(0, -10, D)                        # singular values 1 ... 1e-10: condition 1e10
-    return {"W": (U * sv) @ V.T, "b": p["b"]}, x
+    with mp.workdps(50):
+        U = mp.qr(mp.matrix(rng.standard_normal((D, D)).tolist()))[0]
+        V = mp.qr(mp.matrix(rng.standard_normal((D, D)).tolist()))[0]
+        sv = [mp.mpf(10) ** (-mp.mpf(10) * k / (D - 1)) for k in range(D)]   # condition number 1e10
+        W = [[float(mp.fsum(U[i, k] * sv[k] * V[j, k] for k in range(D))) for j in range(D)] for i in range(D)]
+    return {"W": np.array(W), "b": p["b"]}, x
 
 
 def _near_singular_lu(b, p, x, rng):
@@ -133,7 +138,9 @@ def _scaled_outputs(target, columns):
         kW, kb = _last_layer(p)
         out, n_raw = _conditioner_output(b, p, x)
         cols = slice(0, n_raw) if columns == "raw" else slice(None)
-        f = target / np.max(np.abs(out[:, cols]))
+        # rounded to 4 significant digits: the conditioner's output comes from BLAS products whose last
+        # bits depend on the machine's kernel, and the case's parameters must not
+        f = float(f"{target / np.max(np.abs(out[:, cols])):.4g}")
         q = dict(p)
         W, bb = p[kW].copy(), p[kb].copy()
         W[:, cols] *= f

@@ -1,6 +1,6 @@
 """npflows itself: builds the bijector from the case's description (``validation.describe.build``)."""
-from validation.adapters import arrays
-from validation.describe import build
+from ..describe import build
+from . import arrays
 
 NAME = "npflows"
 
