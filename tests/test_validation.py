@@ -160,26 +160,30 @@ def test_conditioned_numbers_state_attainable_and_required_digits():
             n += 1
             assert 0.0 <= i["min_digits"] <= md, (c["name"], i)
             assert i["min_digits"] == round(max(0.0, min(md, i["attainable_digits"] - certify.MARGIN)), 1), i
-            assert i["attainable_digits"] < certify.LOW[c["dtype"]], (c["name"], i)
+            assert i["attainable_digits"] <= certify.LOW[c["dtype"]], (c["name"], i)   # rounded to 0.1
     assert n > 50
 
 
 def test_near_singular_inverse_requirement_follows_its_condition_number():
-    """W with condition number 1e10: its inverse's outputs have ~6 attainable digits in float64, so the
-    case asks for about 4, not 10, of every implementation."""
+    """W with condition number 1e10: its inverse's outputs have 16 - 10 = 6 attainable digits in float64 or
+    fewer (the condition number is componentwise, over W's entries and y), so the case asks for about 2-6,
+    not 10, of every implementation, and npflows' LU solve meets it."""
     case = next(c for c in CASES if c["name"] == "linear/near_singular")
     inv = [i for i in case["tolerance"]["conditioned"] if i["quantity"] == "inverse.output"]
     assert inv and all(i["condition"] > 1e6 for i in inv)
-    assert 3.0 <= min(i["min_digits"] for i in inv) <= 8.0
+    assert 2.0 <= min(i["min_digits"] for i in inv) <= 6.0
+    assert check.compare(case, npflows_adapter.run(case)).status == "pass"
 
 
-def test_logdet_cancelling_sum_of_rounded_terms_is_conditioned():
+def test_logdet_cancelling_sum_of_rounded_terms_enters_the_error_magnitude():
     """A logdet whose terms cancel loses digits to the rounding of the terms, which the condition number in
-    the inputs does not see (saturated tanh log-scales): the summation condition number sum |term| / |sum|
-    (from the 50-digit reference's own terms) makes it a conditioned number with fewer attainable digits."""
+    the inputs does not see (four saturated tanh log-scales of about +-1.5 summing to -3.75e-4): the error
+    magnitude takes the summation condition number sum |term| / |sum| (from the 50-digit reference's own
+    terms, 1.6e4 here).  Relative to itself that logdet has only ~12 attainable digits; the checker measures
+    a logdet's error absolutely (the denominator is at least 1: the relative error of the determinant), where
+    an error of 1.6e4 * 3.75e-4 ulps leaves more than 13, so the case does not list it as conditioned."""
     from validation import reference as R
     case = next(c for c in CASES if c["name"] == "maa_reversed_tanh_scale/large_raw_scale")
-    ld = [i for i in case["tolerance"].get("conditioned", []) if i["quantity"] == "forward.logdet"]
     T, P = case["transform"], {k: R.mpf_array(v) for k, v in case["params"].items()}
     x = R.mpf_array(case["forward"]["input"])
     vals = R.forward(T, P, x)[1]
@@ -187,8 +191,12 @@ def test_logdet_cancelling_sum_of_rounded_terms_is_conditioned():
         mag = R.forward(T, P, x)[1]
         mag_seq = R.forward({"type": "Sequential", "layers": [T, {"type": "Inverse", "base": T}]},
                             {**{f"0.{k}": v for k, v in P.items()}, **{f"1.{k}": v for k, v in P.items()}}, x)[1]
-    assert float(mag[3] / abs(vals[3])) > 1e4
-    assert [3] in [i["index"] for i in ld], ld
+    ratio = float(mag[3] / abs(vals[3]))
+    assert ratio > 1e4
+    attainable = -np.log10(2.0 ** -53 * ratio * abs(float(vals[3])) / 1.0)
+    assert attainable > 13
+    assert [3] not in [i["index"] for i in case["tolerance"].get("conditioned", [])
+                       if i["quantity"] == "forward.logdet"]
     assert all(m >= abs(v) for m, v in zip(mag, vals))
     assert float(mag_seq[0]) > float(mag[0])          # a Sequential adds its layers' magnitudes
 
@@ -240,7 +248,7 @@ def test_npflows_adapter_passes_every_case_within_60_seconds():
     dt = time.perf_counter() - t0
     bad = [l for l, r in zip(lines[1:], res) if r.status != "pass"]
     assert not bad, "\n".join(bad)
-    assert len(res) == len(CASES) and lines[-1].startswith("summary: npflows")
+    assert len(res) == len(CASES) and any(l.startswith(f"summary: npflows: {len(CASES)} cases") for l in lines)
     assert dt < 60.0
 
 
@@ -328,7 +336,8 @@ def test_command_line_check_prints_table_and_summary():
     out = subprocess.run([sys.executable, "-m", "validation", "check", "npflows", "--cases", "logit"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "logit/near_0" in out.stdout and out.stdout.strip().splitlines()[-1].startswith("summary: npflows")
+    assert "logit/near_0" in out.stdout and "\nsummary: npflows" in out.stdout
+    assert out.stdout.strip().splitlines()[-1].strip().startswith("parameter pullbacks")     # the coverage
 
 
 # --------------------------------------------------------------------------- documentation, independence
@@ -362,7 +371,8 @@ def test_readme_summary_matches_the_cases():
 def test_npflows_carries_13_digits_on_almost_every_float64_number():
     """npflows checked like any other implementation: at least 98% of the float64 numbers with a 50-digit
     reference agree to 13 digits (the README gives the measured figure), and no number loses more than its
-    conditioning explains (the report's kind ``npflows``)."""
+    conditioning explains (the report's kind ``npflows``: 1.5 digits below a listed number's attainable
+    digits, or below 13 for an unlisted one)."""
     agreement = report.npflows_agreement([c for c in CASES if c["dtype"] == "float64"])
     n = ok = 0
     worse = []
@@ -370,8 +380,9 @@ def test_npflows_carries_13_digits_on_almost_every_float64_number():
         for q, (d, att) in qs.items():
             n += d.size
             ok += int((d >= 13).sum())
-            for i in zip(*np.nonzero((d < 13) & (d < att - 1.5))):
-                worse.append((name, q, i, float(d[i]), float(att[i])))
+            for i in zip(*np.nonzero(d < 13)):
+                if report.kind_of(float(d[i]), float(att[i])) == "npflows":
+                    worse.append((name, q, i, float(d[i]), float(att[i])))
     assert ok >= 0.98 * n, f"{ok} of {n}"
     assert not worse, worse[:10]
 
@@ -437,3 +448,13 @@ def test_torchdiffeq_agrees_with_npflows_tight_solve_beyond_the_cases_tolerance(
             scale = max(float(np.max(np.abs(r))), 1.0)
             err = float(np.max(np.abs(np.asarray(got[name]) - r)))
             assert err <= 1e-9 * scale, f"{case['name']} {name}: {err:.2g} > 1e-9 * {scale:.3g}"
+
+
+def test_peers_command_prints_the_readme_table_rows():
+    from validation.peers import run_peers
+    printed = []
+    cases = [c for c in CASES if c["entry"] in ("sigmoid", "linear")]
+    table = run_peers(cases, ["npflows"], out=printed.append)
+    row = next(line for line in table if line.startswith("| npflows |"))
+    assert f"| {len(cases)} | 0 | 0 | 0 | 0 |" in row, row           # pass, fail, differ, error, skipped
+    assert any(line.startswith("summary: npflows") for line in printed)

@@ -3,4 +3,4 @@
 See ``validation/README.md``.  Nothing under ``npflows/`` imports this package; this package may import
 autograd and mpmath (the ``validation`` extra).
 """
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2

@@ -41,7 +41,7 @@ import numpy as np
 from . import reference as R
 from .format import MAX_DIGITS, lre, numbers_hash, quantities
 
-LOW = {"float64": 13.0, "float32": 5.0}
+LOW = {"float64": 13.0, "float32": 6.0}     # attainable digits below which a number is listed as conditioned
 EPS_DIGITS = {"float64": -math.log10(2.0 ** -53), "float32": -math.log10(2.0 ** -24)}
 MAX_SCALARS = 4000        # inputs + parameters above which the 50-digit reference is skipped (too slow)
 H = mp.mpf(2) ** -200
@@ -265,8 +265,9 @@ def fill_expected(case):
     rounded forward reference).  Nothing here depends on npflows' arithmetic or the machine's BLAS, so the
     numbers are identical wherever they are generated.
 
-    ``conditioned`` lists every number whose attainable accuracy is below ``LOW`` digits (13 in float64, 5
-    in float32), as the checker measures agreement: an evaluation in the case's dtype with unit roundoff
+    ``conditioned`` lists every number whose attainable accuracy is below ``LOW`` digits (13 in float64, 6
+    in float32, where the checker's requirement of 4 digits would leave less than ``MARGIN``), as the checker
+    measures agreement: an evaluation in the case's dtype with unit roundoff
     ``u`` errs by about ``u * A``, where ``A`` is the number's error magnitude (the sum over every input,
     parameter and cotangent of ``|d number / d input| * |input|``; for a logdet at least the sum of its
     terms' magnitudes, for a pullback at least the sum of its final contraction's absolute terms and the
@@ -329,13 +330,13 @@ def fill_expected(case):
         den = dens[name]
         with np.errstate(divide="ignore"):
             att = np.where(A[name] > 0, -np.log10(u * A[name] / den), np.inf)
-        for i in zip(*np.nonzero(att < LOW[dtype])):
+        for i in zip(*np.nonzero(att < max(LOW[dtype], md + MARGIN))):
             i = tuple(int(j) for j in i)
-            a_i = float(att[i])
+            a_i = round(max(float(att[i]), 0.0), 1)
             cond = float(A[name][i] / abs(e[i])) if e[i] != 0 else None
             conditioned.append({"quantity": name, "index": list(i),
                                 "condition": float(f"{cond:.3g}") if cond is not None else None,
-                                "attainable_digits": round(max(a_i, 0.0), 1),
+                                "attainable_digits": a_i,
                                 "min_digits": round(max(0.0, min(md, a_i - MARGIN)), 1)})
     return cert, conditioned
 

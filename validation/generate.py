@@ -186,9 +186,10 @@ EXPECTED_KEYS = (("forward", "output"), ("forward", "logdet"), ("inverse", "inpu
 def _old_cases(path):
     if not path.exists():
         return {}
-    try:
-        return {c["name"]: c for c in read_file(path)["cases"]}
-    except ValueError:
+    import json
+    try:                 # any version: a case is reused only through its certification's inputs_sha256
+        return {c["name"]: c for c in json.loads(path.read_text())["cases"]}
+    except (ValueError, KeyError):
         return {}
 
 
