@@ -290,7 +290,8 @@ SIGMOID_EPS = mp.mpf(1e-3)
 
 def log_scale_of(T, r):
     """The log-scale s from the raw output r: exp: s = r; tanh: s = c tanh(r); sigmoid:
-    exp(s) = sigmoid(r + 2) + 1e-3 (nflows' coupling); softplus: exp(s) = softplus(r) + 1e-3 (nflows' MAF)."""
+    exp(s) = sigmoid(r + 2) + 1e-3 (nflows' coupling); softplus: exp(s) = softplus(r) + 1e-3 (nflows' MAF);
+    softclip: s = r / (1 + |r|/c) (zuko); logsigmoid / neg_logsigmoid: exp(s) = sigmoid(r + 2)^(+-1) (normflows)."""
     if T["scale"] == "exp":
         return r
     if T["scale"] == "tanh":
@@ -299,6 +300,13 @@ def log_scale_of(T, r):
         return log(sigmoid(r + 2) + SIGMOID_EPS)
     if T["scale"] == "softplus":
         return log(softplus(r) + SIGMOID_EPS)
+    if T["scale"] == "softclip":                 # zuko: s = r / (1 + |r| / c), |r| decided on Re r
+        c = mp.mpf(T["scale_bound"])
+        return branch(lambda v: v / (1 + v / c), lambda v: v / (1 - v / c))(r)
+    if T["scale"] == "logsigmoid":               # normflows' "sigmoid_inv": exp(s) = sigmoid(r + 2)
+        return log(sigmoid(r + 2))
+    if T["scale"] == "neg_logsigmoid":           # normflows' "sigmoid": exp(s) = 1 / sigmoid(r + 2)
+        return -log(sigmoid(r + 2))
     raise KeyError(T["scale"])
 
 
