@@ -29,7 +29,8 @@ with ``equinox.tree_at`` by the case's value.  Mappings, each exact to rounding:
 * ``Planar``: ``Planar(dim=D)`` (tanh).  flowjax constrains ``u`` with ``m(c) = log(1 + softplus(c)) - 1``,
   not the paper's ``softplus(c) - 1``: the same family of maps, so flowjax's raw ``u`` is the case's with
   its component along ``w`` changed, ``c_f = softplus^-1(expm1(softplus(c)))`` for ``c = w.u`` (then
-  ``m(c_f) = softplus(c) - 1``).  No inverse with tanh: declared unavailable.
+  ``m(c_f) = softplus(c) - 1``).  No inverse with tanh: declared unavailable.  With
+  ``activation="leaky_relu"``: ``Planar(dim=D, negative_slope=slope)``, whose closed-form inverse is checked.
 * ``Sequential`` of mappable layers: ``Chain``.
 
 flowjax has no LeakyReLU, dense linear, radial or continuous flow, and no spline inside a coupling or an
@@ -270,7 +271,8 @@ def _planar(T, P, dt):
     c = w @ u
     cf = _softplus_inverse(jnp.expm1(_softplus(c)))      # log(1 + softplus(cf)) = softplus(c)
     uf = u + (cf - c) * w / (w @ w)
-    p = Planar(jax.random.PRNGKey(0), dim=T["dim"])
+    leaky = T.get("activation", "tanh") == "leaky_relu"
+    p = Planar(jax.random.PRNGKey(0), dim=T["dim"], negative_slope=T["slope"] if leaky else None)
     return _replace(p, lambda b: b.params, jnp.concatenate([w, uf, P["b"]]).astype(dt))
 
 
@@ -289,6 +291,8 @@ def _sequential(T, P, dt):
 
 
 def _no_inverse(T):
+    if T["type"] == "Planar" and T.get("activation", "tanh") == "leaky_relu":
+        return None
     if T["type"] in NO_INVERSE:
         return NO_INVERSE[T["type"]]
     for L in T.get("layers", []):

@@ -35,7 +35,9 @@ exact to rounding:
   with the case's MADE, columns reordered to normflows' per-feature ``(D, 3K - 1)`` layout (a net without
   ``hidden_features`` is not rescaled by normflows).
 * ``Planar``: ``flows.Planar(D, act="tanh")`` (the same ``u_hat`` with ``m = log(1 + e^{w.u}) - 1``; ``w``,
-  ``u`` of shape ``(1, D)``).  normflows' tanh planar flow has no inverse: declared unavailable.
+  ``u`` of shape ``(1, D)``).  normflows' tanh planar flow has no inverse: declared unavailable.  With
+  ``activation="leaky_relu"``: ``Planar(act="leaky_relu")`` with its ``h.negative_slope`` set to the case's
+  ``slope`` (normflows' default 0.2), whose closed-form inverse is checked.
 * ``Radial``: ``flows.Radial(D)``, which takes ``alpha = |alpha|`` and ``beta = softplus(beta) - |alpha|``:
   the case's ``alpha = softplus(alpha_raw)`` enters as normflows' ``alpha`` (positive, so ``|alpha|`` is
   itself) and ``beta_raw`` as its ``beta``; autograd through ``softplus`` gives the case's cotangents.  No
@@ -244,10 +246,14 @@ def _msa(T, P, dt):
 
 def _planar(T, P, dt):
     from normflows.flows import Planar
-    m = Planar((T["dim"],), act="tanh")
+    leaky = T.get("activation", "tanh") == "leaky_relu"
+    m = Planar((T["dim"],), act="leaky_relu" if leaky else "tanh")
     set_tensor(m, "w", P["w"][None])
     set_tensor(m, "u", P["u"][None])
     set_tensor(m, "b", P["b"])
+    if leaky:
+        m.h.negative_slope = T["slope"]          # normflows' default 0.2; forward and inverse read it here
+        return _t(m)
     return (lambda x: m(x)), Unavailable(NO_INVERSE.format("Planar with act='tanh'"))
 
 
