@@ -334,12 +334,21 @@ def supports(case):
         import flowjax  # noqa: F401
     except ImportError:
         return "flowjax is not installed (pip install -e '.[jax]')"
-    import jax.numpy as jnp
-    c = arrays(case)
-    try:
-        build(case["transform"], {k: jnp.asarray(v) for k, v in c.params.items()}, c.dtype)
-    except NotMappable as e:
-        return str(e)
+    return _unmappable(case["transform"])
+
+
+def _unmappable(T):
+    """The reason a description has no flowjax counterpart, or None (decided on the description alone:
+    building flowjax's modules eagerly costs seconds of op-by-op dispatch)."""
+    if T["type"] == "Sequential":
+        return next((r for r in map(_unmappable, T["layers"]) if r), None)
+    if T["type"] not in BUILD:
+        return f"no flowjax mapping for {T['type']}"
+    if BUILD[T["type"]].__name__ == "f":                         # a _not(reason)
+        try:
+            BUILD[T["type"]](T, {}, None)
+        except NotMappable as e:
+            return str(e)
     return None
 
 
