@@ -4,8 +4,8 @@
     python -m validation report [--all]                      # the certification report
     python -m validation.generate [--check]                  # regenerate the cases (see generate.py)
 
-ADAPTER is ``npflows``, ``nflows``, ``zuko``, ``torchdiffeq``, ``torchdiffeq_backprop`` (the modules in
-validation/adapters/), a module name, or
+ADAPTER is ``npflows``, ``nflows``, ``zuko``, ``normflows``, ``torchdiffeq``, ``torchdiffeq_backprop``,
+``flowjax`` (the modules in validation/adapters/), a module name, or
 the path of your own adapter file (see validation/adapters/__init__.py for the three names it defines).
 """
 import argparse
