@@ -36,8 +36,6 @@ with ``equinox.tree_at`` by the case's value.  Mappings, each exact to rounding:
 flowjax has no LeakyReLU, dense linear, radial or continuous flow, and no spline inside a coupling or an
 autoregressive layer with the cases' parameterisation (not mapped).
 """
-import math
-
 import numpy as np
 
 from . import Unavailable, arrays
@@ -63,8 +61,6 @@ def _softplus(v):
     import jax.numpy as jnp
     return jnp.logaddexp(v, 0.0)
 
-
-ACT = None
 
 
 def _act(name):
