@@ -25,7 +25,12 @@ with ``equinox.tree_at`` by the case's value.  Mappings, each exact to rounding:
 * ``RationalQuadraticSpline``: ``RationalQuadraticSpline(knots=K - 1, interval=B)`` per coordinate (``Vmap``),
   its knots and derivatives replaced by the case's (``x_pos``, ``y_pos``: the knots with the minimum bin
   sizes; ``derivatives``: 1 at both ends, ``m_d + softplus`` inside).  flowjax puts a point on a knot in the
-  bin to its left (``searchsorted``): the one-sided pullbacks there differ.
+  bin to its left (``searchsorted``), and ``jnp.clip`` halves the derivative at ``+-B``: the one-sided
+  pullbacks there differ.
+* ``SplineCoupling``, ``MaskedSplineAutoregressive``: ``Coupling`` / ``MaskedAutoregressive`` (as the affine
+  ones) with a ``RationalQuadraticSpline`` transformer whose ``x_pos``, ``y_pos`` and ``derivatives`` are
+  ``paramax.Parameterize``-d functions of the cases' unnormalised widths, heights and derivatives, so its
+  ravelled parameters are the cases' per-coordinate ``[widths | heights | derivatives]``.
 * ``Planar``: ``Planar(dim=D)`` (tanh).  flowjax constrains ``u`` with ``m(c) = log(1 + softplus(c)) - 1``,
   not the paper's ``softplus(c) - 1``: the same family of maps, so flowjax's raw ``u`` is the case's with
   its component along ``w`` changed, ``c_f = softplus^-1(expm1(softplus(c)))`` for ``c = w.u`` (then
@@ -33,8 +38,7 @@ with ``equinox.tree_at`` by the case's value.  Mappings, each exact to rounding:
   ``activation="leaky_relu"``: ``Planar(dim=D, negative_slope=slope)``, whose closed-form inverse is checked.
 * ``Sequential`` of mappable layers: ``Chain``.
 
-flowjax has no LeakyReLU, dense linear, radial or continuous flow, and no spline inside a coupling or an
-autoregressive layer with the cases' parameterisation (not mapped).
+flowjax has no LeakyReLU, dense linear, radial or continuous flow (not mapped).
 """
 import numpy as np
 
@@ -244,6 +248,58 @@ def _knots(T, u, m):
     return jnp.concatenate([-B * ends, c, B * ends], axis=-1)
 
 
+def _spline_template(T, dt):
+    """flowjax's scalar ``RationalQuadraticSpline`` whose knots and derivatives are computed from the cases'
+    unnormalised parameters: its ravelled parameters are ``[widths K | heights K | derivatives K-1]`` (zeros
+    at the template), the cases' per-coordinate layout."""
+    import jax.numpy as jnp
+    import paramax
+    from flowjax.bijections import RationalQuadraticSpline
+    K = T["n_bins"]
+    s = RationalQuadraticSpline(knots=K - 1, interval=float(T["bound"]))
+    return _replace(s, lambda b: (b.x_pos, b.y_pos, b.derivatives), (
+        paramax.Parameterize(lambda u: _knots(T, u, T["min_bin_width"]), jnp.zeros(K, dt)),
+        paramax.Parameterize(lambda u: _knots(T, u, T["min_bin_height"]), jnp.zeros(K, dt)),
+        paramax.Parameterize(lambda v: _knot_derivatives(T, v), jnp.zeros(K - 1, dt))))
+
+
+def _knot_derivatives(T, v):
+    """``[1, m_d + softplus(v), 1]`` along the last axis (flowjax may apply it to stacked parameters)."""
+    import jax.numpy as jnp
+    one = jnp.ones(v.shape[:-1] + (1,), v.dtype)
+    return jnp.concatenate([one, T["min_derivative"] + _softplus(v), one], axis=-1)
+
+
+def _spline_coupling(T, P, dt):
+    import jax
+    from flowjax.bijections import Coupling
+    mask = np.asarray(T["mask"])
+    D, d1 = mask.size, int(mask.sum())
+    net = _mlp(P, len(T["hidden"]) + 1, T["activation"])
+    c = Coupling(jax.random.PRNGKey(0), transformer=_spline_template(T, dt), untransformed_dim=d1, dim=D,
+                 nn_width=1, nn_depth=0)
+    return _with_mask_first(mask, _replace(c, lambda b: b.conditioner, net))   # (d2, 3K-1) row-major: as the cases
+
+
+def _msa(T, P, dt):
+    import jax
+    from flowjax.bijections import Chain, MaskedAutoregressive, Permute
+    D, K = T["dim"], T["n_bins"]
+    o = np.asarray(T["order"])
+    inv = np.argsort(o)
+    masks = [jax.numpy.asarray(np.asarray(m), dtype=dt) for m in T["masks"]]
+    net = _mlp(P, len(T["hidden"]) + 1, T["activation"], masks=masks)
+
+    def made(xp):                              # the cases' (3K-1, D) columns as flowjax's (D, 3K-1) rows
+        return net(xp[inv]).reshape(3 * K - 1, D)[:, o].T.reshape(-1)
+    m = MaskedAutoregressive(jax.random.PRNGKey(0), transformer=_spline_template(T, dt), dim=D,
+                             nn_width=max(D, 2), nn_depth=1)
+    m = _replace(m, lambda b: b.masked_autoregressive_mlp, made)
+    if np.array_equal(o, np.arange(D)):
+        return m
+    return Chain([Permute(o), m, Permute(inv)])
+
+
 def _spline(T, P, dt):
     import jax.numpy as jnp
     from flowjax.bijections import RationalQuadraticSpline, Vmap
@@ -311,10 +367,7 @@ BUILD = {
     "Planar": _planar, "Sequential": _sequential,
     "LeakyReLU": _not("flowjax has no LeakyReLU bijection"), "Linear": _not("flowjax has no dense linear bijection"),
     "Radial": _not("flowjax has no radial flow"), "CNF": _not("flowjax has no continuous flow"),
-    "SplineCoupling": _not("flowjax's Coupling with a RationalQuadraticSpline transformer parameterises the "
-                           "knots its own way (RealToIncreasingOnInterval, learned end derivatives); not mapped"),
-    "MaskedSplineAutoregressive": _not("flowjax's spline transformer parameterises the knots its own way; "
-                                       "not mapped"),
+    "SplineCoupling": _spline_coupling, "MaskedSplineAutoregressive": _msa,
 }
 
 
