@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import npflows as nf
+from npflows.bijectors.coupling import ZUKO_SOFTCLIP_BOUND
 
 
 @dataclass
@@ -96,6 +97,13 @@ REGISTRY = {
                                    scale="tanh", scale_bound=1.5),
     "affine_sigmoid_tanh": _coupling(nf.AffineCoupling, [0, 1, 1, 0, 1], activation="tanh", scale="sigmoid"),
     "affine_softplus_elu": _coupling(nf.AffineCoupling, [1, 0, 0, 1], activation="elu", scale="softplus"),
+    # zuko's soft clip as zuko ships it (slope 1e-3: c = -log 1e-3); normflows' two sigmoid scale maps, on
+    # the half masks of its AffineCouplingBlock (split "channel": first half conditions; "channel_inv")
+    "affine_softclip_zuko": _coupling(nf.AffineCoupling, nf.alternating_mask(4, even=False), scale="softclip",
+                                      scale_bound=ZUKO_SOFTCLIP_BOUND),
+    "affine_logsigmoid_half": _coupling(nf.AffineCoupling, nf.half_mask(4), activation="tanh", scale="logsigmoid"),
+    "affine_neg_logsigmoid_half_second": _coupling(nf.AffineCoupling, nf.half_mask(5, first=False),
+                                                   scale="neg_logsigmoid"),
     "realnvp_actnorm": lambda rng: _case(nf.realnvp(4, n_layers=3, hidden=(6,), actnorm=True), rng, scale=0.3),
     "nice": lambda rng: _case(nf.nice(4, n_layers=2, hidden=(6,), mask="alternating"), rng, scale=0.3),
     "sequential_mixed": lambda rng: _case(nf.Sequential([nf.LULinear(3), nf.LeakyReLU(3, 0.5),

@@ -10,6 +10,7 @@ layers, and nflows' MAF layout: softplus scales with reversing permutations) are
 import numpy as np
 
 import npflows as nf
+from npflows.bijectors.coupling import ZUKO_SOFTCLIP_BOUND
 from registry import Case, perturbed
 
 MAA = nf.MaskedAffineAutoregressive
@@ -45,6 +46,9 @@ ENTRIES = {
     "maa_dim1": _case(lambda rng: MAA(1, hidden=(4,))),
     "maa_dim2": _case(lambda rng: MAA(2, hidden=(6, 6), order="reversed")),
     "maa_softplus_scale": _case(lambda rng: MAA(4, hidden=(7, 5), scale="softplus")),
+    "maa_softclip_scale": _case(lambda rng: MAA(4, hidden=(7, 5), order="reversed", scale="softclip",
+                                                scale_bound=ZUKO_SOFTCLIP_BOUND)),
+    "maa_logsigmoid_scale": _case(lambda rng: MAA(3, hidden=(6,), activation="tanh", scale="logsigmoid")),
     "maa_gated": _case(lambda rng: MAA(4, hidden=(7, 5), activation="tanh", update="gated", gate_bias=1.0)),
     "maa_gated_random_order": _case(lambda rng: MAA(3, hidden=(6,), order="random", rng=rng, update="gated")),
     "maf_alternate": _case(lambda rng: nf.maf(4, n_layers=3, hidden=(6,), activation="tanh"), scale=0.3),
@@ -52,6 +56,9 @@ ENTRIES = {
                                                         permutations=True), scale=0.3),
     "maf_softplus_reverse_permutations": _case(lambda rng: nf.maf(3, n_layers=2, hidden=(6,), scale="softplus",
                                                                   permutations=True), scale=0.3),
+    # zuko's MAF as it ships: soft-clipped log-scales (slope 1e-3), orders ascending then descending, ReLU
+    "maf_zuko_softclip": _case(lambda rng: nf.maf(3, n_layers=2, hidden=(6, 6), scale="softclip",
+                                                  scale_bound=ZUKO_SOFTCLIP_BOUND), scale=0.3),
     "maf_gated_reverse_permutations": _case(lambda rng: nf.maf(3, n_layers=2, hidden=(6,), update="gated",
                                                                permutations=True), scale=0.3),
 }

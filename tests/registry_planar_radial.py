@@ -11,9 +11,9 @@ import npflows as nf
 from registry import Case, perturbed
 
 
-def _planar(dim, n=6, scale=0.7, xscale=1.0):
+def _planar(dim, n=6, scale=0.7, xscale=1.0, **kw):
     def make(rng):
-        b = nf.Planar(dim)
+        b = nf.Planar(dim, **kw)
         p = perturbed(b, rng, scale)
         return Case(b, p, xscale * rng.standard_normal((n, dim)))
     return make
@@ -74,6 +74,9 @@ ENTRIES = {
     "planar_5d": _planar(5, scale=0.5),
     "planar_violating_raw_u": _planar_violating,
     "planar_saturated": _planar_saturated,
+    # the leaky ReLU activation: normflows' Planar(act="leaky_relu") (slope 0.2) and flowjax's negative_slope
+    "planar_leaky_3d": _planar(3, activation="leaky_relu"),
+    "planar_leaky_slope05_2d": _planar(2, n=8, activation="leaky_relu", slope=0.5),
     "radial_1d": _radial(1),
     "radial_2d": _radial(2),
     "radial_3d": _radial(3),

@@ -67,7 +67,15 @@ def _spline_config(sp):
             "min_bin_height": sp.min_bin_height, "min_derivative": sp.min_derivative}
 
 
+def _planar(b):
+    d = {"type": "Planar", "dim": b.dim, "rtol": b.rtol, "maxiter": b.maxiter}
+    if b.activation != "tanh":                  # tanh (the default) is described as before the option existed
+        d.update(activation=b.activation, slope=b.slope)
+    return d
+
+
 RULES = {
+    "Planar": _planar,
     "MaskedAffineAutoregressive": _masked_affine,
     "MaskedSplineAutoregressive": lambda b: {"type": "MaskedSplineAutoregressive", "dim": b.dim, **_made(b.net),
                                              **_spline_config(b.spline)},

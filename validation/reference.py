@@ -290,7 +290,8 @@ SIGMOID_EPS = mp.mpf(1e-3)
 
 def log_scale_of(T, r):
     """The log-scale s from the raw output r: exp: s = r; tanh: s = c tanh(r); sigmoid:
-    exp(s) = sigmoid(r + 2) + 1e-3 (nflows' coupling); softplus: exp(s) = softplus(r) + 1e-3 (nflows' MAF)."""
+    exp(s) = sigmoid(r + 2) + 1e-3 (nflows' coupling); softplus: exp(s) = softplus(r) + 1e-3 (nflows' MAF);
+    softclip: s = r / (1 + |r|/c) (zuko); logsigmoid / neg_logsigmoid: exp(s) = sigmoid(r + 2)^(+-1) (normflows)."""
     if T["scale"] == "exp":
         return r
     if T["scale"] == "tanh":
@@ -299,6 +300,13 @@ def log_scale_of(T, r):
         return log(sigmoid(r + 2) + SIGMOID_EPS)
     if T["scale"] == "softplus":
         return log(softplus(r) + SIGMOID_EPS)
+    if T["scale"] == "softclip":                 # zuko: s = r / (1 + |r| / c), |r| decided on Re r
+        c = mp.mpf(T["scale_bound"])
+        return branch(lambda v: v / (1 + v / c), lambda v: v / (1 - v / c))(r)
+    if T["scale"] == "logsigmoid":               # normflows' "sigmoid_inv": exp(s) = sigmoid(r + 2)
+        return log(sigmoid(r + 2))
+    if T["scale"] == "neg_logsigmoid":           # normflows' "sigmoid": exp(s) = 1 / sigmoid(r + 2)
+        return -log(sigmoid(r + 2))
     raise KeyError(T["scale"])
 
 
@@ -455,17 +463,31 @@ def _planar_parts(P):
     return w, u + (m - c) / ww * w, b, m
 
 
+def _planar_h(T, a):
+    """``(h(a), h'(a))``: tanh, or the leaky ReLU with slope T["slope"] (h' = 1 at a = 0)."""
+    if T.get("activation", "tanh") == "tanh":
+        t = tanh(a)
+        return t, 1 - t * t
+    al = mp.mpf(T["slope"])
+    return branch(lambda v: v, lambda v: al * v)(a), branch(lambda v: mp.mpf(1), lambda v: al)(a)
+
+
 def planar_forward(T, P, z):
     w, uh, b, m = _planar_parts(P)
     a = z @ w + b
-    t = tanh(a)
-    # det(I + uh psi^T) = 1 + uh . psi, psi = tanh'(a) w  (matrix determinant lemma)
-    return z + t[:, None] * uh[None, :], log(1 + (1 - t * t) * mp.fsum(uh * w))
+    t, dt = _planar_h(T, a)
+    # det(I + uh psi^T) = 1 + uh . psi, psi = h'(a) w  (matrix determinant lemma)
+    return z + t[:, None] * uh[None, :], log(1 + dt * mp.fsum(uh * w))
 
 
 def planar_inverse(T, P, x):
     w, uh, b, m = _planar_parts(P)
     yv = x @ w + b
+    if T.get("activation", "tanh") == "leaky_relu":     # a + m h(a) = yv: a = yv / (1 + h'(a) m), sign(a) = sign(yv)
+        al = mp.mpf(T["slope"])
+        a = branch(lambda v: v / (1 + m), lambda v: v / (1 + al * m))(yv)
+        t, dt = _planar_h(T, a)
+        return x - t[:, None] * uh[None, :], -log(1 + dt * m)
     a = np.empty(x.shape[0], dtype=object)
     for n in range(x.shape[0]):        # a + m tanh(a) = w.x + b, Newton from a = w.x + b
         an = yv[n]

@@ -38,11 +38,14 @@ class MaskedAffineAutoregressive(Bijector):
         ``"gated"``: the IAF paper's update (Kingma et al. 2016, Algorithm 1),
         :math:`z = \\sigma\\odot x + (1-\\sigma)\\odot m` with :math:`\\sigma = \\mathrm{sigmoid}(r + c)`,
         :math:`(r, m)` = MADE(x) and the constant gate bias :math:`c` = ``gate_bias``.
-    scale : {"exp", "tanh", "sigmoid", "softplus"}
+    scale : {"exp", "tanh", "sigmoid", "softplus", "softclip", "logsigmoid", "neg_logsigmoid"}
         For ``update="affine"``: ``s = r``, ``s = b tanh(r)`` with ``b`` = ``scale_bound``,
-        ``e^s = sigmoid(r + 2) + 1e-3``, or ``e^s = softplus(r) + 1e-3`` (nflows 0.14's
-        ``MaskedAffineAutoregressiveTransform``; its scales are bounded below by 1e-3 and grow only linearly
-        in r, so the inverse divides by at most 1e3); as :class:`~npflows.AffineCoupling`.
+        ``e^s = sigmoid(r + 2) + 1e-3`` (normflows' ``MaskedAffineAutoregressive``), ``e^s = softplus(r) + 1e-3``
+        (nflows 0.14's ``MaskedAffineAutoregressiveTransform``; its scales are bounded below by 1e-3 and grow
+        only linearly in r, so the inverse divides by at most 1e3), ``s = r / (1 + |r|/b)`` (zuko's soft clip:
+        zuko's ``MAF`` as it ships is ``scale="softclip"`` with ``scale_bound = -log(1e-3)``,
+        :data:`~npflows.bijectors.coupling.ZUKO_SOFTCLIP_BOUND`), ``e^s = sigmoid(r + 2)`` or
+        ``e^s = 1/sigmoid(r + 2)``; the maps and their derivatives are those of :class:`~npflows.AffineCoupling`.
     gate_bias : float
         For ``update="gated"``: the paper's advice is to start with :math:`\\sigma` near 1 (``r + c`` "close
         to +1 or +2"), so each layer first changes its input only slightly; default 2.

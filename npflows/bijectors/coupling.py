@@ -4,6 +4,8 @@ A binary ``mask`` splits the coordinates: where ``mask == 1`` they pass through 
 condition an MLP; where ``mask == 0`` they are transformed (``x2``) by a map whose parameters the MLP
 computes from ``x1``.
 """
+import math
+
 import numpy as np
 
 from ..core.bijector import Bijector, zeros_logdet
@@ -139,8 +141,40 @@ def _dscale_softplus(raw, logs, bound):
     return sigmoid(raw) / (np.logaddexp(0.0, raw) + 1e-3)
 
 
+def _scale_softclip(raw, xp, bound):
+    return raw / (1.0 + xp.abs(raw) / bound)
+
+
+def _dscale_softclip(raw, logs, bound):
+    # d/dr r/(1 + |r|/c) = 1/(1 + |r|/c)^2 (both signs; 1 at r = 0): a ratio of positive terms, no
+    # cancellation, and it tends to 0 without overflow (c/(c + |r|))^2 for |r| up to the float maximum
+    q = bound / (bound + np.abs(raw))
+    return q * q
+
+
+def _scale_logsigmoid(raw, xp, bound):
+    return -xp.logaddexp(0.0, -(raw + 2.0))            # log sigma(r + 2), either sign
+
+
+def _dscale_logsigmoid(raw, logs, bound):
+    return sigmoid(-(raw + 2.0))                        # (log sigma)'(u) = 1 - sigma(u) = sigma(-u)
+
+
+def _scale_neg_logsigmoid(raw, xp, bound):
+    return xp.logaddexp(0.0, -(raw + 2.0))             # -log sigma(r + 2) = softplus(-(r + 2))
+
+
+def _dscale_neg_logsigmoid(raw, logs, bound):
+    return -sigmoid(-(raw + 2.0))
+
+
 SCALES = {"exp": (_scale_exp, _dscale_exp), "tanh": (_scale_tanh, _dscale_tanh),
-          "sigmoid": (_scale_sigmoid, _dscale_sigmoid), "softplus": (_scale_softplus, _dscale_softplus)}
+          "sigmoid": (_scale_sigmoid, _dscale_sigmoid), "softplus": (_scale_softplus, _dscale_softplus),
+          "softclip": (_scale_softclip, _dscale_softclip), "logsigmoid": (_scale_logsigmoid, _dscale_logsigmoid),
+          "neg_logsigmoid": (_scale_neg_logsigmoid, _dscale_neg_logsigmoid)}
+
+#: zuko's default ``slope = 1e-3`` as ``scale_bound`` of ``scale="softclip"``: ``c = -log(1e-3) = 3 log 10``.
+ZUKO_SOFTCLIP_BOUND = -math.log(1e-3)
 
 
 class AffineCoupling(_Coupling):
@@ -152,7 +186,7 @@ class AffineCoupling(_Coupling):
     mask : array of 0/1, shape (D,)
         1 = passes through and conditions, 0 = transformed.
     hidden, activation : conditioner MLP widths and activation.
-    scale : {"exp", "tanh", "sigmoid", "softplus"}
+    scale : {"exp", "tanh", "sigmoid", "softplus", "softclip", "logsigmoid", "neg_logsigmoid"}
         How the raw output r becomes the log-scale s:
 
         * ``"exp"``: :math:`s = r` (RealNVP);
@@ -160,7 +194,18 @@ class AffineCoupling(_Coupling):
         * ``"sigmoid"``: :math:`e^{s} = \\sigma(r + 2) + 10^{-3}` (nflows' ``AffineCouplingTransform``);
         * ``"softplus"``: :math:`e^{s} = \\mathrm{softplus}(r) + 10^{-3}` (nflows'
           ``MaskedAffineAutoregressiveTransform``): scales in :math:`(10^{-3}, \\infty)`, growing only
-          linearly in r.
+          linearly in r;
+        * ``"softclip"``: :math:`s = r/(1 + |r|/c)`, :math:`c` = ``scale_bound``: zuko's soft clip
+          (``MonotonicAffineTransform``, ``slope`` :math:`= e^{-c}`; zuko's default ``slope=1e-3`` is
+          :math:`c = 3\\log 10 \\approx 6.908`, :data:`ZUKO_SOFTCLIP_BOUND`): linear near 0, bounded by
+          :math:`c` like ``"tanh"`` but approaching it only algebraically;
+        * ``"logsigmoid"``: :math:`e^{s} = \\sigma(r + 2)`, scales in (0, 1) (normflows'
+          ``AffineCoupling(scale_map="sigmoid_inv")``; the sigmoid scale of Glow's coupling,
+          Kingma & Dhariwal 2018, arXiv:1807.03039);
+        * ``"neg_logsigmoid"``: :math:`e^{s} = 1/\\sigma(r + 2)`, scales in :math:`(1, \\infty)` (normflows'
+          ``AffineCoupling(scale_map="sigmoid")``, which divides by :math:`\\sigma(r + 2)`).
+    scale_bound : float
+        :math:`c` of ``"tanh"`` and ``"softclip"``; ignored by the other scales.
     zero_init : bool
         Zero the MLP's last layer, so r = t = 0 at initialisation (the identity map for "exp" and "tanh").
 
@@ -188,7 +233,15 @@ class AffineCoupling(_Coupling):
     * ``"softplus"``: :math:`s = \\log(\\mathrm{softplus}(r) + 10^{-3})` and
       :math:`\\mathrm{softplus}' = \\sigma`, so :math:`s' = \\sigma(r)/(\\mathrm{softplus}(r) + 10^{-3})`
       (softplus by ``logaddexp(0, r)``, :math:`\\sigma` by :func:`~npflows.bijectors.elementwise.sigmoid`:
-      both keep their digits for r of either sign).
+      both keep their digits for r of either sign);
+    * ``"softclip"``: for :math:`r \\ge 0`, :math:`s = rc/(c + r)` and :math:`s' = c^2/(c + r)^2`; for
+      :math:`r < 0` the same with :math:`-r` (s is odd), so :math:`s' = (c/(c + |r|))^2` for every r: positive
+      terms only, no cancellation or overflow however far the clip saturates (:math:`s'` is continuous at
+      0, where it is 1; :math:`s''` jumps there, which no first derivative sees);
+    * ``"logsigmoid"``: :math:`s = \\log\\sigma(u) = -\\mathrm{softplus}(-u)`, :math:`u = r + 2`, and
+      :math:`s' = 1 - \\sigma(u) = \\sigma(-u)` (computed as :math:`\\sigma(-u)`, accurate in both tails, not as
+      the cancelling :math:`1 - \\sigma(u)`);
+    * ``"neg_logsigmoid"``: :math:`s = \\mathrm{softplus}(-u)`, :math:`s' = -\\sigma(-u)`.
 
     Inverse: :math:`x_2 = (y_2 - t(y_1))\\odot e^{-s(y_1)}`, logdet :math:`-\\sum_j s_j`.
     """

@@ -11,7 +11,7 @@ appendix A, which make each map invertible, are built in:
   :math:`\\beta = -\\alpha + \\mathrm{softplus}(\\beta_{raw}) > -\\alpha`.
 
 The planar inverse is a scalar root along ``w`` found by a safeguarded Newton/bisection iteration to a
-stated tolerance; the radial inverse reduces to a quadratic in the radial distance and is exact to
+stated tolerance (in closed form with the leaky ReLU activation); the radial inverse reduces to a quadratic in the radial distance and is exact to
 rounding.
 """
 import math
@@ -98,6 +98,13 @@ class Planar(Bijector):
         ``rtol * max(1, |a|)``, or the residual is at its rounding level.  Default 1e-12.
     maxiter : int
         Iteration budget of the inverse; :class:`InverseNotConverged` past it.
+    activation : {"tanh", "leaky_relu"}
+        :math:`h = \\tanh` (the paper's), or the leaky ReLU :math:`h(a) = a` for :math:`a \\ge 0`,
+        ``slope`` :math:`\\cdot a` otherwise (normflows' ``Planar(act="leaky_relu")`` with slope 0.2, flowjax's
+        ``Planar(negative_slope=...)``), whose inverse is in closed form (see below).
+    slope : float
+        The leaky ReLU's negative slope :math:`\\alpha \\in (0, 1]` (ignored for tanh): then
+        :math:`1 + \\alpha m > 1 - \\alpha \\ge 0` for every :math:`m > -1`, the map stays invertible.
 
     Notes
     -----
@@ -115,6 +122,17 @@ class Planar(Bijector):
     .. math:: g = 1 + s m = t^2 + s\\,\\sigma_+, \\qquad \\log|\\det J| = \\log g,
 
     which stays accurate when :math:`m` is close to -1 (no cancellation in :math:`1 + m`).
+
+    **Leaky ReLU.**  With :math:`t = h(a)` and :math:`s = h'(a) \\in \\{1, \\alpha\\}` (1 for :math:`a \\ge 0`,
+    as normflows and flowjax take it at the kink), the same lemma gives
+    :math:`g = 1 + s m = (1 - s) + s\\,\\sigma_+`: :math:`\\sigma_+` for :math:`a \\ge 0`, and
+    :math:`(1 - \\alpha) + \\alpha\\sigma_+` otherwise, sums of non-negative terms again.  Since :math:`s` is
+    piecewise constant, :math:`\\partial g/\\partial a = 0` almost everywhere and the backward below holds
+    with the :math:`-2tsm` term dropped.  **Inverse in closed form**: :math:`w^T x + b = a + m h(a) = g\\,a`
+    with :math:`g > 0`, so :math:`a` has the sign of :math:`y = w^T x + b`, hence
+    :math:`a = y/g_\\pm` with :math:`g_+ = \\sigma_+` (:math:`y \\ge 0`) or
+    :math:`g_- = (1-\\alpha) + \\alpha\\sigma_+`, :math:`z = x - \\hat u\\,h(a)` and the logdet
+    :math:`-\\log g_\\pm` (exact to rounding, no iteration; ``rtol`` and ``maxiter`` are unused).
 
     **Backward** for cotangents :math:`(\\bar x_n, \\bar\\ell_n)`, line by line in reverse order of the
     forward pass (all sums over the batch n):
@@ -153,10 +171,16 @@ class Planar(Bijector):
     :math:`-(\\partial F/\\partial\\theta)/F'`, so the inverse can be traced by autograd too.
     """
 
-    def __init__(self, dim, rtol=1e-12, maxiter=100):
+    def __init__(self, dim, rtol=1e-12, maxiter=100, activation="tanh", slope=0.2):
         self.dim, self.rtol, self.maxiter = int(dim), float(rtol), int(maxiter)
         if self.dim < 1:
             raise ValueError(f"Planar: dim must be at least 1, got {dim}")
+        if activation not in ("tanh", "leaky_relu"):
+            raise ValueError(f"Planar: unknown activation {activation!r}; choose 'tanh' or 'leaky_relu'")
+        if not 0.0 < slope <= 1.0:
+            raise ValueError(f"Planar: the leaky ReLU slope must lie in (0, 1] (then 1 + slope * m > 0 for "
+                             f"every m > -1), got {slope}")
+        self.activation, self.slope = activation, float(slope)
 
     def param_shapes(self):
         return {"w": (self.dim,), "u": (self.dim,), "b": (1,)}
@@ -187,14 +211,23 @@ class Planar(Bijector):
         k = (m - c) / ww
         return u + k * w, m, c, sp, ww, k
 
+    def _act(self, a, xp):
+        """``(h(a), h'(a), 1 - h'(a))``, the last without cancellation (``tanh(a)^2`` for tanh)."""
+        if self.activation == "tanh":
+            t = xp.tanh(a)
+            return t, (1.0 - t) * (1.0 + t), t * t
+        one = xp.ones_like(a)
+        neg = a < 0
+        return (xp.where(neg, self.slope * a, a), xp.where(neg, self.slope * one, one),
+                xp.where(neg, (1.0 - self.slope) * one, 0.0 * one))
+
     def _forward(self, params, x, xp):
         self._check_params(params)
         w = params["w"]
         u_hat, m, c, sp, ww, k = self.u_hat(params, xp)
         a = x @ w + params["b"]
-        t = xp.tanh(a)
-        s = (1.0 - t) * (1.0 + t)
-        g = t * t + s * sp
+        t, s, one_minus_s = self._act(a, xp)
+        g = one_minus_s + s * sp
         y = x + t[:, None] * u_hat
         return y, xp.log(g), (x, t, s, g, u_hat, m, c, ww, k)
 
@@ -202,7 +235,9 @@ class Planar(Bijector):
         z, t, s, g, u_hat, m, c, ww, k = cache
         w, u = params["w"], params["u"]
         ell = dlogdet / g
-        da = s * (dy @ u_hat) - 2.0 * m * (t * s) * ell
+        da = s * (dy @ u_hat)
+        if self.activation == "tanh":                  # ds/da = -2ts; 0 for the leaky ReLU (a.e.)
+            da = da - 2.0 * m * (t * s) * ell
         du_hat = t @ dy
         dz = dy + da[:, None] * w
         dw = da @ z + k * du_hat
@@ -219,6 +254,13 @@ class Planar(Bijector):
         w, b = params["w"], params["b"]
         u_hat, m, c, sp, *_ = self.u_hat(params, xp)
         proj = y @ w + b
+        if self.activation == "leaky_relu":          # closed form: a = proj / g, g = 1 + h'(a) m
+            one = xp.ones_like(proj)
+            neg = proj < 0                            # sign(a) = sign(proj), since g > 0
+            gpm = xp.where(neg, (1.0 - self.slope) * one + self.slope * sp, sp * one)
+            a = proj / gpm
+            t = xp.where(neg, self.slope * a, a)
+            return y - t[:, None] * u_hat, -xp.log(gpm)
         # the root in float64 on concrete values, whatever the dtype and whether traced
         m64, sp64 = float(unbox(m)), float(unbox(sp))
         p64 = np.asarray(unbox(proj), dtype=np.float64)
@@ -242,7 +284,8 @@ class Planar(Bijector):
         return x, -xp.log(t * t + s * sp)
 
     def __repr__(self):
-        return f"Planar(dim={self.dim})"
+        act = "" if self.activation == "tanh" else f", activation='leaky_relu', slope={self.slope}"
+        return f"Planar(dim={self.dim}{act})"
 
 
 class Radial(Bijector):

@@ -8,7 +8,7 @@ cotangents of the case's parameters directly.  ``run`` evaluates a case with the
 """
 import numpy as np
 
-from . import arrays
+from . import Unavailable, arrays
 
 
 class NotMappable(Exception):
@@ -66,9 +66,11 @@ def sub(P, prefix):
 
 
 def sequential(build):
-    """``Sequential`` from the adapter's ``build``: layer 0 first, keys under ``"i."``."""
+    """``Sequential`` from the adapter's ``build``: layer 0 first, keys under ``"i."``.  If a layer's inverse
+    is :class:`~validation.adapters.Unavailable`, so is the stack's (the first such layer's reason)."""
     def make(T, P, dt):
         parts = [build(L, sub(P, f"{i}."), dt) for i, L in enumerate(T["layers"])]
+        missing = [g for _, g in parts if isinstance(g, Unavailable)]
 
         def forward(x):
             ld = 0
@@ -83,7 +85,7 @@ def sequential(build):
                 y, l = g(y)
                 ld = ld + l
             return y, ld
-        return forward, inverse
+        return forward, (Unavailable(f"a layer: {missing[0].reason}") if missing else inverse)
     return make
 
 
@@ -105,6 +107,10 @@ def run(build, case):
         out["pullback.dx"] = g[0]
         for k, gk in zip(keys, g[1:]):
             out[f"pullback.dparams[{k}]"] = torch.zeros_like(P[k]) if gk is None else gk
+    if isinstance(inverse, Unavailable):
+        res = {k: v.detach().cpu().numpy() for k, v in out.items()}
+        res["inverse"] = inverse
+        return res
     with torch.no_grad():
         xi, ldi = inverse(torch.tensor(c.y, dtype=dt))
         ldi = ldi.expand(xi.shape[0]) if ldi.dim() == 0 else ldi

@@ -1,8 +1,11 @@
 """zuko 1.x (Rozet et al.): the cases whose parameterisation maps onto zuko's transforms.
 
-zuko's univariate transforms soft-clip their unconstrained inputs (``a / (1 + |a / log(slope)|)``); the
-adapter inverts that clip, with ``slope = e^-100`` so that every log-scale below 100 in magnitude is
-reachable, and builds zuko's transforms from the case's values:
+zuko's univariate transforms soft-clip their unconstrained inputs (``a / (1 + |a / log(slope)|)``).  The
+cases with ``scale="softclip"`` (``affine_softclip_zuko``, ``maa_softclip_scale``, ``maf_zuko_softclip``) are
+zuko's own parameterisation: their raw scales go unchanged into zuko's ``MonotonicAffineTransform`` with its
+default ``slope=1e-3`` (``scale_bound = -log(1e-3)``), i.e. zuko's ``MAF`` and coupling transforms as they ship.
+For every other case the adapter inverts that clip, with ``slope = e^-100`` so that every log-scale below 100
+in magnitude is reachable, and builds zuko's transforms from the case's values:
 
 * ``AffineCoupling`` (every scale map; the case's MLP and scale map give the log-scale ``s`` and shift
   ``t``), ``AdditiveCoupling``, ``SplineCoupling``: ``CouplingTransform`` (same mask convention: ones
@@ -47,6 +50,15 @@ def _affine_univariate(s, t):
     return zt.DependentTransform(zt.MonotonicAffineTransform(t, _unclip(s), slope=math.exp(LOG_SLOPE)), 1)
 
 
+def _affine_native(T, r, t):
+    """``scale="softclip"``: the raw scale goes to zuko's ``MonotonicAffineTransform`` as it ships, whose own
+    soft clip is the case's log-scale; zuko's default ``slope=1e-3`` when ``scale_bound = -log(1e-3)``."""
+    zt = _zuko()
+    c = T["scale_bound"]
+    kw = {} if c == -math.log(1e-3) else {"slope": math.exp(-c)}
+    return zt.DependentTransform(zt.MonotonicAffineTransform(t, r, **kw), 1)
+
+
 def _as_maps(t):
     def forward(x):
         return t.call_and_ladj(x)
@@ -65,7 +77,13 @@ def _log_scale(T, r):
         return T["scale_bound"] * torch.tanh(r)
     if T["scale"] == "softplus":
         return torch.log(torch.logaddexp(r, torch.zeros_like(r)) + 1e-3)     # exact softplus, no threshold
-    return torch.log(torch.sigmoid(r + 2.0) + 1e-3)
+    if T["scale"] == "logsigmoid":
+        return torch.nn.functional.logsigmoid(r + 2.0)
+    if T["scale"] == "neg_logsigmoid":
+        return -torch.nn.functional.logsigmoid(r + 2.0)
+    if T["scale"] == "sigmoid":
+        return torch.log(torch.sigmoid(r + 2.0) + 1e-3)
+    raise NotMappable(f"scale={T['scale']!r} not mapped")
 
 
 def _coupling(T, P, dt):
@@ -81,6 +99,8 @@ def _coupling(T, P, dt):
         if kind == "AdditiveCoupling":
             return zt.DependentTransform(zt.AdditiveTransform(out), 1)
         if kind == "AffineCoupling":
+            if T["scale"] == "softclip":
+                return _affine_native(T, out[:, :d2], out[:, d2:])
             return _affine_univariate(_log_scale(T, out[:, :d2]), out[:, d2:])
         K = T["n_bins"]
         raw = out.reshape(out.shape[0], d2, 3 * K - 1)
@@ -99,6 +119,8 @@ def _maa(T, P, dt):
         out = net(x)
         r, b = out[:, :D], out[:, D:]
         if T["update"] == "affine":
+            if T["scale"] == "softclip":
+                return _affine_native(T, r, b)
             return _affine_univariate(_log_scale(T, r), b)
         u = r + T["gate_bias"]
         logg = torch.nn.functional.logsigmoid(u)
