@@ -41,9 +41,9 @@ def _planar_saturated(rng):
     return Case(b, p, 3.0 * rng.standard_normal((6, 2)))
 
 
-def _radial(dim, n=6, scale=0.7):
+def _radial(dim, n=6, scale=0.7, **kw):
     def make(rng):
-        b = nf.Radial(dim)
+        b = nf.Radial(dim, **kw)
         p = perturbed(b, rng, scale)
         return Case(b, p, rng.standard_normal((n, dim)))
     return make
@@ -61,6 +61,14 @@ def _radial_expanding(rng):
     b = nf.Radial(2)
     p = {"z0": np.array([0.5, -0.2]), "alpha_raw": np.array([-1.5]), "beta_raw": np.array([2.5])}
     return Case(b, p, rng.standard_normal((6, 2)))
+
+
+def _radial_abs_negative(rng):
+    """normflows' parameterisation alpha = |alpha_raw| with a negative alpha_raw (normflows' init draws
+    alpha from [-1/D, 1/D])."""
+    b = nf.Radial(3, alpha="abs")
+    p = {"z0": 0.5 * rng.standard_normal(3), "alpha_raw": np.array([-0.3]), "beta_raw": np.array([0.4])}
+    return Case(b, p, rng.standard_normal((6, 3)))
 
 
 def _stack(rng):
@@ -83,4 +91,6 @@ ENTRIES = {
     "radial_beta_near_minus_alpha": _radial_contracting,
     "radial_expanding": _radial_expanding,
     "planar_radial_stack": _stack,
+    "radial_abs_alpha_2d": _radial(2, alpha="abs"),
+    "radial_abs_negative_alpha_3d": _radial_abs_negative,
 }

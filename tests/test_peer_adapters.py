@@ -32,6 +32,7 @@ def _assert_all_pass(res, n):
 NORMFLOWS = ["actnorm", "nice_scaling", "permutation_random", "lu_linear", "linear", "affine_exp_relu",
              "affine_logsigmoid_half", "affine_neg_logsigmoid_half_second", "additive_alternating_tanh",
              "maa_random_order_sigmoid_scale_elu", "planar_2d", "radial_beta_near_minus_alpha",
+             "radial_abs_negative_alpha_3d",
              "spline_coupling_half_2d"]
 
 

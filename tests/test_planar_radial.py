@@ -294,3 +294,23 @@ def test_leaky_planar_inverse_is_closed_form_on_both_sides_and_at_the_kink(c, sl
 def test_planar_rejects_bad_activation_or_slope(kw):
     with pytest.raises(ValueError, match="Planar"):
         nf.Planar(2, **kw)
+
+
+def test_radial_abs_alpha_is_normflows_parameterisation_and_rejects_zero():
+    """alpha = |alpha_raw|: a negative alpha_raw gives the same map as its absolute value (the gradient flips
+    sign), and alpha_raw = 0, where the map is singular at z0, raises ValueError naming Radial."""
+    rng = np.random.default_rng(3)
+    b = nf.Radial(2, alpha="abs")
+    p = {"z0": rng.standard_normal(2), "alpha_raw": np.array([-0.4]), "beta_raw": np.array([0.3])}
+    q = dict(p, alpha_raw=np.array([0.4]))
+    x = rng.standard_normal((4, 2))
+    (y1, l1, c1), (y2, l2, c2) = b.forward(p, x), b.forward(q, x)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(l1, l2)
+    dy, dl = rng.standard_normal((4, 2)), rng.standard_normal(4)
+    g1, g2 = b.backward(p, dy, dl, c1)[1], b.backward(q, dy, dl, c2)[1]
+    np.testing.assert_allclose(g1["alpha_raw"], -g2["alpha_raw"], rtol=1e-15)
+    with pytest.raises(ValueError, match="Radial"):
+        b.forward(dict(p, alpha_raw=np.zeros(1)), x)
+    with pytest.raises(ValueError, match="Radial"):
+        nf.Radial(2, alpha="exp")

@@ -76,6 +76,8 @@ def _planar(b):
 
 RULES = {
     "Planar": _planar,
+    "Radial": lambda b: ({"type": "Radial", "dim": b.dim} if b.alpha == "softplus"      # as before the option
+                         else {"type": "Radial", "dim": b.dim, "alpha": b.alpha}),
     "MaskedAffineAutoregressive": _masked_affine,
     "MaskedSplineAutoregressive": lambda b: {"type": "MaskedSplineAutoregressive", "dim": b.dim, **_made(b.net),
                                              **_spline_config(b.spline)},

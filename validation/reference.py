@@ -504,8 +504,9 @@ def planar_inverse(T, P, x):
     return x - t[:, None] * uh[None, :], -log(1 + (1 - t * t) * m)
 
 
-def _radial_parts(P):
-    alpha = softplus1(P["alpha_raw"][0])
+def _radial_parts(P, T=None):
+    a = P["alpha_raw"][0]                        # alpha = |alpha_raw| (normflows) on Re, else softplus
+    alpha = (a if mp.re(a) > 0 else -a) if (T or {}).get("alpha") == "abs" else softplus1(a)
     beta = -alpha + softplus1(P["beta_raw"][0])
     return P["z0"], alpha, beta
 
@@ -518,7 +519,7 @@ def _radial_logdet(D, alpha, beta, r):
 
 
 def radial_forward(T, P, z):
-    z0, alpha, beta = _radial_parts(P)
+    z0, alpha, beta = _radial_parts(P, T)
     d = z - z0
     r = sqrt(rowsum(d * d))
     h = 1 / (alpha + r)
@@ -526,7 +527,7 @@ def radial_forward(T, P, z):
 
 
 def radial_inverse(T, P, x):
-    z0, alpha, beta = _radial_parts(P)
+    z0, alpha, beta = _radial_parts(P, T)
     e = x - z0
     rho = sqrt(rowsum(e * e))
     B = alpha + beta

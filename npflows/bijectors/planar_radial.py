@@ -296,6 +296,16 @@ class Radial(Bijector):
 
     Parameters ``z0`` ``(D,)``, ``alpha_raw`` ``(1,)``, ``beta_raw`` ``(1,)``.
 
+    Parameters
+    ----------
+    dim : int
+        Event size D.
+    alpha : {"softplus", "abs"}
+        :math:`\\alpha = \\mathrm{softplus}(\\alpha_{raw})`, or :math:`\\alpha = |\\alpha_{raw}|`
+        (normflows' ``Radial``, whose parameters ``alpha``, ``beta`` are then ``alpha_raw``, ``beta_raw``
+        exactly; ``alpha_raw = 0`` raises ``ValueError``: the map is singular at ``z0`` there).  :math:`\\beta`
+        is :math:`\\mathrm{softplus}(\\beta_{raw}) - \\alpha` either way.
+
     Notes
     -----
     Write :math:`d = z - z_0`, :math:`q = \\alpha + r`, :math:`h = 1/q` and
@@ -328,7 +338,8 @@ class Radial(Bijector):
       map has a kink of measure zero); :math:`\\bar z = \\bar d`, :math:`\\bar z_0 \\mathrel{-}= \\sum_n\\bar d_n`;
     * through the softplus constraints:
       :math:`\\bar\\beta_{raw} = \\bar B\\,\\mathrm{sigmoid}(\\beta_{raw})`,
-      :math:`\\bar\\alpha_{raw} = \\bar\\alpha\\,\\mathrm{sigmoid}(\\alpha_{raw})` (B and
+      :math:`\\bar\\alpha_{raw} = \\bar\\alpha\\,\\mathrm{sigmoid}(\\alpha_{raw})`, or
+      :math:`\\bar\\alpha\\,\\mathrm{sign}(\\alpha_{raw})` for ``alpha="abs"`` (B and
       :math:`\\alpha` are the independent coordinates; :math:`\\beta = B - \\alpha`).
 
     **Inverse.**  :math:`x - z_0 = \\varphi(r) d` with :math:`\\varphi > 0`, so ``x - z0`` points along
@@ -341,10 +352,13 @@ class Radial(Bijector):
     rounding errors: no iteration, nothing that can fail to converge.
     """
 
-    def __init__(self, dim):
+    def __init__(self, dim, alpha="softplus"):
         self.dim = int(dim)
         if self.dim < 1:
             raise ValueError(f"Radial: dim must be at least 1, got {dim}")
+        if alpha not in ("softplus", "abs"):
+            raise ValueError(f"Radial: unknown alpha map {alpha!r}; choose 'softplus' or 'abs'")
+        self.alpha = alpha
 
     def param_shapes(self):
         return {"z0": (self.dim,), "alpha_raw": (1,), "beta_raw": (1,)}
@@ -353,12 +367,22 @@ class Radial(Bijector):
         """``z0 ~ N(0, I)``, :math:`\\alpha = 1` and :math:`\\beta = 0` (the identity map)."""
         dtype = x.dtype if x is not None else dtype
         raw = math.log(math.e - 1.0)                     # softplus(raw) = 1
-        return {"z0": rng.standard_normal(self.dim).astype(dtype), "alpha_raw": np.full(1, raw, dtype),
+        a_raw = 1.0 if self.alpha == "abs" else raw
+        return {"z0": rng.standard_normal(self.dim).astype(dtype), "alpha_raw": np.full(1, a_raw, dtype),
                 "beta_raw": np.full(1, raw, dtype)}
+
+    def _check_params(self, params):
+        if self.alpha == "abs" and not bool(np.all(np.abs(unbox(params["alpha_raw"])) > 0)):
+            raise ValueError(f"{self.name}: with alpha='abs' the parameter alpha_raw must be nonzero "
+                             f"(alpha = |alpha_raw| > 0), got {unbox(params['alpha_raw'])}")
 
     def alpha_beta(self, params, xp=np):
         """``(alpha, beta, B)`` with :math:`\\alpha > 0`, :math:`B = \\alpha + \\beta > 0`."""
-        alpha = xp.logaddexp(0.0, params["alpha_raw"])
+        if self.alpha == "abs":
+            self._check_params(params)
+            alpha = xp.abs(params["alpha_raw"])
+        else:
+            alpha = xp.logaddexp(0.0, params["alpha_raw"])
         B = xp.logaddexp(0.0, params["beta_raw"])
         return alpha, B - alpha, B
 
@@ -391,7 +415,8 @@ class Radial(Bijector):
         safe_r = np.where(r > 0, r, 1.0).astype(r.dtype)
         dd = phi[:, None] * dy + (dr / safe_r)[:, None] * d
         dz0 = dy.sum(axis=0) - dd.sum(axis=0)
-        return dd, {"z0": dz0, "alpha_raw": dalpha * _sigmoid(params["alpha_raw"]),
+        dalpha_raw = np.sign(params["alpha_raw"]) if self.alpha == "abs" else _sigmoid(params["alpha_raw"])
+        return dd, {"z0": dz0, "alpha_raw": dalpha * dalpha_raw,
                     "beta_raw": dB * _sigmoid(params["beta_raw"])}
 
     def _inverse(self, params, y, xp):
@@ -408,4 +433,4 @@ class Radial(Bijector):
         return x, -self._logdet(r, alpha, B, q, xp)[0]
 
     def __repr__(self):
-        return f"Radial(dim={self.dim})"
+        return f"Radial(dim={self.dim})" if self.alpha == "softplus" else f"Radial(dim={self.dim}, alpha='abs')"

@@ -40,7 +40,8 @@ exact to rounding:
   ``slope`` (normflows' default 0.2), whose closed-form inverse is checked.
 * ``Radial``: ``flows.Radial(D)``, which takes ``alpha = |alpha|`` and ``beta = softplus(beta) - |alpha|``:
   the case's ``alpha = softplus(alpha_raw)`` enters as normflows' ``alpha`` (positive, so ``|alpha|`` is
-  itself) and ``beta_raw`` as its ``beta``; autograd through ``softplus`` gives the case's cotangents.  No
+  itself) and ``beta_raw`` as its ``beta``; autograd through ``softplus`` gives the case's cotangents.  The
+  cases of npflows' ``Radial(alpha="abs")`` are normflows' parameterisation itself: ``alpha = alpha_raw``.  No
   inverse: declared unavailable.
 * ``Sequential`` of mappable layers.
 
@@ -262,7 +263,10 @@ def _radial(T, P, dt):
     from normflows.flows import Radial
     m = Radial((T["dim"],))
     set_tensor(m, "z_0", P["z0"][None])
-    set_tensor(m, "alpha", _softplus(P["alpha_raw"]))          # |alpha| = softplus(alpha_raw) > 0
+    if T.get("alpha", "softplus") == "abs":                      # npflows' Radial(alpha="abs"): normflows' own
+        set_tensor(m, "alpha", P["alpha_raw"])
+    else:
+        set_tensor(m, "alpha", _softplus(P["alpha_raw"]))      # |alpha| = softplus(alpha_raw) > 0
     set_tensor(m, "beta", P["beta_raw"])
     m.d = m.d.to(torch.int64)
     return (lambda x: m(x)), Unavailable(NO_INVERSE.format("Radial"))
