@@ -3,7 +3,7 @@
 Parallel WaveNet (van den Oord et al. 2017, arXiv:1711.10433) trains a density model that is fast to
 evaluate and slow to sample (the teacher), then an inverse autoregressive student that is fast to sample,
 by minimising the reverse KL between them on the student's own samples ("probability density
-distillation").  Here both are ``npflows.maf`` bijectors, used in the two flows of DESIGN.md:
+distillation").  Here both are ``npflows.maf`` bijectors, used in the two flows of ``npflows.core.flows``:
 
 * **teacher** ``NormalizingFlow(maf(2, n_layers=5, hidden=(64, 64), scale="tanh"), StandardNormal(2))``,
   i.e. MAF (Papamakarios et al. 2017), fitted by maximum likelihood to two-moons (noise 0.1) with the

@@ -1,4 +1,4 @@
-"""The checks of DESIGN.md that every registered bijector must pass.
+"""The checks that every registered bijector must pass (the bijector contract of ``npflows.core.bijector``).
 
 Tolerances (float64 unless stated), each relative to the largest magnitude of the quantity compared,
 ``max|a - b| <= tol * max(1, max|b|)``, so entries near zero are not held to a relative standard that

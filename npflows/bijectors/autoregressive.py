@@ -1,6 +1,6 @@
 """Masked affine autoregressive bijector: MAF in a ``NormalizingFlow``, IAF in a ``PushForward``.
 
-One bijector, two flows (see DESIGN.md):
+One bijector, two flows (see ``npflows.core.flows``):
 
 * ``NormalizingFlow(maf(D), base)`` is MAF (Papamakarios et al. 2017, arXiv:1705.07057): the density of a
   data point is one parallel pass per layer, sampling is ``D`` sequential passes per layer.

@@ -1,4 +1,4 @@
-"""The bijector contract (see DESIGN.md).
+"""The bijector contract, which every layer of npflows follows.
 
 A bijector is fixed structure only (sizes, masks, permutations, activation choice).  Its parameters are
 a flat ``dict[str, ndarray]`` that the caller owns::
