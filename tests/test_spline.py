@@ -209,6 +209,31 @@ def test_inverse_root_is_accurate_near_bin_edges_where_the_textbook_root_is_not(
     assert textbook_worst > 1e-6, "the grid does not exercise the cancellation it is meant to"
 
 
+def test_inverse_root_is_accurate_at_the_top_of_a_bin_with_a_steep_end():
+    """Issue 9's example: a bin of width w = 1, height h = 1e-3 (slope s = 1e-3), start derivative 1e-3 and end
+    derivative 234, at the rise y - y_k that the forward gives at xi = 0.999998 (evaluated in 50 digits, then
+    rounded).  There b = h d0 - delta c2 < 0, and the single form 2c / (-b - sqrt(b^2 - 4ac)) subtracts two
+    numbers that agree to ~5 digits.  Tolerance: 2 ulp of the 50-digit root of the quadratic at the stored
+    (rounded) rise; measured 0 ulp.  The former single form gave 0.9999980000069184: an error of 6.9e-12
+    relative, 62315 ulp (6.6e-12 = 59145 ulp with d0 = 1, 1.7e-11 with d0 = 0.5)."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    h, s, d0, d1 = 1e-3, 1e-3, 1e-3, 234.0
+    xi_in = mpmath.mpf(0.999998)
+    tau = xi_in * (1 - xi_in)
+    delta = float(h * (s * xi_in ** 2 + d0 * tau) / (s + (d0 + d1 - 2 * s) * tau))
+    D, H, S, D0, D1 = map(mpmath.mpf, (delta, h, s, d0, d1))
+    c2 = D0 + D1 - 2 * S
+    a, b, c = D * c2 + H * (S - D0), H * D0 - D * c2, -S * D
+    assert b < 0                                             # the regime of the issue
+    ref = (-b + mpmath.sqrt(b * b - 4 * a * c)) / (2 * a)
+    xi = solve_bin(np.float64(delta), h, s, d0, d1)
+    assert abs(mpmath.mpf(float(xi)) - ref) <= 2 * np.spacing(float(ref)), (float(xi), ref)
+    # float32 in, float32 out, within 2 float32 ulp of the same root
+    xi32 = solve_bin(np.float32(delta), np.float32(h), np.float32(s), np.float32(d0), np.float32(d1), np)
+    assert xi32.dtype == np.float32 and abs(float(xi32) - float(ref)) <= 2 * np.spacing(np.float32(ref))
+
+
 def test_inverse_round_trips_at_the_edges_of_every_bin():
     """y at each y-knot and a few ulps to either side: inverse lands in the right bin, stays monotone, and
     forward(inverse(y)) returns y to 4 ulps of B."""

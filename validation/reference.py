@@ -371,9 +371,10 @@ def _knot_derivatives(T, v):
 
 
 def _bin(T, v, knots):
-    """Count of interior knots <= v (a point within rounding of a knot belongs to the bin on its right)."""
-    tol = mp.mpf(10) ** -13 * mp.mpf(T["bound"])
-    return sum(1 for kn in knots[1:-1] if mp.re(v) >= mp.re(kn) - tol)
+    """Count of interior knots <= v, an exact comparison of the stored input with the 50-digit knots (a point
+    exactly on a knot belongs to the bin on its right).  Decided on the real parts: the complex step of
+    ``certify.py`` perturbs only the imaginary parts, so it never moves a point to another bin."""
+    return sum(1 for kn in knots[1:-1] if mp.re(v) >= mp.re(kn))
 
 
 def rq_scalar(T, v, rw, rh, rd, inverse=False):
@@ -390,7 +391,8 @@ def rq_scalar(T, v, rw, rh, rd, inverse=False):
         dl = v - ky[k]
         c2 = d0 + d1 - 2 * s
         a, b, c = dl * c2 + h * (s - d0), h * d0 - dl * c2, -s * dl
-        xi = 2 * c / (-b - mp.sqrt(b * b - 4 * a * c))
+        r = mp.sqrt(b * b - 4 * a * c)           # the root in [0, 1], in the form that does not cancel
+        xi = 2 * c / (-b - r) if mp.re(b) >= 0 else (-b + r) / (2 * a)
     else:
         xi = (v - kx[k]) / w
     tau = xi * (1 - xi)
