@@ -228,11 +228,26 @@ class RQSpline:
     """
 
     def __init__(self, n_bins=8, bound=3.0, min_bin_width=DEFAULT_MIN_BIN_WIDTH,
-                 min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE, owner="RQSpline"):
+                 min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE, owner="RQSpline",
+                 tails="linear", interval=None):
         if int(n_bins) != n_bins or n_bins < 2:
             raise ValueError(f"{owner}: n_bins must be an integer >= 2, got {n_bins!r}")
-        if not (np.isfinite(bound) and bound > 0):
-            raise ValueError(f"{owner}: bound must be finite and > 0, got {bound!r}")
+        if tails not in ("linear", None):
+            raise ValueError(f"{owner}: tails must be 'linear' or None, got {tails!r}")
+        if tails == "linear":
+            if interval is not None:
+                raise ValueError(f"{owner}: interval is for tails=None; with linear tails the spline lives on "
+                                 f"[-bound, bound], got interval={interval!r}")
+            if not (np.isfinite(bound) and bound > 0):
+                raise ValueError(f"{owner}: bound must be finite and > 0, got {bound!r}")
+            left, right = -float(bound), float(bound)
+        else:
+            try:
+                left, right = (float(v) for v in ((0.0, 1.0) if interval is None else interval))
+            except (TypeError, ValueError):
+                raise ValueError(f"{owner}: interval must be a pair (left, right), got {interval!r}") from None
+            if not (np.isfinite(left) and np.isfinite(right) and left < right):
+                raise ValueError(f"{owner}: interval must be finite with left < right, got {interval!r}")
         for what, v in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
             if not (0.0 <= v and v * n_bins < 1.0):
                 raise ValueError(f"{owner}: {what} must be >= 0 with n_bins * {what} < 1, got {v!r} for "
@@ -240,31 +255,43 @@ class RQSpline:
         if not (np.isfinite(min_derivative) and min_derivative >= 0.0):
             raise ValueError(f"{owner}: min_derivative must be finite and >= 0, got {min_derivative!r}")
         # python floats and ints: a numpy float64 scalar would upcast float32 arrays
-        self.n_bins, self.bound = int(n_bins), float(bound)
+        self.n_bins = int(n_bins)
+        self.tails, self.owner = tails, owner
+        self.bound = float(bound) if tails == "linear" else None
+        self.interval = None if tails == "linear" else (left, right)
+        self.left, self.right = left, right
         self.min_bin_width, self.min_bin_height = float(min_bin_width), float(min_bin_height)
         self.min_derivative = float(min_derivative)
 
     @property
+    def n_derivatives(self):
+        """Unnormalised derivatives per scalar: ``K - 1`` (linear tails: the end derivatives are 1) or ``K + 1``
+        (``tails=None``: all free)."""
+        return self.n_bins - 1 if self.tails == "linear" else self.n_bins + 1
+
+    @property
     def n_raw(self):
-        """Unnormalised parameters per scalar: ``3K - 1``."""
-        return 3 * self.n_bins - 1
+        """Unnormalised parameters per scalar: ``3K - 1`` (linear tails) or ``3K + 1`` (``tails=None``)."""
+        return 2 * self.n_bins + self.n_derivatives
 
     # ------------------------------------------------------------------ knots
     def _knots_1d(self, raw, min_size, xp):
         """Knots ``(..., K+1)`` from unnormalised sizes ``(..., K)`` (steps 1-5 of the Notes), and the softmax."""
-        K, B = self.n_bins, self.bound
+        K, L, R = self.n_bins, self.left, self.right
         e = xp.exp(raw - np.max(unbox(raw), axis=-1, keepdims=True))   # the shift is a constant
         p = e / xp.cumsum(e, axis=-1)[..., K - 1:]
         sizes = min_size + (1.0 - min_size * K) * p
-        inner = (2.0 * B) * xp.cumsum(sizes, axis=-1)[..., :K - 1] + (-B)
+        inner = (R - L) * xp.cumsum(sizes, axis=-1)[..., :K - 1] + L
         end = inner.shape[:-1] + (1,)
         dt = unbox(raw).dtype
-        return xp.concatenate([np.full(end, -B, dt), inner, np.full(end, B, dt)], axis=-1), p
+        return xp.concatenate([np.full(end, L, dt), inner, np.full(end, R, dt)], axis=-1), p
 
     def _knot_derivatives(self, raw_d, xp):
-        end = raw_d.shape[:-1] + (1,)
-        one = np.ones(end, unbox(raw_d).dtype)
-        return xp.concatenate([one, self.min_derivative + softplus(raw_d, xp), one], axis=-1)
+        inner = self.min_derivative + softplus(raw_d, xp)
+        if self.tails is None:
+            return inner
+        one = np.ones(raw_d.shape[:-1] + (1,), unbox(raw_d).dtype)
+        return xp.concatenate([one, inner, one], axis=-1)
 
     def knots(self, raw_widths, raw_heights, raw_derivatives, xp=np):
         """``(x_knots, y_knots, derivatives)``, each ``(..., K+1)``, built as in the Notes."""
@@ -273,40 +300,75 @@ class RQSpline:
                 self._knots_1d(raw_heights, self.min_bin_height, xp)[0],
                 self._knot_derivatives(raw_derivatives, xp))
 
-    def _check_shapes(self, rw, rh, rd, owner="RQSpline"):
-        K = self.n_bins
+    def _check_shapes(self, rw, rh, rd, owner=None):
+        K, nd = self.n_bins, self.n_derivatives
         shapes = (np.shape(unbox(rw)), np.shape(unbox(rh)), np.shape(unbox(rd)))
-        if shapes[0][-1:] != (K,) or shapes[1][-1:] != (K,) or shapes[2][-1:] != (K - 1,) \
+        if shapes[0][-1:] != (K,) or shapes[1][-1:] != (K,) or shapes[2][-1:] != (nd,) \
                 or not shapes[0][:-1] == shapes[1][:-1] == shapes[2][:-1]:
-            raise ValueError(f"{owner}: expected unnormalised widths, heights, derivatives of shapes (..., {K}), "
-                             f"(..., {K}), (..., {K - 1}), got {shapes}")
+            raise ValueError(f"{owner or self.owner}: expected unnormalised widths, heights, derivatives of shapes "
+                             f"(..., {K}), (..., {K}), (..., {nd}), got {shapes}")
+
+    def check_knots(self, x_knots, y_knots, derivatives):
+        """Explicit knots (:meth:`forward_knots`): each ``(..., K+1)`` with the same leading shape, finite, float,
+        strictly increasing, derivatives > 0; and with linear tails the x- and y-knots share their end points
+        (the identity outside must meet the spline); else ``ValueError`` naming the owner."""
+        K1 = self.n_bins + 1
+        arrs = [unbox(a) for a in (x_knots, y_knots, derivatives)]
+        shapes = [np.shape(a) for a in arrs]
+        if any(s[-1:] != (K1,) for s in shapes) or not shapes[0][:-1] == shapes[1][:-1] == shapes[2][:-1]:
+            raise ValueError(f"{self.owner}: expected x-knots, y-knots and knot derivatives of shapes "
+                             f"(..., {K1}) each, got {shapes}")
+        for what, a in zip(("x-knots", "y-knots", "knot derivatives"), arrs):
+            if not (isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)):
+                raise ValueError(f"{self.owner}: {what} must be a float32 or float64 array, got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{self.owner}: {what} must be finite")
+        if not (np.all(np.diff(arrs[0], axis=-1) > 0) and np.all(np.diff(arrs[1], axis=-1) > 0)):
+            raise ValueError(f"{self.owner}: x-knots and y-knots must be strictly increasing")
+        if not np.all(arrs[2] > 0):
+            raise ValueError(f"{self.owner}: knot derivatives must be > 0, got min {arrs[2].min()!r}")
+        if self.tails == "linear" and not (np.array_equal(arrs[0][..., 0], arrs[1][..., 0])
+                                           and np.array_equal(arrs[0][..., -1], arrs[1][..., -1])):
+            raise ValueError(f"{self.owner}: with linear (identity) tails the first and last x- and y-knots "
+                             f"must be equal")
 
     def _bin(self, v, knots):
         """The bin of each element: the count of interior knots ``<= v`` (plain integers, never traced)."""
         return np.sum(unbox(v)[..., None] >= unbox(knots)[..., 1:self.n_bins], axis=-1)
 
-    def _locate(self, v, raw_widths, raw_heights, raw_derivatives, side, xp):
-        """Shared set-up of forward (``side="x"``) and inverse (``side="y"``): the knots, which entries of
-        ``v`` lie in [-B, B] (tails are evaluated at 0, finite, and masked out by the caller), each entry's
-        bin (searched among the x-knots or the y-knots) and its bin's end knots and derivatives
-        ``(x0, x1, y0, y1, d0, d1)``; also the softmax probabilities of widths and heights."""
-        B, K = self.bound, self.n_bins
-        kx, pw = self._knots_1d(raw_widths, self.min_bin_width, xp)
-        ky, ph = self._knots_1d(raw_heights, self.min_bin_height, xp)
-        kd = self._knot_derivatives(raw_derivatives, xp)
+    def _locate(self, v, kx, ky, kd, side, xp):
+        """Shared set-up of forward (``side="x"``) and inverse (``side="y"``) given the knots: which entries
+        of ``v`` lie in their spline's domain (tails are evaluated at 0, finite, and masked out by the caller;
+        with ``tails=None`` an entry outside is an error), each entry's bin (searched among the x-knots or the
+        y-knots) and its bin's end knots and derivatives ``(x0, x1, y0, y1, d0, d1)``."""
+        K = self.n_bins
+        k = unbox(kx if side == "x" else ky)
         raw = unbox(v)
-        inside = (raw >= -B) & (raw <= B)
-        vs = xp.where(inside, v, 0.0)
+        inside = (raw >= k[..., 0]) & (raw <= k[..., K])
+        if self.tails is None and not np.all(inside):
+            bad = raw[np.broadcast_to(~inside, raw.shape)]
+            raise ValueError(f"{self.owner}: {'input' if side == 'x' else 'inverse input'} outside the spline's "
+                             f"domain [{self.left}, {self.right}] (tails=None): got {bad.ravel()[:3].tolist()}")
+        vs = xp.where(inside, v, 0.0) if self.tails is not None else v
         idx = self._bin(vs, kx if side == "x" else ky)
         ends = tuple(_gather(k[..., sl], idx, xp) for k in (kx, ky, kd) for sl in (slice(0, K), slice(1, None)))
-        return inside, vs, idx, ends, pw, ph
+        return inside, vs, idx, ends
+
+    def _clip(self, v, lo, hi, xp):
+        """``tails=None``: the output within its interval (the exact value is; rounding can step one ulp out,
+        which the other direction would refuse).  Linear tails: unchanged."""
+        if self.tails is not None:
+            return v
+        return xp.where(v < lo, lo, xp.where(v > hi, hi, v))
 
     # ------------------------------------------------------------------ forward, inverse
-    def forward(self, x, raw_widths, raw_heights, raw_derivatives, xp=np):
-        """``(y, logabsdet, cache)``, elementwise.  ``x`` has any shape ``S``; the unnormalised parameters
-        are ``S + (K,)``, ``S + (K,)``, ``S + (K-1,)`` or broadcastable to them (a spline shared by the batch)."""
-        inside, xs, idx, (x0, x1, y0, y1, d0, d1), pw, ph = self._locate(
-            x, raw_widths, raw_heights, raw_derivatives, "x", xp)
+    def forward_knots(self, x, x_knots, y_knots, derivatives, xp=np):
+        """The spline given its knots: ``(y, logabsdet, cache)`` elementwise (the Notes' **Map** and
+        **Derivative**); ``x`` has any shape ``S``, the knots ``S + (K+1,)`` or broadcastable to it.  The
+        domain is ``[x_knots[..., 0], x_knots[..., K]]``; outside it the map is the identity (linear tails)
+        or an error (``tails=None``).  Not validated here (see :meth:`check_knots`)."""
+        inside, xs, idx, (x0, x1, y0, y1, d0, d1) = self._locate(x, x_knots, y_knots, derivatives, "x", xp)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi = (xs - x0) / w
@@ -315,15 +377,15 @@ class RQSpline:
         A = s * (xi * xi) + d0 * tau
         D = s + (d0 + d1 - 2.0 * s) * tau
         M = d1 * (xi * xi) + 2.0 * s * tau + d0 * (om * om)
-        y = xp.where(inside, y0 + h * A / D, x)
+        y = self._clip(xp.where(inside, y0 + h * A / D, x), y0, y1, xp)
         ld = xp.where(inside, xp.log(s * s * M) - 2.0 * xp.log(D), 0.0)
-        cache = (inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, pw, ph, raw_derivatives)
+        cache = (inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, np.shape(unbox(x_knots)))
         return y, ld, cache
 
-    def inverse(self, y, raw_widths, raw_heights, raw_derivatives, xp=np):
-        """``(x, logabsdet)`` with ``logabsdet = log dx/dy`` elementwise; shapes as in :meth:`forward`."""
-        inside, ys, idx, (x0, x1, y0, y1, d0, d1), _, _ = self._locate(
-            y, raw_widths, raw_heights, raw_derivatives, "y", xp)
+    def inverse_knots(self, y, x_knots, y_knots, derivatives, xp=np):
+        """``(x, logabsdet)`` of the inverse given the knots, ``logabsdet = log dx/dy``; shapes as in
+        :meth:`forward_knots`."""
+        inside, ys, idx, (x0, x1, y0, y1, d0, d1) = self._locate(y, x_knots, y_knots, derivatives, "y", xp)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi = solve_bin(ys - y0, h, s, d0, d1, xp)
@@ -331,25 +393,42 @@ class RQSpline:
         tau = xi * om
         D = s + (d0 + d1 - 2.0 * s) * tau
         M = d1 * (xi * xi) + 2.0 * s * tau + d0 * (om * om)
-        x = xp.where(inside, x0 + xi * w, y)
+        x = self._clip(xp.where(inside, x0 + xi * w, y), x0, x1, xp)
         ld = xp.where(inside, 2.0 * xp.log(D) - xp.log(s * s * M), 0.0)
         return x, ld
+
+    def forward(self, x, raw_widths, raw_heights, raw_derivatives, xp=np):
+        """``(y, logabsdet, cache)``, elementwise.  ``x`` has any shape ``S``; the unnormalised parameters
+        are ``S + (K,)``, ``S + (K,)``, ``S + (n_derivatives,)`` or broadcastable to them (a spline shared by
+        the batch)."""
+        self._check_shapes(raw_widths, raw_heights, raw_derivatives)
+        kx, pw = self._knots_1d(raw_widths, self.min_bin_width, xp)
+        ky, ph = self._knots_1d(raw_heights, self.min_bin_height, xp)
+        y, ld, core = self.forward_knots(x, kx, ky, self._knot_derivatives(raw_derivatives, xp), xp)
+        return y, ld, (core, pw, ph, raw_derivatives)
+
+    def inverse(self, y, raw_widths, raw_heights, raw_derivatives, xp=np):
+        """``(x, logabsdet)`` with ``logabsdet = log dx/dy`` elementwise; shapes as in :meth:`forward`."""
+        self._check_shapes(raw_widths, raw_heights, raw_derivatives)
+        return self.inverse_knots(y, *self.knots(raw_widths, raw_heights, raw_derivatives, xp), xp)
 
     # ------------------------------------------------------------------ backward
     def _knots_1d_backward(self, kbar, p, min_size):
         """Steps 5-7 of the backward: knot cotangents ``(..., K+1)`` -> unnormalised cotangents ``(..., K)``."""
         K = self.n_bins
-        cbar = (2.0 * self.bound) * kbar[..., 1:K]                 # C_0 .. C_{K-2}; pinned ends dropped
+        cbar = (self.right - self.left) * kbar[..., 1:K]           # C_0 .. C_{K-2}; pinned ends dropped
         sbar = np.cumsum(cbar[..., ::-1], axis=-1)[..., ::-1]      # sum_{j >= i} cbar_j
         sbar = np.concatenate([sbar, np.zeros_like(sbar[..., :1])], axis=-1)
         pbar = (1.0 - min_size * K) * sbar
         return p * (pbar - np.sum(p * pbar, axis=-1, keepdims=True))
 
-    def backward(self, dy, dlogabsdet, cache):
-        """``(dx, (d_raw_widths, d_raw_heights, d_raw_derivatives))`` for the elementwise cotangents ``dy`` and
-        ``dlogabsdet`` (shape of ``x``).  Parameter cotangents have the parameters' shapes: summed over the
-        leading axes along which a shared spline was broadcast."""
-        inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, pw, ph, rd = cache
+    def backward_knots(self, dy, dlogabsdet, cache):
+        """The pullback of :meth:`forward_knots`: ``(dx, (d_x_knots, d_y_knots, d_derivatives))`` for the
+        elementwise cotangents ``dy`` and ``dlogabsdet`` (steps 1-4 of the Notes' backward).  The knot
+        cotangents have the knots' shape (summed over the axes along which shared knots were broadcast); every
+        knot gets its cotangent, the end knots included (with linear tails, moving an end knot moves the
+        boundary of the identity, which has no derivative: only the spline's side is differentiated)."""
+        inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, kshape = cache
         K = self.n_bins
         gy = np.where(inside, dy, 0.0)
         gl = np.where(inside, dlogabsdet, 0.0)
@@ -372,18 +451,53 @@ class RQSpline:
         kx_bar = _scatter(-xi_bar / w - w_bar, w_bar, idx, K + 1)               # step 4
         ky_bar = _scatter(gy - h_bar, h_bar, idx, K + 1)
         kd_bar = _scatter(d0_bar, d1_bar, idx, K + 1)
-        n_shared = kx_bar.ndim - pw.ndim                                        # a spline shared by the batch
+        n_shared = kx_bar.ndim - len(kshape)                                    # knots shared by the batch
         if n_shared:
             axes = tuple(range(n_shared))
             kx_bar, ky_bar, kd_bar = kx_bar.sum(axes), ky_bar.sum(axes), kd_bar.sum(axes)
-        kx_bar, ky_bar, kd_bar = (_sum_to(a, pw.shape) for a in (kx_bar, ky_bar, kd_bar))
+        kx_bar, ky_bar, kd_bar = (_sum_to(a, kshape) for a in (kx_bar, ky_bar, kd_bar))
+        return dx, (kx_bar.astype(dx.dtype, copy=False), ky_bar.astype(dx.dtype, copy=False),
+                    kd_bar.astype(dx.dtype, copy=False))
+
+    def backward(self, dy, dlogabsdet, cache):
+        """``(dx, (d_raw_widths, d_raw_heights, d_raw_derivatives))`` for the elementwise cotangents ``dy`` and
+        ``dlogabsdet`` (shape of ``x``).  Parameter cotangents have the parameters' shapes: summed over the
+        leading axes along which a shared spline was broadcast."""
+        core, pw, ph, rd = cache
+        dx, (kx_bar, ky_bar, kd_bar) = self.backward_knots(dy, dlogabsdet, core)
         drw = self._knots_1d_backward(kx_bar, pw, self.min_bin_width)           # steps 5-7
         drh = self._knots_1d_backward(ky_bar, ph, self.min_bin_height)
-        drd = kd_bar[..., 1:K] * expit(rd)                                      # step 8
-        return dx, (drw, drh, drd.astype(dx.dtype, copy=False))
+        kd = kd_bar if self.tails is None else kd_bar[..., 1:self.n_bins]       # step 8 (pinned ends dropped)
+        drd = kd * expit(rd)
+        return dx, (drw.astype(dx.dtype, copy=False), drh.astype(dx.dtype, copy=False),
+                    drd.astype(dx.dtype, copy=False))
+
+    def _inverse_pullback(self, dx, dlogabsdet, core, back):
+        """Shared by :meth:`inverse_backward` and :meth:`inverse_backward_knots` (see there)."""
+        inside, _, xi, tau, s, _, _, d0, d1, _, D, M, _ = core
+        g = np.where(inside, s * s * M / (D * D), 1.0)
+        l_x = back(np.zeros_like(dx), np.ones_like(dx))[0]                     # d ell / dx (0 in the tails)
+        u = (dx - dlogabsdet * l_x) / g
+        dy, grads = back(u, dlogabsdet)
+        return u, tuple(-a for a in grads)
+
+    def inverse_backward(self, dx, dlogabsdet, cache):
+        """The pullback of :meth:`inverse` for the cotangents ``dx`` of its output and ``dlogabsdet`` of its
+        logdet ``-ell(x)``: ``(dy, (d_raw_widths, d_raw_heights, d_raw_derivatives))``, where ``cache`` is
+        :meth:`forward`'s cache *at the solved* ``x``.  By the implicit function theorem (``f(x; theta) = y``,
+        ``g = df/dx``): ``dy = u`` and ``d_theta = -(forward pullback with cotangents (u, dlogabsdet))_theta``
+        with ``u = (dx - dlogabsdet * d ell/dx) / g`` (derivation in the Notes)."""
+        core = cache[0]
+        return self._inverse_pullback(dx, dlogabsdet, core, lambda a, b: self.backward(a, b, cache))
+
+    def inverse_backward_knots(self, dx, dlogabsdet, cache):
+        """:meth:`inverse_backward` for explicit knots: ``cache`` is :meth:`forward_knots`'s at the solved
+        ``x``; returns ``(dy, (d_x_knots, d_y_knots, d_derivatives))``."""
+        return self._inverse_pullback(dx, dlogabsdet, cache, lambda a, b: self.backward_knots(a, b, cache))
 
     def __repr__(self):
-        return (f"RQSpline(n_bins={self.n_bins}, bound={self.bound}, min_bin_width={self.min_bin_width}, "
+        dom = f"bound={self.bound}" if self.tails == "linear" else f"tails=None, interval={self.interval}"
+        return (f"RQSpline(n_bins={self.n_bins}, {dom}, min_bin_width={self.min_bin_width}, "
                 f"min_bin_height={self.min_bin_height}, min_derivative={self.min_derivative})")
 
 
