@@ -875,7 +875,8 @@ class MaskedSplineAutoregressive(Bijector):
 
     def __repr__(self):
         sp = self.spline
-        return (f"MaskedSplineAutoregressive(dim={self.dim}, n_bins={sp.n_bins}, bound={sp.bound}, "
+        dom = f"bound={sp.bound}" if sp.tails == "linear" else f"tails=None, interval={sp.interval}"
+        return (f"MaskedSplineAutoregressive(dim={self.dim}, n_bins={sp.n_bins}, {dom}, "
                 f"order={self.order.tolist()}, hidden={self.net.hidden})")
 
 
