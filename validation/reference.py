@@ -357,17 +357,32 @@ def maa_inverse(T, P, z):
 # --------------------------------------------------------------------------- README "Rational-quadratic spline"
 
 
+def _domain(T):
+    """``(left, right)``: ``[-B, B]`` with linear tails, ``interval`` for a bounded spline (``tails: null``)."""
+    if "tails" in T and T["tails"] is None:
+        return mp.mpf(T["interval"][0]), mp.mpf(T["interval"][1])
+    return -mp.mpf(T["bound"]), mp.mpf(T["bound"])
+
+
 def _knots(T, u, m):
-    """Knots ``(K+1,)`` on [-B, B] from unnormalised sizes ``u`` ``(K,)``: softmax, minimum size m."""
-    K, B = T["n_bins"], mp.mpf(T["bound"])
+    """Knots ``(K+1,)`` on [left, right] from unnormalised sizes ``u`` ``(K,)``: softmax, minimum size m."""
+    K, (L, R) = T["n_bins"], _domain(T)
     e = [mp.exp(v) for v in u]
     Z = mp.fsum(e)
     sizes = [mp.mpf(m) + (1 - K * mp.mpf(m)) * v / Z for v in e]
-    return [-B] + [-B + 2 * B * mp.fsum(sizes[:j]) for j in range(1, K)] + [B]
+    return [L] + [L + (R - L) * mp.fsum(sizes[:j]) for j in range(1, K)] + [R]
+
+
+def _n_raw(T):
+    """Unnormalised parameters per scalar: 3K - 1 (linear tails) or 3K + 1 (bounded)."""
+    return 3 * T["n_bins"] + (1 if "tails" in T and T["tails"] is None else -1)
 
 
 def _knot_derivatives(T, v):
-    return [mp.mpf(1)] + [mp.mpf(T["min_derivative"]) + softplus1(a) for a in v] + [mp.mpf(1)]
+    inner = [mp.mpf(T["min_derivative"]) + softplus1(a) for a in v]
+    if "tails" in T and T["tails"] is None:
+        return inner                                  # K+1 free derivatives
+    return [mp.mpf(1)] + inner + [mp.mpf(1)]
 
 
 def _bin(T, v, knots):
@@ -379,8 +394,10 @@ def _bin(T, v, knots):
 
 def rq_scalar(T, v, rw, rh, rd, inverse=False):
     """One spline, one scalar: ``(out, log|d out / d in|)``; identity outside [-B, B]."""
-    B = mp.mpf(T["bound"])
-    if not -B <= mp.re(v) <= B:
+    L, R = _domain(T)
+    if not L <= mp.re(v) <= R:
+        if "tails" in T and T["tails"] is None:
+            raise ValueError(f"input {mp.nstr(v, 17)} outside the bounded spline's interval")
         return v, mp.mpf(0)
     kx, ky = _knots(T, rw, T["min_bin_width"]), _knots(T, rh, T["min_bin_height"])
     kd = _knot_derivatives(T, rd)
@@ -421,7 +438,7 @@ def rqs_forward(T, P, x, inverse=False):
 def _msa_raw(T, P, x):
     """MADE's output ``(N, (3K-1) D)`` read as ``(N, 3K-1, D)``: parameter j of coordinate i in column j D + i."""
     K, D = T["n_bins"], T["dim"]
-    out = _made(T, P, x).reshape(x.shape[0], 3 * K - 1, D)
+    out = _made(T, P, x).reshape(x.shape[0], _n_raw(T), D)
     return lambda n, j: (list(out[n, :K, j]), list(out[n, K:2 * K, j]), list(out[n, 2 * K:, j]))
 
 
@@ -440,7 +457,7 @@ def msa_inverse(T, P, y):
 def _spline_coupling(T, P, x, inverse):
     i1, i2 = _split(T, x)
     K = T["n_bins"]
-    out = _net(T, P, x[:, i1]).reshape(x.shape[0], i2.size, 3 * K - 1)
+    out = _net(T, P, x[:, i1]).reshape(x.shape[0], i2.size, _n_raw(T))
     raw = lambda n, j: (list(out[n, j, :K]), list(out[n, j, K:2 * K]), list(out[n, j, 2 * K:]))
     y2, ld = _rq_apply(T, x[:, i2], raw, inverse)
     return _join(i1, i2, x[:, i1], y2), ld
