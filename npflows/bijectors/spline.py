@@ -1,16 +1,19 @@
 """Rational-quadratic spline flows (Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032).
 
-* :class:`RQSpline`: the elementwise monotonic rational-quadratic spline on ``[-B, B]`` with identity tails
-  outside, as a pure transform of ``(x, raw_widths, raw_heights, raw_derivatives)``: forward, inverse and a
-  hand-derived backward for the input and the three unnormalised parameter arrays.  The derivation is in its
-  Notes.  The bijectors below only add where the unnormalised parameters come from.
+* :class:`RQSpline` (public): the elementwise monotonic rational-quadratic spline on ``[-B, B]`` with identity
+  tails outside, or on an interval with no tails (``tails=None``, nflows' ``rational_quadratic_spline``), as a
+  pure transform of ``(x, raw_widths, raw_heights, raw_derivatives)`` or of explicit knots
+  ``(x, x_knots, y_knots, derivatives)``: forward, inverse and hand-derived pullbacks of both for the input
+  and the parameters.  The derivation is in its Notes.  The bijectors below only add where the unnormalised
+  parameters come from.
 * :class:`RationalQuadraticSpline`: a bijector whose parameters are the unnormalised spline parameters
   themselves, one spline per coordinate (shared by every sample).
 * :class:`SplineCoupling`: a coupling layer (the ``_Coupling`` base of :mod:`.coupling`) whose conditioner
   MLP outputs the spline parameters of the transformed coordinates (NSF's coupling layer, sec. 3.2).
 * :class:`MaskedSplineAutoregressive`: the autoregressive layer, parameters from a MADE (sec. 3.2).
 * :func:`nsf`: a stack of spline couplings with alternating masks.
-* :func:`rational_quadratic_spline`: the functional form, like nflows' ``unconstrained_rational_quadratic_spline``.
+* :func:`rational_quadratic_spline`: the functional form, like nflows' ``unconstrained_rational_quadratic_spline``
+  (or ``rational_quadratic_spline`` with ``tails=None``); :func:`rational_quadratic_spline_knots`: from knots.
 
 The conventions (bin location, knot construction, minimum sizes, boundary derivatives equal to 1, linear
 tails) are those of nflows (Durkan et al.'s reference code), so values agree with it to rounding.
@@ -82,21 +85,54 @@ def solve_bin(delta, h, s, d0, d1, xp=np):
 
 
 class RQSpline:
-    """The elementwise monotonic rational-quadratic spline of Durkan et al. (2019), with identity tails.
+    """The elementwise monotonic rational-quadratic spline of Durkan et al. (2019, arXiv:1906.04032).
 
-    Not a bijector itself: a pure transform ``(x, raw_widths, raw_heights, raw_derivatives) -> (y, logabsdet)``
-    used by the bijectors of this module, which decide where the unnormalised parameters come from.
+    Not a bijector itself: a pure, stateless transform used by the bijectors of this module, which decide where
+    the parameters come from, and public for users who need the spline and its gradients as functions.
 
     Parameters
     ----------
     n_bins : int
         ``K >= 2`` bins.  Per transformed scalar: ``K`` unnormalised widths, ``K`` unnormalised heights and
-        ``K - 1`` unnormalised derivatives (at the interior knots).
+        ``K - 1`` unnormalised derivatives (at the interior knots; linear tails) or ``K + 1`` (``tails=None``).
     bound : float
-        ``B > 0``: the spline maps ``[-B, B]`` onto itself; outside, the map is the identity.
+        ``B > 0``, linear tails only: the spline maps ``[-B, B]`` onto itself; outside, the map is the identity.
     min_bin_width, min_bin_height, min_derivative : float
-        Lower bounds (as fractions of ``2B`` for widths and heights); ``K * min_bin_width < 1`` and
-        ``K * min_bin_height < 1``, ``min_derivative >= 0``.  nflows' defaults, 1e-3 each.
+        Lower bounds (as fractions of the domain's length for widths and heights); ``K * min_bin_width < 1``
+        and ``K * min_bin_height < 1``, ``min_derivative >= 0``.  nflows' defaults, 1e-3 each.
+    owner : str
+        The name in error messages.
+    tails : ``"linear"`` or None
+        ``"linear"`` (default): identity outside ``[-B, B]``, end derivatives 1.  None: the spline maps
+        ``interval`` onto itself, all ``K + 1`` knot derivatives are free, and an input outside the interval
+        (either direction) is a ``ValueError`` (nflows' ``rational_quadratic_spline``, whose default interval
+        is ``[0, 1]``).
+    interval : (float, float), optional
+        ``(left, right)`` for ``tails=None``; default ``(0, 1)``.
+
+    Methods
+    -------
+    forward(x, raw_widths, raw_heights, raw_derivatives) -> (y, logabsdet, cache)
+        ``x`` shape ``S``; parameters ``S + (K,)``, ``S + (K,)``, ``S + (n_derivatives,)`` or broadcastable.
+    inverse(y, ...) -> (x, logabsdet)
+    backward(dy, dlogabsdet, cache) -> (dx, (d_raw_widths, d_raw_heights, d_raw_derivatives))
+    inverse_backward(dx, dlogabsdet, cache) -> (dy, (d_raw_widths, d_raw_heights, d_raw_derivatives))
+        ``cache``: :meth:`forward`'s at the solved point.
+    knots(raw_widths, raw_heights, raw_derivatives) -> (x_knots, y_knots, derivatives), each ``(..., K+1)``
+    forward_knots, inverse_knots, backward_knots, inverse_backward_knots
+        The same from explicit knots (strictly increasing ``x_knots``, ``y_knots`` and positive
+        ``derivatives``, each ``S + (K+1,)`` or broadcastable); pullbacks for the input and every knot
+        parameter.  Knots from bin widths and heights: ``x_0 + concatenate([0], cumsum(widths))``.
+
+    Examples
+    --------
+    >>> sp = RQSpline(4, bound=2.0)
+    >>> rng = np.random.default_rng(0)
+    >>> rw, rh, rd = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(3)
+    >>> y, ld, cache = sp.forward(np.array([0.3]), rw, rh, rd)
+    >>> dx, (drw, drh, drd) = sp.backward(np.ones(1), np.ones(1), cache)   # d(y + ld)/d(x, params)
+    >>> drw.shape
+    (4,)
 
     Notes
     -----
@@ -116,7 +152,13 @@ class RQSpline:
     6. bin widths :math:`w_k = x^{(k+1)} - x^{(k)}` (differences of the knots, so they add up to :math:`2B`
        and meet the knots exactly).
 
-    Heights and :math:`y^{(j)}` alike with :math:`m_h`.  Derivatives at the knots: :math:`\\delta^{(0)} =
+    With ``tails=None`` on ``interval`` :math:`[l, r]`: step 5 reads :math:`x^{(0)} = l`,
+    :math:`x^{(j)} = (r - l)\\,C_{j-1} + l`, :math:`x^{(K)} = r` (nflows' ``cumwidths``: the padded
+    cumulative sum scaled by ``right - left`` plus ``left``, then both ends pinned); for :math:`[-B, B]`,
+    :math:`r - l = 2B` exactly, so this is the line above.
+
+    Heights and :math:`y^{(j)}` alike with :math:`m_h`.  Derivatives at the knots (``tails=None``: all
+    :math:`K+1` are :math:`m_d + \\mathrm{softplus}(v_j)`, :math:`j = 0..K`): :math:`\\delta^{(0)} =
     \\delta^{(K)} = 1` exactly (the tails' slope, so the derivative is continuous at :math:`\\pm B`), and
     :math:`\\delta^{(j)} = m_d + \\mathrm{softplus}(v_{j-1})` for :math:`j = 1..K-1` with
     :math:`\\mathrm{softplus}(v) = \\max(v, 0) + \\mathrm{log1p}(\\exp(-|v|))`.  (nflows gets its boundary
@@ -145,7 +187,9 @@ class RQSpline:
     increasing.  At :math:`\\xi = 0` and :math:`1`, :math:`g = \\delta_0` and :math:`\\delta_1`: the value and
     the derivative are continuous at every knot, and at :math:`\\pm B` they join the identity tails
     (value :math:`\\pm B`, slope 1).  The second derivative is generally *not* continuous at the knots.
-    Outside :math:`[-B, B]`: :math:`y = x`, :math:`\\ell = 0`.  Elementwise, so a layer's Jacobian is
+    Outside :math:`[-B, B]`: :math:`y = x`, :math:`\\ell = 0` (``tails=None``: an error; an output that
+    rounding puts one ulp past an end of the interval is set to that end, which the exact value is not past).
+    Elementwise, so a layer's Jacobian is
     diagonal and its log-determinant is the sum of the :math:`\\ell`.
 
     **Inverse** (eq. 6-8).  Locate the bin among the :math:`y`-knots, let :math:`\\Delta = y - y^{(k)}`,
@@ -221,6 +265,22 @@ class RQSpline:
        no cotangent;
     8. heights alike from :math:`\\bar y^{(j)}`; derivatives :math:`\\bar v_{j-1} = \\bar\\delta^{(j)}
        \\sigma(v_{j-1})`, :math:`j = 1..K-1`, since :math:`\\mathrm{softplus}' = \\sigma` (the logistic sigmoid).
+
+    **Explicit knots.**  :meth:`forward_knots` starts at step 4 from given knots and derivatives, and
+    :meth:`backward_knots` stops there: it returns :math:`\\bar x^{(j)}, \\bar y^{(j)}, \\bar\\delta^{(j)}` for
+    all :math:`K+1` knots (none is pinned).  :meth:`backward` chains steps 5-8 onto it.
+
+    **Inverse pullback** (:meth:`inverse_backward`).  The inverse gives :math:`x(y, \\theta)` with
+    :math:`f(x; \\theta) = y`, and :math:`L = -\\ell(x; \\theta)`.  By the implicit function theorem
+    :math:`\\partial x/\\partial y = 1/g` and :math:`\\partial x/\\partial\\theta = -f_\\theta/g`.  For cotangents
+    :math:`\\bar x, \\bar L` let :math:`u = (\\bar x - \\bar L\\,\\ell_x)/g`; then
+
+    .. math:: \\bar y = u, \\qquad \\bar\\theta = -(u f_\\theta + \\bar L\\,\\ell_\\theta),
+
+    and :math:`(u f_\\theta + \\bar L\\,\\ell_\\theta)` is the forward pullback's parameter part for the
+    cotangents :math:`(u, \\bar L)`; :math:`\\ell_x` is the forward pullback's input part for :math:`(0, 1)`.
+    So the inverse pullback is two forward pullbacks at the solved point (in the tails :math:`g = 1`,
+    :math:`\\ell_x = 0`: :math:`\\bar y = \\bar x`, no parameter cotangent).
 
     At a point exactly on a knot the backward is that of the bin on its right (the bin rule above); the
     value and its gradient in x and the parameters are continuous there, but the gradient of :math:`\\ell`
