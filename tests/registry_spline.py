@@ -98,7 +98,9 @@ def _points(b, p, rng, n):
     draw = (lambda shape: rng.standard_normal(shape) * 1.2) if sp.tails is not None else \
         (lambda shape: rng.uniform(sp.left, sp.right, shape))
     x = rng.standard_normal((n, b.dim)) * 1.2
-    x[:, _transformed_knots(b, p, x)[1]] = draw((n, _transformed_knots(b, p, x)[1].size))
+    if sp.tails is None:                                 # (linear tails: the same draws as before)
+        idx = _transformed_knots(b, p, x)[1]
+        x[:, idx] = draw((n, idx.size))
     for _ in range(100):
         kx, idx = _transformed_knots(b, p, x)
         close = _too_close(x[:, idx], kx)
