@@ -334,7 +334,13 @@ def test_agrees_with_nflows_values_and_gradients():
     x = rng.uniform(-4.0, 4.0, (N, D))
     sp = RQSpline(K, B)
     kx = sp.knots(rw, rh, rd)[0]
-    x[:K + 1, 0] = kx[np.arange(K + 1), 0, np.arange(K + 1)]                  # some points exactly on knots and +-B
+    # some points exactly on knots and +-B: on the larger of our knot and nflows' (its torch softmax sums in
+    # its own order, so a knot can differ by an ulp; a point between the two would be in different bins and
+    # get different one-sided pullbacks, a convention, not an error), so both put it in the bin on the right
+    tw = torch.softmax(torch.tensor(rw), -1)
+    theirs = (2 * B * torch.nn.functional.pad(torch.cumsum(1e-3 + (1 - 1e-3 * K) * tw, -1), (1, 0)) - B).numpy()
+    theirs[..., 0], theirs[..., -1] = -B, B
+    x[:K + 1, 0] = np.maximum(kx, theirs)[np.arange(K + 1), 0, np.arange(K + 1)]
     y, ld, cache = sp.forward(x, rw, rh, rd)
     t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)   # noqa: E731
     tx, tw, th, td = t(x), t(rw), t(rh), t(rd)
