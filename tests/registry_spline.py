@@ -1,5 +1,7 @@
 """Harness entries for the rational-quadratic spline family: the elementwise spline, the spline coupling with
-several masks, the ``nsf`` stack, the autoregressive spline layer (several orders, D = 1) and its stack.
+several masks, the ``nsf`` stack, the autoregressive spline layer (several orders, D = 1) and its stack, and the
+bounded spline (``tails=None`` on [0, 1], nflows' ``rational_quadratic_spline``) as an elementwise layer, a
+coupling and an autoregressive layer (``spline_bounded_*``; its transformed inputs uniform on the interval).
 
 Points.  The spline's value and first derivative are continuous at the knots and at +-B, but its second
 derivative, hence the derivative of the logdet, jumps there: central differences (step 1e-5) across a knot
