@@ -667,12 +667,15 @@ class RationalQuadraticSpline(Bijector):
     ----------
     dim : int
         ``D``.
-    n_bins, bound, min_bin_width, min_bin_height, min_derivative
-        As :class:`RQSpline`.
+    n_bins, bound, min_bin_width, min_bin_height, min_derivative, tails, interval
+        As :class:`RQSpline`.  ``tails=None`` with ``interval=(l, r)`` (default ``(0, 1)``): the bounded spline
+        of nflows' ``rational_quadratic_spline``, ``3K + 1`` unnormalised parameters per transformed scalar
+        (``K + 1`` derivatives), and a transformed input outside the interval raises ``ValueError``.
 
     Notes
     -----
-    Parameters ``raw_widths`` ``(D, K)``, ``raw_heights`` ``(D, K)``, ``raw_derivatives`` ``(D, K-1)``.
+    Parameters ``raw_widths`` ``(D, K)``, ``raw_heights`` ``(D, K)``, ``raw_derivatives`` ``(D, K-1)``
+    (``(D, K+1)`` with ``tails=None``).
     ``init`` gives the identity map (to rounding): equal widths and heights make every slope
     :math:`s = 1`, and ``raw_derivatives`` = :func:`identity_raw_derivative` makes every knot derivative 1,
     and a rational-quadratic segment with :math:`s = \\delta_0 = \\delta_1 = 1` is :math:`y = x`.
@@ -737,8 +740,10 @@ class SplineCoupling(_Coupling):
     ----------
     mask : array of 0/1, shape (D,)
         1 = passes through and conditions, 0 = transformed (as :class:`~npflows.AffineCoupling`).
-    n_bins, bound, min_bin_width, min_bin_height, min_derivative
-        As :class:`RQSpline`.
+    n_bins, bound, min_bin_width, min_bin_height, min_derivative, tails, interval
+        As :class:`RQSpline`.  ``tails=None`` with ``interval=(l, r)`` (default ``(0, 1)``): the bounded spline
+        of nflows' ``rational_quadratic_spline``, ``3K + 1`` unnormalised parameters per transformed scalar
+        (``K + 1`` derivatives), and a transformed input outside the interval raises ``ValueError``.
     hidden, activation
         The conditioner MLP (``d1 -> hidden -> d2 * (3K - 1)``), parameters under ``"net."``.
     zero_init : bool
@@ -841,8 +846,10 @@ class MaskedSplineAutoregressive(Bijector):
     ----------
     dim : int
         ``D``.
-    n_bins, bound, min_bin_width, min_bin_height, min_derivative
-        As :class:`RQSpline`.
+    n_bins, bound, min_bin_width, min_bin_height, min_derivative, tails, interval
+        As :class:`RQSpline`.  ``tails=None`` with ``interval=(l, r)`` (default ``(0, 1)``): the bounded spline
+        of nflows' ``rational_quadratic_spline``, ``3K + 1`` unnormalised parameters per transformed scalar
+        (``K + 1`` derivatives), and a transformed input outside the interval raises ``ValueError``.
     hidden, activation, order, rng, hidden_degrees
         The conditioner :class:`~npflows.nn.MADE` with ``k = 3K - 1`` outputs per coordinate, parameters under
         ``"net."``; ``order`` is ``"natural"``, ``"reversed"``, ``"random"`` (from ``rng``) or a permutation.
