@@ -416,8 +416,9 @@ class RQSpline:
         return inside, vs, idx, ends
 
     def _clip(self, v, lo, hi, xp):
-        """``tails=None``: the output within its interval (the exact value is; rounding can step one ulp out,
-        which the other direction would refuse).  Linear tails: unchanged."""
+        """``tails=None``: the output within its bin's ends ``[lo, hi]`` (the exact value is; rounding can step
+        one ulp past an end of the interval, which the other direction would refuse).  Linear tails: unchanged
+        (their numbers stay bit for bit those of earlier releases)."""
         if self.tails is not None:
             return v
         return xp.where(v < lo, lo, xp.where(v > hi, hi, v))
