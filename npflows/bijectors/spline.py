@@ -407,9 +407,12 @@ class RQSpline:
         raw = unbox(v)
         inside = (raw >= k[..., 0]) & (raw <= k[..., K])
         if self.tails is None and not np.all(inside):
-            bad = raw[np.broadcast_to(~inside, raw.shape)]
+            first = np.argwhere(~inside)[0]
+            ends = np.broadcast_to(k[..., [0, K]], inside.shape + (2,))[tuple(first)]
             raise ValueError(f"{self.owner}: {'input' if side == 'x' else 'inverse input'} outside the spline's "
-                             f"domain [{self.left}, {self.right}] (tails=None): got {bad.ravel()[:3].tolist()}")
+                             f"domain (tails=None): element {tuple(int(i) for i in first)} is "
+                             f"{float(np.broadcast_to(raw, inside.shape)[tuple(first)])!r}, not in "
+                             f"[{float(ends[0])!r}, {float(ends[1])!r}]")
         vs = xp.where(inside, v, 0.0) if self.tails is not None else v
         idx = self._bin(vs, kx if side == "x" else ky)
         ends = tuple(_gather(k[..., sl], idx, xp) for k in (kx, ky, kd) for sl in (slice(0, K), slice(1, None)))
