@@ -234,6 +234,33 @@ def test_inverse_root_is_accurate_at_the_top_of_a_bin_with_a_steep_end():
     assert xi32.dtype == np.float32 and abs(float(xi32) - float(ref)) <= 2 * np.spacing(np.float32(ref))
 
 
+def test_inverse_logdet_is_accurate_at_the_top_of_a_steep_bin():
+    """Near the top of a bin (xi = 1 - 1e-4 ... 1 - 5e-7) whose end derivative 234 dwarfs its slope 1e-3, the
+    inverse logdet against the 50-digit value at the stored (rounded) output: 1 - xi by subtraction would carry
+    an absolute error of an ulp of 1 into tau, D and M; the inverse takes it from the mirrored bin instead (see
+    RQSpline's Notes).  Tolerance 1e-13 relative (measured worst 1.0e-14; 1.2e-11 with 1 - xi subtracted)."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    worst = 0.0
+    for d0v in (1e-3, 0.5, 1.0, 3.0):
+        for w in (1.0, 0.3):
+            for om in ("2e-6", "5e-7", "1e-5", "1e-4"):
+                kx, ky, d = np.array([0.0, w, 2.0]), np.array([0.0, 1e-3 * w, 2.0]), np.array([d0v, 234.0, 1.0])
+                h, s, d0, d1 = mpmath.mpf(1e-3 * w), mpmath.mpf(1e-3 * w) / w, mpmath.mpf(d0v), mpmath.mpf(234)
+                c2 = d0 + d1 - 2 * s
+                xi0 = 1 - mpmath.mpf(om)
+                t0 = xi0 * (1 - xi0)
+                y = float(h * (s * xi0 ** 2 + d0 * t0) / (s + c2 * t0))
+                D = mpmath.mpf(y)
+                a, b, c = D * c2 + h * (s - d0), h * d0 - D * c2, -s * D
+                xi = (-b + mpmath.sqrt(b * b - 4 * a * c)) / (2 * a)          # b < 0 here
+                tau = xi * (1 - xi)
+                ref = -mpmath.log(s ** 2 * (d1 * xi ** 2 + 2 * s * tau + d0 * (1 - xi) ** 2) / (s + c2 * tau) ** 2)
+                _, ld = nf.rational_quadratic_spline_knots(np.array([y]), kx, ky, d, inverse=True, tails=None)
+                worst = max(worst, float(abs(ld[0] - ref) / abs(ref)))
+    assert worst <= 1e-13, worst
+
+
 def test_inverse_round_trips_at_the_edges_of_every_bin():
     """y at each y-knot and a few ulps to either side: inverse lands in the right bin, stays monotone, and
     forward(inverse(y)) returns y to 4 ulps of B."""
