@@ -209,6 +209,58 @@ def test_inverse_root_is_accurate_near_bin_edges_where_the_textbook_root_is_not(
     assert textbook_worst > 1e-6, "the grid does not exercise the cancellation it is meant to"
 
 
+def test_inverse_root_is_accurate_at_the_top_of_a_bin_with_a_steep_end():
+    """Issue 9's example: a bin of width w = 1, height h = 1e-3 (slope s = 1e-3), start derivative 1e-3 and end
+    derivative 234, at the rise y - y_k that the forward gives at xi = 0.999998 (evaluated in 50 digits, then
+    rounded).  There b = h d0 - delta c2 < 0, and the single form 2c / (-b - sqrt(b^2 - 4ac)) subtracts two
+    numbers that agree to ~5 digits.  Tolerance: 2 ulp of the 50-digit root of the quadratic at the stored
+    (rounded) rise; measured 0 ulp.  The former single form gave 0.9999980000069184: an error of 6.9e-12
+    relative, 62315 ulp (6.6e-12 = 59145 ulp with d0 = 1, 1.7e-11 with d0 = 0.5)."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    h, s, d0, d1 = 1e-3, 1e-3, 1e-3, 234.0
+    xi_in = mpmath.mpf(0.999998)
+    tau = xi_in * (1 - xi_in)
+    delta = float(h * (s * xi_in ** 2 + d0 * tau) / (s + (d0 + d1 - 2 * s) * tau))
+    D, H, S, D0, D1 = map(mpmath.mpf, (delta, h, s, d0, d1))
+    c2 = D0 + D1 - 2 * S
+    a, b, c = D * c2 + H * (S - D0), H * D0 - D * c2, -S * D
+    assert b < 0                                             # the regime of the issue
+    ref = (-b + mpmath.sqrt(b * b - 4 * a * c)) / (2 * a)
+    xi = solve_bin(np.float64(delta), h, s, d0, d1)
+    assert abs(mpmath.mpf(float(xi)) - ref) <= 2 * np.spacing(float(ref)), (float(xi), ref)
+    # float32 in, float32 out, within 2 float32 ulp of the same root
+    xi32 = solve_bin(np.float32(delta), np.float32(h), np.float32(s), np.float32(d0), np.float32(d1), np)
+    assert xi32.dtype == np.float32 and abs(float(xi32) - float(ref)) <= 2 * np.spacing(np.float32(ref))
+
+
+def test_inverse_logdet_is_accurate_at_the_top_of_a_steep_bin():
+    """Near the top of a bin (xi = 1 - 1e-4 ... 1 - 5e-7) whose end derivative 234 dwarfs its slope 1e-3, the
+    inverse logdet against the 50-digit value at the stored (rounded) output: 1 - xi by subtraction would carry
+    an absolute error of an ulp of 1 into tau, D and M; the inverse takes it from the mirrored bin instead (see
+    RQSpline's Notes).  Tolerance 1e-13 relative (measured worst 1.0e-14; 1.2e-11 with 1 - xi subtracted)."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    worst = 0.0
+    for d0v in (1e-3, 0.5, 1.0, 3.0):
+        for w in (1.0, 0.3):
+            for om in ("2e-6", "5e-7", "1e-5", "1e-4"):
+                kx, ky, d = np.array([0.0, w, 2.0]), np.array([0.0, 1e-3 * w, 2.0]), np.array([d0v, 234.0, 1.0])
+                h, s, d0, d1 = mpmath.mpf(1e-3 * w), mpmath.mpf(1e-3 * w) / w, mpmath.mpf(d0v), mpmath.mpf(234)
+                c2 = d0 + d1 - 2 * s
+                xi0 = 1 - mpmath.mpf(om)
+                t0 = xi0 * (1 - xi0)
+                y = float(h * (s * xi0 ** 2 + d0 * t0) / (s + c2 * t0))
+                D = mpmath.mpf(y)
+                a, b, c = D * c2 + h * (s - d0), h * d0 - D * c2, -s * D
+                xi = (-b + mpmath.sqrt(b * b - 4 * a * c)) / (2 * a)          # b < 0 here
+                tau = xi * (1 - xi)
+                ref = -mpmath.log(s ** 2 * (d1 * xi ** 2 + 2 * s * tau + d0 * (1 - xi) ** 2) / (s + c2 * tau) ** 2)
+                _, ld = nf.rational_quadratic_spline_knots(np.array([y]), kx, ky, d, inverse=True, tails=None)
+                worst = max(worst, float(abs(ld[0] - ref) / abs(ref)))
+    assert worst <= 1e-13, worst
+
+
 def test_inverse_round_trips_at_the_edges_of_every_bin():
     """y at each y-knot and a few ulps to either side: inverse lands in the right bin, stays monotone, and
     forward(inverse(y)) returns y to 4 ulps of B."""
@@ -309,7 +361,13 @@ def test_agrees_with_nflows_values_and_gradients():
     x = rng.uniform(-4.0, 4.0, (N, D))
     sp = RQSpline(K, B)
     kx = sp.knots(rw, rh, rd)[0]
-    x[:K + 1, 0] = kx[np.arange(K + 1), 0, np.arange(K + 1)]                  # some points exactly on knots and +-B
+    # some points exactly on knots and +-B: on the larger of our knot and nflows' (its torch softmax sums in
+    # its own order, so a knot can differ by an ulp; a point between the two would be in different bins and
+    # get different one-sided pullbacks, a convention, not an error), so both put it in the bin on the right
+    tw = torch.softmax(torch.tensor(rw), -1)
+    theirs = (2 * B * torch.nn.functional.pad(torch.cumsum(1e-3 + (1 - 1e-3 * K) * tw, -1), (1, 0)) - B).numpy()
+    theirs[..., 0], theirs[..., -1] = -B, B
+    x[:K + 1, 0] = np.maximum(kx, theirs)[np.arange(K + 1), 0, np.arange(K + 1)]
     y, ld, cache = sp.forward(x, rw, rh, rd)
     t = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)   # noqa: E731
     tx, tw, th, td = t(x), t(rw), t(rh), t(rd)

@@ -63,7 +63,10 @@ def _masked_affine(b):
 
 
 def _spline_config(sp):
-    return {"n_bins": sp.n_bins, "bound": sp.bound, "min_bin_width": sp.min_bin_width,
+    """The spline keys; a bounded spline (``tails=None``) has ``tails: null`` and ``interval`` instead of
+    ``bound`` (linear-tail descriptions are unchanged)."""
+    dom = {"bound": sp.bound} if sp.tails == "linear" else {"tails": None, "interval": list(sp.interval)}
+    return {"n_bins": sp.n_bins, **dom, "min_bin_width": sp.min_bin_width,
             "min_bin_height": sp.min_bin_height, "min_derivative": sp.min_derivative}
 
 
@@ -127,6 +130,8 @@ def build(desc):
         b.net.hidden_degree_list, b.net.masks = hd, masks      # explicit: "random" hidden degrees included
         b.net.connectivity = b.net.check_autoregressive()
         return b
+    if "interval" in desc:
+        desc["interval"] = tuple(desc["interval"])
     if name in ("AdditiveCoupling", "AffineCoupling", "SplineCoupling"):
         desc["mask"] = np.asarray(desc["mask"])
         desc["hidden"] = tuple(desc["hidden"])

@@ -365,30 +365,48 @@ def maa_inverse(T, P, z):
 # --------------------------------------------------------------------------- README "Rational-quadratic spline"
 
 
+def _domain(T):
+    """``(left, right)``: ``[-B, B]`` with linear tails, ``interval`` for a bounded spline (``tails: null``)."""
+    if "tails" in T and T["tails"] is None:
+        return mp.mpf(T["interval"][0]), mp.mpf(T["interval"][1])
+    return -mp.mpf(T["bound"]), mp.mpf(T["bound"])
+
+
 def _knots(T, u, m):
-    """Knots ``(K+1,)`` on [-B, B] from unnormalised sizes ``u`` ``(K,)``: softmax, minimum size m."""
-    K, B = T["n_bins"], mp.mpf(T["bound"])
+    """Knots ``(K+1,)`` on [left, right] from unnormalised sizes ``u`` ``(K,)``: softmax, minimum size m."""
+    K, (L, R) = T["n_bins"], _domain(T)
     e = [mp.exp(v) for v in u]
     Z = mp.fsum(e)
     sizes = [mp.mpf(m) + (1 - K * mp.mpf(m)) * v / Z for v in e]
-    return [-B] + [-B + 2 * B * mp.fsum(sizes[:j]) for j in range(1, K)] + [B]
+    return [L] + [L + (R - L) * mp.fsum(sizes[:j]) for j in range(1, K)] + [R]
+
+
+def _n_raw(T):
+    """Unnormalised parameters per scalar: 3K - 1 (linear tails) or 3K + 1 (bounded)."""
+    return 3 * T["n_bins"] + (1 if "tails" in T and T["tails"] is None else -1)
 
 
 def _knot_derivatives(T, v):
-    return [mp.mpf(1)] + [mp.mpf(T["min_derivative"]) + softplus1(a) for a in v] + [mp.mpf(1)]
+    inner = [mp.mpf(T["min_derivative"]) + softplus1(a) for a in v]
+    if "tails" in T and T["tails"] is None:
+        return inner                                  # K+1 free derivatives
+    return [mp.mpf(1)] + inner + [mp.mpf(1)]
 
 
 def _bin(T, v, knots):
-    """Count of interior knots <= v (a point within rounding of a knot belongs to the bin on its right)."""
-    tol = mp.mpf(10) ** -13 * mp.mpf(T["bound"])
-    return sum(1 for kn in knots[1:-1] if mp.re(v) >= mp.re(kn) - tol)
+    """Count of interior knots <= v, an exact comparison of the stored input with the 50-digit knots (a point
+    exactly on a knot belongs to the bin on its right).  Decided on the real parts: the complex step of
+    ``certify.py`` perturbs only the imaginary parts, so it never moves a point to another bin."""
+    return sum(1 for kn in knots[1:-1] if mp.re(v) >= mp.re(kn))
 
 
 def rq_scalar(T, v, rw, rh, rd, inverse=False):
     """One spline, one scalar: ``(out, log|d out / d in|)``; identity outside [-B, B]."""
-    B = mp.mpf(T["bound"])
-    if not -B <= mp.re(v) <= B:
+    L, R = _domain(T)
+    if not L <= mp.re(v) <= R and not ("tails" in T and T["tails"] is None):
         return v, mp.mpf(0)
+    # a bounded spline has no outside (the cases' inputs are inside); a point moved past an end by
+    # certify.py's 1e-20 perturbation is evaluated on the end bin's rational function continued beyond it
     kx, ky = _knots(T, rw, T["min_bin_width"]), _knots(T, rh, T["min_bin_height"])
     kd = _knot_derivatives(T, rd)
     k = _bin(T, v, ky if inverse else kx)
@@ -398,7 +416,8 @@ def rq_scalar(T, v, rw, rh, rd, inverse=False):
         dl = v - ky[k]
         c2 = d0 + d1 - 2 * s
         a, b, c = dl * c2 + h * (s - d0), h * d0 - dl * c2, -s * dl
-        xi = 2 * c / (-b - mp.sqrt(b * b - 4 * a * c))
+        r = mp.sqrt(b * b - 4 * a * c)           # the root in [0, 1], in the form that does not cancel
+        xi = 2 * c / (-b - r) if mp.re(b) >= 0 else (-b + r) / (2 * a)
     else:
         xi = (v - kx[k]) / w
     tau = xi * (1 - xi)
@@ -427,7 +446,7 @@ def rqs_forward(T, P, x, inverse=False):
 def _msa_raw(T, P, x):
     """MADE's output ``(N, (3K-1) D)`` read as ``(N, 3K-1, D)``: parameter j of coordinate i in column j D + i."""
     K, D = T["n_bins"], T["dim"]
-    out = _made(T, P, x).reshape(x.shape[0], 3 * K - 1, D)
+    out = _made(T, P, x).reshape(x.shape[0], _n_raw(T), D)
     return lambda n, j: (list(out[n, :K, j]), list(out[n, K:2 * K, j]), list(out[n, 2 * K:, j]))
 
 
@@ -446,7 +465,7 @@ def msa_inverse(T, P, y):
 def _spline_coupling(T, P, x, inverse):
     i1, i2 = _split(T, x)
     K = T["n_bins"]
-    out = _net(T, P, x[:, i1]).reshape(x.shape[0], i2.size, 3 * K - 1)
+    out = _net(T, P, x[:, i1]).reshape(x.shape[0], i2.size, _n_raw(T))
     raw = lambda n, j: (list(out[n, j, :K]), list(out[n, j, K:2 * K]), list(out[n, j, 2 * K:]))
     y2, ld = _rq_apply(T, x[:, i2], raw, inverse)
     return _join(i1, i2, x[:, i1], y2), ld

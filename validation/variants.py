@@ -12,6 +12,7 @@ A family joins by adding its type here; a type without variants gets base and fl
 """
 from dataclasses import dataclass
 
+import mpmath as mp
 import numpy as np
 
 
@@ -163,21 +164,52 @@ COUPLING_ADDITIVE = [
 # --------------------------------------------------------------------------- spline
 
 
+def _transformed(b):
+    """Indices of the columns of ``x`` that go through a spline (the coupling's mask 0; all otherwise)."""
+    return np.flatnonzero(~b.mask) if hasattr(b, "mask") else np.arange(b.dim)
+
+
+def _exact_knots(b, p, x):
+    """The 50-digit x-knots of the spline of every transformed entry, ``[n][j] -> [K+1 mpf]``, from the stored
+    doubles only: the reference's knot construction (``reference._knots``) on the stored parameters and, for
+    a coupling, on the reference MLP (mpmath, elementwise) at the stored conditioning half of ``x``.  No
+    float matmul: the same knots on every machine and BLAS kernel."""
+    from . import reference as R
+    from .describe import describe
+    T, K = describe(b), b.spline.n_bins
+    idx2 = _transformed(b)
+    with mp.workdps(R.DPS):
+        P = {k: R.mpf_array(v) for k, v in p.items()}
+        if hasattr(b, "mask"):                               # SplineCoupling: the knots depend on x1
+            i1, _ = R._split(T, x)
+            out = R._net(T, P, R.mpf_array(x[:, i1])).reshape(x.shape[0], idx2.size, R._n_raw(T))
+            rw = lambda n, j: list(out[n, j, :K])
+        else:                                                # RationalQuadraticSpline: one spline per coordinate
+            rw = lambda n, j: list(P["raw_widths"][j])
+        return [[R._knots(T, rw(n, j), T["min_bin_width"]) for j in range(idx2.size)] for n in range(x.shape[0])]
+
+
+def _double_at_or_above(v):
+    """The smallest double >= the real number ``v`` (an mpf)."""
+    d = float(v)
+    if mp.mpf(d) < v:
+        d = float(np.nextafter(d, np.inf))
+    while mp.mpf(float(np.nextafter(d, -np.inf))) >= v:
+        d = float(np.nextafter(d, -np.inf))
+    return d
+
+
 def _on_knots(b, p, x, rng):
-    """Every transformed entry exactly on a knot of its own spline (interior knots and +-B in turn)."""
+    """Every transformed entry on a knot of its own spline, interior knots and both ends in turn: the smallest
+    double at or above the exact (50-digit) interior knot, so the exact point lies in the bin to the right
+    of the knot or on it; the ends exactly (-B and B, or the bounded spline's interval ends)."""
     x = x.copy()
-    if hasattr(b, "_i1"):                                    # SplineCoupling: knots depend on x1
-        rw, rh, rd, _ = b._raw(p, x[:, b._i1], np)
-        kx = b.spline.knots(rw, rh, rd)[0]                    # (N, d2, K+1)
-        idx2 = np.flatnonzero(~b.mask)
-    else:                                                    # RationalQuadraticSpline: one spline per coordinate
-        kx = np.broadcast_to(b.spline.knots(p["raw_widths"], p["raw_heights"], p["raw_derivatives"])[0],
-                             (x.shape[0], b.dim, b.spline.n_bins + 1))
-        idx2 = np.arange(b.dim)
-    K1 = kx.shape[-1]
+    idx2 = _transformed(b)
+    knots = _exact_knots(b, p, x)
+    K1 = b.spline.n_bins + 1
     for n in range(x.shape[0]):
         for j, i in enumerate(idx2):
-            x[n, i] = kx[n, j, (n + 2 * j) % K1]
+            x[n, i] = _double_at_or_above(knots[n][j][(n + 2 * j) % K1])
     return p, x
 
 
@@ -185,22 +217,94 @@ def _spline_inputs(vals):
     def make(b, p, x, rng):
         B = b.spline.bound
         x = x.copy()
-        idx2 = np.flatnonzero(~b.mask) if hasattr(b, "mask") else np.arange(b.dim)
+        idx2 = _transformed(b)
         x[:, idx2] = _grid(np.asarray(vals) * B, (x.shape[0], idx2.size))
         return p, x
     return make
 
 
+def _at_ends(b, p, x, rng):
+    """Transformed inputs exactly at the ends of the spline's domain: B and -B (linear tails), or the
+    bounded spline's interval ends."""
+    x = x.copy()
+    idx2 = _transformed(b)
+    x[:, idx2] = _grid([b.spline.right, b.spline.left], (x.shape[0], idx2.size))
+    return p, x
+
+
+# The steep bin: unnormalised width +2, height -8 (the others 0), so its slope is about 1e-3 (1.6e-3 at
+# K = 4, 2e-3 at K = 8, min_bin_height 1e-3), its start derivative m_d + softplus(-7) ~ 2e-3 and its end
+# derivative m_d + softplus(234) = 234 + m_d; inputs at xi = 1 - 2e-6 ... 0.99 of that bin.
+STEEP_XI = ["0.999998", "0.9999995", "0.99999", "0.9999", "0.999", "0.99"]
+
+
+def _set_raw(b, p, rw, rh, rd):
+    """Parameters that give every transformed coordinate ``j`` the unnormalised spline parameters
+    ``rw[j], rh[j], rd[j]`` for every input: the conditioner's last layer has zero weights and these as its
+    bias (its output is then exactly the bias, whatever the BLAS kernel)."""
+    if not hasattr(b, "net"):
+        return {"raw_widths": rw, "raw_heights": rh, "raw_derivatives": rd}
+    kW, kb = _last_layer(p)
+    q = dict(p)
+    q[kW] = np.zeros_like(p[kW])
+    raw = np.concatenate([rw, rh, rd], axis=1)                  # (d, n_raw): a coupling's per-coordinate layout
+    q[kb] = (raw.T if not hasattr(b, "mask") else raw).reshape(-1)   # MADE: column j D + i
+    return q
+
+
+def _steep_end_derivative(b, p, x, rng):
+    from . import reference as R
+    from .describe import describe
+    sp, K = b.spline, b.spline.n_bins
+    idx2 = _transformed(b)
+    d, bounded = idx2.size, sp.tails is None
+    rw, rh, rd = np.zeros((d, K)), np.zeros((d, K)), np.zeros((d, sp.n_derivatives))
+    bins = [j % (K if bounded else K - 1) for j in range(d)]   # linear tails: the end derivative 1 is pinned
+    for j, k in enumerate(bins):
+        rw[j, k], rh[j, k] = 2.0, -8.0
+        off = 0 if bounded else -1                                # rd index of knot k: k (bounded) or k - 1
+        rd[j, k + 1 + off] = 234.0
+        if k + off >= 0:
+            rd[j, k + off] = -7.0
+    q = _set_raw(b, p, rw, rh, rd)
+    T = describe(b)
+    x = x.copy()
+    y = x.copy()                                                  # a coupling's y1 = x1
+    with mp.workdps(R.DPS):
+        for j, (i, k) in enumerate(zip(idx2, bins)):
+            kx = R._knots(T, [mp.mpf(v) for v in rw[j]], T["min_bin_width"])
+            for n in range(x.shape[0]):
+                xi = mp.mpf(STEEP_XI[(n + j) % len(STEEP_XI)])
+                x[n, i] = float(kx[k] + xi * (kx[k + 1] - kx[k]))
+                y[n, i] = float(R.rq_scalar(T, mp.mpf(x[n, i]), [mp.mpf(v) for v in rw[j]],
+                                            [mp.mpf(v) for v in rh[j]], [mp.mpf(v) for v in rd[j]])[0])
+    return q, x, y
+
+
 ONE_SIDED = ("the derivative of the logdet jumps at a knot (the spline's second derivative does), so the "
              "pullback there is one-sided: this case takes the bin to the right of a knot, and at x = B the "
              "last bin, as nflows; an implementation with the other convention differs in the pullback only")
+ON_KNOTS_ONE_SIDED = (
+    "each interior-knot input is the smallest double at or above the exact knot, so it lies in the bin to the "
+    "right (or exactly on the knot, which belongs to the bin on its right); the derivative of the logdet jumps "
+    "at a knot (the spline's second derivative does), so the pullback is that of the right bin.  An "
+    "implementation whose float knots round above the input puts the point in the left bin: its values and "
+    "logdets agree, its pullback is the other one-sided derivative.  At the upper end the last bin")
+_linear = lambda b: b.spline.tails == "linear"
 SPLINE = [
-    Variant("on_knots", "every transformed input exactly on a knot of its spline (interior knots, -B and B)",
-            _on_knots, one_sided=ONE_SIDED),
+    Variant("on_knots", "every transformed input on a knot of its spline: interior knots as the smallest double "
+            "at or above the exact (50-digit) knot, and the domain's ends exactly", _on_knots,
+            one_sided=ON_KNOTS_ONE_SIDED),
     Variant("tails", "inputs just outside (1 + 1e-12) B, at 1.5 B and far outside (1e3 B): identity tails",
-            _spline_inputs([1.0 + 1e-12, -(1.0 + 1e-12), 1e3, -1e3, 1.5, -1.5])),
-    Variant("at_bound", "inputs exactly at -B and B, where the spline meets the identity tails",
-            _spline_inputs([1.0, -1.0]), one_sided=ONE_SIDED),
+            _spline_inputs([1.0 + 1e-12, -(1.0 + 1e-12), 1e3, -1e3, 1.5, -1.5]), _linear),
+    Variant("at_bound", "inputs exactly at -B and B, where the spline meets the identity tails", _at_ends,
+            _linear, one_sided=ONE_SIDED),
+    Variant("at_bound", "inputs exactly at the ends of the bounded spline's interval", _at_ends,
+            lambda b: not _linear(b), one_sided=ONE_SIDED),
+    Variant("steep_end_derivative", "a bin of slope ~1e-3 whose end derivative is 234 per transformed "
+            "coordinate (conditioner output constant), inputs at xi = 1 - 2e-6 ... 0.99 of that bin and the "
+            "inverse at their images: the inverse's quadratic has b < 0, where 2c/(-b - sqrt(b^2 - 4ac)) cancels",
+            _steep_end_derivative),
 ]
 
 VARIANTS = {
@@ -228,5 +332,5 @@ VARIANTS = {
                 "saturated tanh, sigmoid floor, saturated gate", _scaled_outputs(15.0, "raw"))],
     "RationalQuadraticSpline": SPLINE,
     "SplineCoupling": SPLINE,
-    "MaskedSplineAutoregressive": SPLINE[1:],
+    "MaskedSplineAutoregressive": SPLINE[1:],          # no on_knots: its knots move with the other coordinates
 }

@@ -12,10 +12,10 @@ __all__ += ["MaskedAffineAutoregressive", "maf"]
 from .planar_radial import InverseNotConverged, Planar, Radial  # noqa: E402
 __all__ += ["Planar", "Radial", "InverseNotConverged"]
 
-from .spline import (MaskedSplineAutoregressive, RationalQuadraticSpline, SplineCoupling,  # noqa: E402
-                     autoregressive_nsf, nsf, rational_quadratic_spline)
+from .spline import (MaskedSplineAutoregressive, RationalQuadraticSpline, RQSpline, SplineCoupling,  # noqa: E402
+                     autoregressive_nsf, nsf, rational_quadratic_spline, rational_quadratic_spline_knots)
 __all__ += ["RationalQuadraticSpline", "SplineCoupling", "MaskedSplineAutoregressive", "nsf", "autoregressive_nsf",
-            "rational_quadratic_spline"]
+            "rational_quadratic_spline", "RQSpline", "rational_quadratic_spline_knots"]
 
 from .continuous import CNF, ODESolveError  # noqa: E402
 __all__ += ["CNF", "ODESolveError"]

@@ -1,16 +1,19 @@
 """Rational-quadratic spline flows (Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032).
 
-* :class:`RQSpline`: the elementwise monotonic rational-quadratic spline on ``[-B, B]`` with identity tails
-  outside, as a pure transform of ``(x, raw_widths, raw_heights, raw_derivatives)``: forward, inverse and a
-  hand-derived backward for the input and the three unnormalised parameter arrays.  The derivation is in its
-  Notes.  The bijectors below only add where the unnormalised parameters come from.
+* :class:`RQSpline` (public): the elementwise monotonic rational-quadratic spline on ``[-B, B]`` with identity
+  tails outside, or on an interval with no tails (``tails=None``, nflows' ``rational_quadratic_spline``), as a
+  pure transform of ``(x, raw_widths, raw_heights, raw_derivatives)`` or of explicit knots
+  ``(x, x_knots, y_knots, derivatives)``: forward, inverse and hand-derived pullbacks of both for the input
+  and the parameters.  The derivation is in its Notes.  The bijectors below only add where the unnormalised
+  parameters come from.
 * :class:`RationalQuadraticSpline`: a bijector whose parameters are the unnormalised spline parameters
   themselves, one spline per coordinate (shared by every sample).
 * :class:`SplineCoupling`: a coupling layer (the ``_Coupling`` base of :mod:`.coupling`) whose conditioner
   MLP outputs the spline parameters of the transformed coordinates (NSF's coupling layer, sec. 3.2).
 * :class:`MaskedSplineAutoregressive`: the autoregressive layer, parameters from a MADE (sec. 3.2).
 * :func:`nsf`: a stack of spline couplings with alternating masks.
-* :func:`rational_quadratic_spline`: the functional form, like nflows' ``unconstrained_rational_quadratic_spline``.
+* :func:`rational_quadratic_spline`: the functional form, like nflows' ``unconstrained_rational_quadratic_spline``
+  (or ``rational_quadratic_spline`` with ``tails=None``); :func:`rational_quadratic_spline_knots`: from knots.
 
 The conventions (bin location, knot construction, minimum sizes, boundary derivatives equal to 1, linear
 tails) are those of nflows (Durkan et al.'s reference code), so values agree with it to rounding.
@@ -63,32 +66,73 @@ def _scatter(left, right, idx, n_knots):
 
 def solve_bin(delta, h, s, d0, d1, xp=np):
     """The relative position :math:`\\xi \\in [0, 1]` at which a rational-quadratic bin of height ``h``, slope
-    ``s = h / w`` and end derivatives ``d0``, ``d1`` has risen by ``delta`` (``0 <= delta <= h``): the root
-    :math:`2c / (-b - \\sqrt{b^2 - 4ac})` of the quadratic of :class:`RQSpline`'s Notes (inverse)."""
+    ``s = h / w`` and end derivatives ``d0``, ``d1`` has risen by ``delta`` (``0 <= delta <= h``): the root in
+    :math:`[0, 1]` of :math:`a\\xi^2 + b\\xi + c = 0` of :class:`RQSpline`'s Notes (inverse), by the stable
+    quadratic formula: :math:`2c / (-b - \\sqrt{b^2 - 4ac})` where :math:`b \\ge 0` and
+    :math:`(-b + \\sqrt{b^2 - 4ac}) / (2a)` where :math:`b < 0` (then :math:`a > hs > 0`), so neither form
+    subtracts nearly equal numbers."""
     c2 = d0 + d1 - 2.0 * s
     a = delta * c2 + h * (s - d0)
     b = h * d0 - delta * c2
     c = -s * delta
-    disc = xp.maximum(b * b - 4.0 * a * c, 0.0)
-    return (2.0 * c) / (-b - xp.sqrt(disc))
+    root = xp.sqrt(xp.maximum(b * b - 4.0 * a * c, 0.0))
+    pos = unbox(b) >= 0.0                      # the branch is a constant (decided on the values)
+    # each branch's denominator is replaced by 1 where the other branch is taken, so the unused branch
+    # is finite (a traced where() would otherwise turn its 0/0 into a NaN gradient)
+    den_pos = xp.where(pos, -b - root, 1.0)    # = 2c / xi <= 2c < 0 for delta > 0; -2 h d0 at delta = 0
+    den_neg = xp.where(pos, 1.0, 2.0 * a)      # > 2hs > 0 where b < 0
+    return xp.where(pos, (2.0 * c) / den_pos, (root - b) / den_neg)
 
 
 class RQSpline:
-    """The elementwise monotonic rational-quadratic spline of Durkan et al. (2019), with identity tails.
+    """The elementwise monotonic rational-quadratic spline of Durkan et al. (2019, arXiv:1906.04032).
 
-    Not a bijector itself: a pure transform ``(x, raw_widths, raw_heights, raw_derivatives) -> (y, logabsdet)``
-    used by the bijectors of this module, which decide where the unnormalised parameters come from.
+    Not a bijector itself: a pure, stateless transform used by the bijectors of this module, which decide where
+    the parameters come from, and public for users who need the spline and its gradients as functions.
 
     Parameters
     ----------
     n_bins : int
         ``K >= 2`` bins.  Per transformed scalar: ``K`` unnormalised widths, ``K`` unnormalised heights and
-        ``K - 1`` unnormalised derivatives (at the interior knots).
+        ``K - 1`` unnormalised derivatives (at the interior knots; linear tails) or ``K + 1`` (``tails=None``).
     bound : float
-        ``B > 0``: the spline maps ``[-B, B]`` onto itself; outside, the map is the identity.
+        ``B > 0``, linear tails only: the spline maps ``[-B, B]`` onto itself; outside, the map is the identity.
     min_bin_width, min_bin_height, min_derivative : float
-        Lower bounds (as fractions of ``2B`` for widths and heights); ``K * min_bin_width < 1`` and
-        ``K * min_bin_height < 1``, ``min_derivative >= 0``.  nflows' defaults, 1e-3 each.
+        Lower bounds (as fractions of the domain's length for widths and heights); ``K * min_bin_width < 1``
+        and ``K * min_bin_height < 1``, ``min_derivative >= 0``.  nflows' defaults, 1e-3 each.
+    owner : str
+        The name in error messages.
+    tails : ``"linear"`` or None
+        ``"linear"`` (default): identity outside ``[-B, B]``, end derivatives 1.  None: the spline maps
+        ``interval`` onto itself, all ``K + 1`` knot derivatives are free, and an input outside the interval
+        (either direction) is a ``ValueError`` (nflows' ``rational_quadratic_spline``, whose default interval
+        is ``[0, 1]``).
+    interval : (float, float), optional
+        ``(left, right)`` for ``tails=None``; default ``(0, 1)``.
+
+    Methods
+    -------
+    forward(x, raw_widths, raw_heights, raw_derivatives) -> (y, logabsdet, cache)
+        ``x`` shape ``S``; parameters ``S + (K,)``, ``S + (K,)``, ``S + (n_derivatives,)`` or broadcastable.
+    inverse(y, ...) -> (x, logabsdet)
+    backward(dy, dlogabsdet, cache) -> (dx, (d_raw_widths, d_raw_heights, d_raw_derivatives))
+    inverse_backward(dx, dlogabsdet, cache) -> (dy, (d_raw_widths, d_raw_heights, d_raw_derivatives))
+        ``cache``: :meth:`forward`'s at the solved point.
+    knots(raw_widths, raw_heights, raw_derivatives) -> (x_knots, y_knots, derivatives), each ``(..., K+1)``
+    forward_knots, inverse_knots, backward_knots, inverse_backward_knots
+        The same from explicit knots (strictly increasing ``x_knots``, ``y_knots`` and positive
+        ``derivatives``, each ``S + (K+1,)`` or broadcastable); pullbacks for the input and every knot
+        parameter.  Knots from bin widths and heights: ``x_0 + concatenate([0], cumsum(widths))``.
+
+    Examples
+    --------
+    >>> sp = RQSpline(4, bound=2.0)
+    >>> rng = np.random.default_rng(0)
+    >>> rw, rh, rd = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(3)
+    >>> y, ld, cache = sp.forward(np.array([0.3]), rw, rh, rd)
+    >>> dx, (drw, drh, drd) = sp.backward(np.ones(1), np.ones(1), cache)   # d(y + ld)/d(x, params)
+    >>> drw.shape
+    (4,)
 
     Notes
     -----
@@ -108,7 +152,13 @@ class RQSpline:
     6. bin widths :math:`w_k = x^{(k+1)} - x^{(k)}` (differences of the knots, so they add up to :math:`2B`
        and meet the knots exactly).
 
-    Heights and :math:`y^{(j)}` alike with :math:`m_h`.  Derivatives at the knots: :math:`\\delta^{(0)} =
+    With ``tails=None`` on ``interval`` :math:`[l, r]`: step 5 reads :math:`x^{(0)} = l`,
+    :math:`x^{(j)} = (r - l)\\,C_{j-1} + l`, :math:`x^{(K)} = r` (nflows' ``cumwidths``: the padded
+    cumulative sum scaled by ``right - left`` plus ``left``, then both ends pinned); for :math:`[-B, B]`,
+    :math:`r - l = 2B` exactly, so this is the line above.
+
+    Heights and :math:`y^{(j)}` alike with :math:`m_h`.  Derivatives at the knots (``tails=None``: all
+    :math:`K+1` are :math:`m_d + \\mathrm{softplus}(v_j)`, :math:`j = 0..K`): :math:`\\delta^{(0)} =
     \\delta^{(K)} = 1` exactly (the tails' slope, so the derivative is continuous at :math:`\\pm B`), and
     :math:`\\delta^{(j)} = m_d + \\mathrm{softplus}(v_{j-1})` for :math:`j = 1..K-1` with
     :math:`\\mathrm{softplus}(v) = \\max(v, 0) + \\mathrm{log1p}(\\exp(-|v|))`.  (nflows gets its boundary
@@ -137,7 +187,9 @@ class RQSpline:
     increasing.  At :math:`\\xi = 0` and :math:`1`, :math:`g = \\delta_0` and :math:`\\delta_1`: the value and
     the derivative are continuous at every knot, and at :math:`\\pm B` they join the identity tails
     (value :math:`\\pm B`, slope 1).  The second derivative is generally *not* continuous at the knots.
-    Outside :math:`[-B, B]`: :math:`y = x`, :math:`\\ell = 0`.  Elementwise, so a layer's Jacobian is
+    Outside :math:`[-B, B]`: :math:`y = x`, :math:`\\ell = 0` (``tails=None``: an error; an output that
+    rounding puts one ulp past an end of the interval is set to that end, which the exact value is not past).
+    Elementwise, so a layer's Jacobian is
     diagonal and its log-determinant is the sum of the :math:`\\ell`.
 
     **Inverse** (eq. 6-8).  Locate the bin among the :math:`y`-knots, let :math:`\\Delta = y - y^{(k)}`,
@@ -146,14 +198,40 @@ class RQSpline:
 
     .. math:: a = \\Delta c_2 + h(s - \\delta_0), \\quad b = h\\delta_0 - \\Delta c_2, \\quad c = -s\\Delta.
 
-    Its root in :math:`[0, 1]` is taken in the form :math:`\\xi = 2c / (-b - \\sqrt{b^2 - 4ac})`.
-    Stability: :math:`c \\le 0`, and for the root in :math:`(0, 1]` the denominator equals
-    :math:`2c/\\xi \\le 2c`; at :math:`\\Delta = 0` it is :math:`-2h\\delta_0 < 0`.  So the denominator
-    never vanishes, and when :math:`b > 0` (always near the bottom of a bin) it adds two negative numbers with
-    no cancellation, whereas the textbook :math:`(-b + \\sqrt{\\cdot})/(2a)` cancels catastrophically as
-    :math:`\\Delta \\to 0` (and divides by :math:`a \\to 0` where the bin is nearly linear).  The discriminant
-    is clamped at 0 against rounding.  Then :math:`x = x^{(k)} + \\xi w` and the inverse logdet is
-    :math:`-\\ell(\\xi)`.
+    Its root in :math:`[0, 1]` is taken by the stable quadratic formula (:func:`solve_bin`): with
+    :math:`q = -(b + \\mathrm{sign}(b)\\sqrt{b^2 - 4ac})/2` the roots are :math:`c/q` and :math:`q/a`, so
+
+    .. math:: \\xi = \\frac{2c}{-b - \\sqrt{b^2 - 4ac}} \\ (b \\ge 0), \\qquad
+              \\xi = \\frac{-b + \\sqrt{b^2 - 4ac}}{2a} \\ (b < 0).
+
+    Which root: :math:`c = -s\\Delta \\le 0`.  For :math:`b \\ge 0`, the denominator :math:`-b - \\sqrt{\\cdot}`
+    adds two non-positive numbers (no cancellation); it equals :math:`2c/\\xi \\le 2c < 0` for the root in
+    :math:`(0, 1]` and :math:`-2h\\delta_0 < 0` at :math:`\\Delta = 0`, so it never vanishes, and it is the
+    root in :math:`[0, 1]` (the textbook :math:`(-b + \\sqrt{\\cdot})/(2a)` cancels there as
+    :math:`\\Delta \\to 0` and divides by :math:`a \\to 0` where the bin is nearly linear).  :math:`b < 0`
+    happens near the top of a bin whose end derivative is large against its slope
+    (:math:`\\Delta c_2 > h\\delta_0`); then :math:`c_2 > 0` and :math:`a = (\\Delta c_2 - h\\delta_0) + hs > hs
+    > 0`, and :math:`-b + \\sqrt{\\cdot}` adds two positive numbers, while :math:`-b - \\sqrt{\\cdot}` would
+    cancel: with :math:`s = 10^{-3}`, :math:`\\delta_1 = 234` and :math:`\\xi = 0.999998` the single form
+    :math:`2c/(-b - \\sqrt{\\cdot})` (nflows' and zuko's) errs by 6.9e-12 relative (6e4 ulp), this one by
+    < 1 ulp.  Both forms are the same function of :math:`(\\Delta, h, s, \\delta_0, \\delta_1)`, so the inverse
+    has no backward of its own to keep consistent: the forward's backward at the solved point is unchanged,
+    and a traced inverse (autograd) differentiates whichever form is taken, each exact in exact arithmetic
+    (the branch is a constant; each branch's denominator is set to 1 where the other is taken, so no 0/0 enters
+    a traced gradient).  The discriminant
+    is clamped at 0 against rounding.
+
+    **The top half of a bin.**  :math:`1 - \\xi` computed by subtraction has an absolute error of an ulp of 1,
+    a relative error :math:`\\epsilon/(1 - \\xi)`, which enters :math:`\\tau`, :math:`D`, :math:`M` and so the
+    logdet (at :math:`\\xi = 1 - 2\\cdot 10^{-6}` with :math:`\\delta_1 = 234`, :math:`s = 10^{-3}`: 2-4 digits
+    lost beyond the conditioning).  The bin mirrored by :math:`\\eta = 1 - \\xi`,
+    :math:`y^{(k+1)} - y` is again a rational-quadratic bin, of the same :math:`h` and :math:`s` with
+    :math:`\\delta_0, \\delta_1` swapped: :math:`h - hA/D = h(s\\eta^2 + \\delta_1\\tau)/D` since
+    :math:`D - A = s(1 - \\xi^2) + (\\delta_1 - 2s)\\tau = s\\eta^2 + \\delta_1\\tau` (:math:`\\tau` and :math:`D` are
+    symmetric).  So :math:`\\eta` is the same stable root for the rise :math:`y^{(k+1)} - y`, and where
+    :math:`\\xi > 1/2` the inverse takes :math:`1 - \\xi = \\eta`, :math:`\\xi = 1 - \\eta` (no cancellation:
+    :math:`\\eta < 1/2`) and :math:`x = x^{(k+1)} - \\eta w`; elsewhere :math:`x = x^{(k)} + \\xi w`.  The
+    inverse logdet is :math:`-\\ell(\\xi)`.
 
     **Backward.**  Cotangents :math:`\\bar y, \\bar\\ell` per element.  The bin index is piecewise constant
     (no derivative); everything else is differentiated.  Partial derivatives of :math:`y` (holding the other
@@ -199,17 +277,48 @@ class RQSpline:
     8. heights alike from :math:`\\bar y^{(j)}`; derivatives :math:`\\bar v_{j-1} = \\bar\\delta^{(j)}
        \\sigma(v_{j-1})`, :math:`j = 1..K-1`, since :math:`\\mathrm{softplus}' = \\sigma` (the logistic sigmoid).
 
+    **Explicit knots.**  :meth:`forward_knots` starts at step 4 from given knots and derivatives, and
+    :meth:`backward_knots` stops there: it returns :math:`\\bar x^{(j)}, \\bar y^{(j)}, \\bar\\delta^{(j)}` for
+    all :math:`K+1` knots (none is pinned).  :meth:`backward` chains steps 5-8 onto it.
+
+    **Inverse pullback** (:meth:`inverse_backward`).  The inverse gives :math:`x(y, \\theta)` with
+    :math:`f(x; \\theta) = y`, and :math:`L = -\\ell(x; \\theta)`.  By the implicit function theorem
+    :math:`\\partial x/\\partial y = 1/g` and :math:`\\partial x/\\partial\\theta = -f_\\theta/g`.  For cotangents
+    :math:`\\bar x, \\bar L` let :math:`u = (\\bar x - \\bar L\\,\\ell_x)/g`; then
+
+    .. math:: \\bar y = u, \\qquad \\bar\\theta = -(u f_\\theta + \\bar L\\,\\ell_\\theta),
+
+    and :math:`(u f_\\theta + \\bar L\\,\\ell_\\theta)` is the forward pullback's parameter part for the
+    cotangents :math:`(u, \\bar L)`; :math:`\\ell_x` is the forward pullback's input part for :math:`(0, 1)`.
+    So the inverse pullback is two forward pullbacks at the solved point (in the tails :math:`g = 1`,
+    :math:`\\ell_x = 0`: :math:`\\bar y = \\bar x`, no parameter cotangent).
+
     At a point exactly on a knot the backward is that of the bin on its right (the bin rule above); the
     value and its gradient in x and the parameters are continuous there, but the gradient of :math:`\\ell`
     jumps with the second derivative, so finite differences across a knot do not converge to either side.
     """
 
     def __init__(self, n_bins=8, bound=3.0, min_bin_width=DEFAULT_MIN_BIN_WIDTH,
-                 min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE, owner="RQSpline"):
+                 min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE, owner="RQSpline",
+                 tails="linear", interval=None):
         if int(n_bins) != n_bins or n_bins < 2:
             raise ValueError(f"{owner}: n_bins must be an integer >= 2, got {n_bins!r}")
-        if not (np.isfinite(bound) and bound > 0):
-            raise ValueError(f"{owner}: bound must be finite and > 0, got {bound!r}")
+        if tails not in ("linear", None):
+            raise ValueError(f"{owner}: tails must be 'linear' or None, got {tails!r}")
+        if tails == "linear":
+            if interval is not None:
+                raise ValueError(f"{owner}: interval is for tails=None; with linear tails the spline lives on "
+                                 f"[-bound, bound], got interval={interval!r}")
+            if not (np.isfinite(bound) and bound > 0):
+                raise ValueError(f"{owner}: bound must be finite and > 0, got {bound!r}")
+            left, right = -float(bound), float(bound)
+        else:
+            try:
+                left, right = (float(v) for v in ((0.0, 1.0) if interval is None else interval))
+            except (TypeError, ValueError):
+                raise ValueError(f"{owner}: interval must be a pair (left, right), got {interval!r}") from None
+            if not (np.isfinite(left) and np.isfinite(right) and left < right):
+                raise ValueError(f"{owner}: interval must be finite with left < right, got {interval!r}")
         for what, v in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
             if not (0.0 <= v and v * n_bins < 1.0):
                 raise ValueError(f"{owner}: {what} must be >= 0 with n_bins * {what} < 1, got {v!r} for "
@@ -217,31 +326,43 @@ class RQSpline:
         if not (np.isfinite(min_derivative) and min_derivative >= 0.0):
             raise ValueError(f"{owner}: min_derivative must be finite and >= 0, got {min_derivative!r}")
         # python floats and ints: a numpy float64 scalar would upcast float32 arrays
-        self.n_bins, self.bound = int(n_bins), float(bound)
+        self.n_bins = int(n_bins)
+        self.tails, self.owner = tails, owner
+        self.bound = float(bound) if tails == "linear" else None
+        self.interval = None if tails == "linear" else (left, right)
+        self.left, self.right = left, right
         self.min_bin_width, self.min_bin_height = float(min_bin_width), float(min_bin_height)
         self.min_derivative = float(min_derivative)
 
     @property
+    def n_derivatives(self):
+        """Unnormalised derivatives per scalar: ``K - 1`` (linear tails: the end derivatives are 1) or ``K + 1``
+        (``tails=None``: all free)."""
+        return self.n_bins - 1 if self.tails == "linear" else self.n_bins + 1
+
+    @property
     def n_raw(self):
-        """Unnormalised parameters per scalar: ``3K - 1``."""
-        return 3 * self.n_bins - 1
+        """Unnormalised parameters per scalar: ``3K - 1`` (linear tails) or ``3K + 1`` (``tails=None``)."""
+        return 2 * self.n_bins + self.n_derivatives
 
     # ------------------------------------------------------------------ knots
     def _knots_1d(self, raw, min_size, xp):
         """Knots ``(..., K+1)`` from unnormalised sizes ``(..., K)`` (steps 1-5 of the Notes), and the softmax."""
-        K, B = self.n_bins, self.bound
+        K, L, R = self.n_bins, self.left, self.right
         e = xp.exp(raw - np.max(unbox(raw), axis=-1, keepdims=True))   # the shift is a constant
         p = e / xp.cumsum(e, axis=-1)[..., K - 1:]
         sizes = min_size + (1.0 - min_size * K) * p
-        inner = (2.0 * B) * xp.cumsum(sizes, axis=-1)[..., :K - 1] + (-B)
+        inner = (R - L) * xp.cumsum(sizes, axis=-1)[..., :K - 1] + L
         end = inner.shape[:-1] + (1,)
         dt = unbox(raw).dtype
-        return xp.concatenate([np.full(end, -B, dt), inner, np.full(end, B, dt)], axis=-1), p
+        return xp.concatenate([np.full(end, L, dt), inner, np.full(end, R, dt)], axis=-1), p
 
     def _knot_derivatives(self, raw_d, xp):
-        end = raw_d.shape[:-1] + (1,)
-        one = np.ones(end, unbox(raw_d).dtype)
-        return xp.concatenate([one, self.min_derivative + softplus(raw_d, xp), one], axis=-1)
+        inner = self.min_derivative + softplus(raw_d, xp)
+        if self.tails is None:
+            return inner
+        one = np.ones(raw_d.shape[:-1] + (1,), unbox(raw_d).dtype)
+        return xp.concatenate([one, inner, one], axis=-1)
 
     def knots(self, raw_widths, raw_heights, raw_derivatives, xp=np):
         """``(x_knots, y_knots, derivatives)``, each ``(..., K+1)``, built as in the Notes."""
@@ -250,40 +371,87 @@ class RQSpline:
                 self._knots_1d(raw_heights, self.min_bin_height, xp)[0],
                 self._knot_derivatives(raw_derivatives, xp))
 
-    def _check_shapes(self, rw, rh, rd, owner="RQSpline"):
-        K = self.n_bins
+    def _check_shapes(self, rw, rh, rd, owner=None):
+        K, nd = self.n_bins, self.n_derivatives
         shapes = (np.shape(unbox(rw)), np.shape(unbox(rh)), np.shape(unbox(rd)))
-        if shapes[0][-1:] != (K,) or shapes[1][-1:] != (K,) or shapes[2][-1:] != (K - 1,) \
+        if shapes[0][-1:] != (K,) or shapes[1][-1:] != (K,) or shapes[2][-1:] != (nd,) \
                 or not shapes[0][:-1] == shapes[1][:-1] == shapes[2][:-1]:
-            raise ValueError(f"{owner}: expected unnormalised widths, heights, derivatives of shapes (..., {K}), "
-                             f"(..., {K}), (..., {K - 1}), got {shapes}")
+            raise ValueError(f"{owner or self.owner}: expected unnormalised widths, heights, derivatives of shapes "
+                             f"(..., {K}), (..., {K}), (..., {nd}), got {shapes}")
+
+    def check_knots(self, x_knots, y_knots, derivatives):
+        """Explicit knots (:meth:`forward_knots`): each ``(..., K+1)`` with the same leading shape, finite, float,
+        strictly increasing, derivatives > 0; and with linear tails the x- and y-knots share their end points
+        (the identity outside must meet the spline); else ``ValueError`` naming the owner."""
+        K1 = self.n_bins + 1
+        arrs = [unbox(a) for a in (x_knots, y_knots, derivatives)]
+        shapes = [np.shape(a) for a in arrs]
+        if any(s[-1:] != (K1,) for s in shapes) or not shapes[0][:-1] == shapes[1][:-1] == shapes[2][:-1]:
+            raise ValueError(f"{self.owner}: expected x-knots, y-knots and knot derivatives of shapes "
+                             f"(..., {K1}) each, got {shapes}")
+        for what, a in zip(("x-knots", "y-knots", "knot derivatives"), arrs):
+            if not (isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)):
+                raise ValueError(f"{self.owner}: {what} must be a float32 or float64 array, got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{self.owner}: {what} must be finite")
+        if not (np.all(np.diff(arrs[0], axis=-1) > 0) and np.all(np.diff(arrs[1], axis=-1) > 0)):
+            raise ValueError(f"{self.owner}: x-knots and y-knots must be strictly increasing")
+        if not np.all(arrs[2] > 0):
+            raise ValueError(f"{self.owner}: knot derivatives must be > 0, got min {arrs[2].min()!r}")
+        if self.tails == "linear" and not (np.array_equal(arrs[0][..., 0], arrs[1][..., 0])
+                                           and np.array_equal(arrs[0][..., -1], arrs[1][..., -1])):
+            raise ValueError(f"{self.owner}: with linear (identity) tails the first and last x- and y-knots "
+                             f"must be equal")
 
     def _bin(self, v, knots):
         """The bin of each element: the count of interior knots ``<= v`` (plain integers, never traced)."""
         return np.sum(unbox(v)[..., None] >= unbox(knots)[..., 1:self.n_bins], axis=-1)
 
-    def _locate(self, v, raw_widths, raw_heights, raw_derivatives, side, xp):
-        """Shared set-up of forward (``side="x"``) and inverse (``side="y"``): the knots, which entries of
-        ``v`` lie in [-B, B] (tails are evaluated at 0, finite, and masked out by the caller), each entry's
-        bin (searched among the x-knots or the y-knots) and its bin's end knots and derivatives
-        ``(x0, x1, y0, y1, d0, d1)``; also the softmax probabilities of widths and heights."""
-        B, K = self.bound, self.n_bins
-        kx, pw = self._knots_1d(raw_widths, self.min_bin_width, xp)
-        ky, ph = self._knots_1d(raw_heights, self.min_bin_height, xp)
-        kd = self._knot_derivatives(raw_derivatives, xp)
+    def _locate(self, v, kx, ky, kd, side, xp):
+        """Shared set-up of forward (``side="x"``) and inverse (``side="y"``) given the knots: which entries
+        of ``v`` lie in their spline's domain (tails are evaluated at 0, finite, and masked out by the caller;
+        with ``tails=None`` an entry outside is an error), each entry's bin (searched among the x-knots or the
+        y-knots) and its bin's end knots and derivatives ``(x0, x1, y0, y1, d0, d1)``."""
+        K = self.n_bins
+        k = unbox(kx if side == "x" else ky)
         raw = unbox(v)
-        inside = (raw >= -B) & (raw <= B)
-        vs = xp.where(inside, v, 0.0)
+        inside = (raw >= k[..., 0]) & (raw <= k[..., K])
+        if self.tails is None and not np.all(inside):
+            first = np.argwhere(~inside)[0]
+            ends = np.broadcast_to(k[..., [0, K]], inside.shape + (2,))[tuple(first)]
+            raise ValueError(f"{self.owner}: {'input' if side == 'x' else 'inverse input'} outside the spline's "
+                             f"domain (tails=None): element {tuple(int(i) for i in first)} is "
+                             f"{float(np.broadcast_to(raw, inside.shape)[tuple(first)])!r}, not in "
+                             f"[{float(ends[0])!r}, {float(ends[1])!r}]")
+        vs = xp.where(inside, v, 0.0) if self.tails is not None else v
         idx = self._bin(vs, kx if side == "x" else ky)
         ends = tuple(_gather(k[..., sl], idx, xp) for k in (kx, ky, kd) for sl in (slice(0, K), slice(1, None)))
-        return inside, vs, idx, ends, pw, ph
+        return inside, vs, idx, ends
+
+    def _clip(self, v, lo, hi, xp):
+        """``tails=None``: the output within its bin's ends ``[lo, hi]`` (the exact value is; rounding can step
+        one ulp past an end of the interval, which the other direction would refuse).  Linear tails: unchanged
+        (their numbers stay bit for bit those of earlier releases)."""
+        if self.tails is not None:
+            return v
+        return xp.where(v < lo, lo, xp.where(v > hi, hi, v))
 
     # ------------------------------------------------------------------ forward, inverse
-    def forward(self, x, raw_widths, raw_heights, raw_derivatives, xp=np):
-        """``(y, logabsdet, cache)``, elementwise.  ``x`` has any shape ``S``; the unnormalised parameters
-        are ``S + (K,)``, ``S + (K,)``, ``S + (K-1,)`` or broadcastable to them (a spline shared by the batch)."""
-        inside, xs, idx, (x0, x1, y0, y1, d0, d1), pw, ph = self._locate(
-            x, raw_widths, raw_heights, raw_derivatives, "x", xp)
+    def _check_finite(self, what, *arrays):
+        for a in arrays:
+            if not np.all(np.isfinite(unbox(a))):
+                raise ValueError(f"{self.owner}: {what} must be finite, got non-finite values")
+
+    def forward_knots(self, x, x_knots, y_knots, derivatives, xp=np, check=True):
+        """The spline given its knots: ``(y, logabsdet, cache)`` elementwise (the Notes' **Map** and
+        **Derivative**); ``x`` has any shape ``S``, the knots ``S + (K+1,)`` or broadcastable to it.  The
+        domain is ``[x_knots[..., 0], x_knots[..., K]]``; outside it the map is the identity (linear tails)
+        or an error (``tails=None``).  ``check``: validate ``x`` and the knots first (:meth:`check_knots`)."""
+        if check:
+            self.check_knots(x_knots, y_knots, derivatives)
+            self._check_finite("the input", x)
+        inside, xs, idx, (x0, x1, y0, y1, d0, d1) = self._locate(x, x_knots, y_knots, derivatives, "x", xp)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi = (xs - x0) / w
@@ -292,41 +460,69 @@ class RQSpline:
         A = s * (xi * xi) + d0 * tau
         D = s + (d0 + d1 - 2.0 * s) * tau
         M = d1 * (xi * xi) + 2.0 * s * tau + d0 * (om * om)
-        y = xp.where(inside, y0 + h * A / D, x)
+        y = self._clip(xp.where(inside, y0 + h * A / D, x), y0, y1, xp)
         ld = xp.where(inside, xp.log(s * s * M) - 2.0 * xp.log(D), 0.0)
-        cache = (inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, pw, ph, raw_derivatives)
+        cache = (inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, np.shape(unbox(x_knots)))
         return y, ld, cache
 
-    def inverse(self, y, raw_widths, raw_heights, raw_derivatives, xp=np):
-        """``(x, logabsdet)`` with ``logabsdet = log dx/dy`` elementwise; shapes as in :meth:`forward`."""
-        inside, ys, idx, (x0, x1, y0, y1, d0, d1), _, _ = self._locate(
-            y, raw_widths, raw_heights, raw_derivatives, "y", xp)
+    def inverse_knots(self, y, x_knots, y_knots, derivatives, xp=np, check=True):
+        """``(x, logabsdet)`` of the inverse given the knots, ``logabsdet = log dx/dy``; shapes and ``check`` as
+        in :meth:`forward_knots`."""
+        if check:
+            self.check_knots(x_knots, y_knots, derivatives)
+            self._check_finite("the inverse input", y)
+        inside, ys, idx, (x0, x1, y0, y1, d0, d1) = self._locate(y, x_knots, y_knots, derivatives, "y", xp)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi = solve_bin(ys - y0, h, s, d0, d1, xp)
-        om = 1.0 - xi
+        # the top half from the mirrored bin (Notes, inverse): 1 - xi without subtracting from 1
+        eta = solve_bin(y1 - ys, h, s, d1, d0, xp)
+        top = unbox(xi) > 0.5
+        xi, om = xp.where(top, 1.0 - eta, xi), xp.where(top, eta, 1.0 - xi)
         tau = xi * om
         D = s + (d0 + d1 - 2.0 * s) * tau
         M = d1 * (xi * xi) + 2.0 * s * tau + d0 * (om * om)
-        x = xp.where(inside, x0 + xi * w, y)
+        x = self._clip(xp.where(inside, xp.where(top, x1 - om * w, x0 + xi * w), y), x0, x1, xp)
         ld = xp.where(inside, 2.0 * xp.log(D) - xp.log(s * s * M), 0.0)
         return x, ld
+
+    def forward(self, x, raw_widths, raw_heights, raw_derivatives, xp=np, check=True):
+        """``(y, logabsdet, cache)``, elementwise.  ``x`` has any shape ``S``; the unnormalised parameters
+        are ``S + (K,)``, ``S + (K,)``, ``S + (n_derivatives,)`` or broadcastable to them (a spline shared by
+        the batch).  ``check``: refuse non-finite input or parameters (``ValueError``); the bijectors of
+        this module pass ``False`` and check their results instead."""
+        self._check_shapes(raw_widths, raw_heights, raw_derivatives)
+        if check:
+            self._check_finite("the input and the unnormalised parameters", x, raw_widths, raw_heights, raw_derivatives)
+        kx, pw = self._knots_1d(raw_widths, self.min_bin_width, xp)
+        ky, ph = self._knots_1d(raw_heights, self.min_bin_height, xp)
+        y, ld, core = self.forward_knots(x, kx, ky, self._knot_derivatives(raw_derivatives, xp), xp, check=False)
+        return y, ld, (core, pw, ph, raw_derivatives)
+
+    def inverse(self, y, raw_widths, raw_heights, raw_derivatives, xp=np, check=True):
+        """``(x, logabsdet)`` with ``logabsdet = log dx/dy`` elementwise; shapes as in :meth:`forward`."""
+        self._check_shapes(raw_widths, raw_heights, raw_derivatives)
+        if check:
+            self._check_finite("the input and the unnormalised parameters", y, raw_widths, raw_heights, raw_derivatives)
+        return self.inverse_knots(y, *self.knots(raw_widths, raw_heights, raw_derivatives, xp), xp, check=False)
 
     # ------------------------------------------------------------------ backward
     def _knots_1d_backward(self, kbar, p, min_size):
         """Steps 5-7 of the backward: knot cotangents ``(..., K+1)`` -> unnormalised cotangents ``(..., K)``."""
         K = self.n_bins
-        cbar = (2.0 * self.bound) * kbar[..., 1:K]                 # C_0 .. C_{K-2}; pinned ends dropped
+        cbar = (self.right - self.left) * kbar[..., 1:K]           # C_0 .. C_{K-2}; pinned ends dropped
         sbar = np.cumsum(cbar[..., ::-1], axis=-1)[..., ::-1]      # sum_{j >= i} cbar_j
         sbar = np.concatenate([sbar, np.zeros_like(sbar[..., :1])], axis=-1)
         pbar = (1.0 - min_size * K) * sbar
         return p * (pbar - np.sum(p * pbar, axis=-1, keepdims=True))
 
-    def backward(self, dy, dlogabsdet, cache):
-        """``(dx, (d_raw_widths, d_raw_heights, d_raw_derivatives))`` for the elementwise cotangents ``dy`` and
-        ``dlogabsdet`` (shape of ``x``).  Parameter cotangents have the parameters' shapes: summed over the
-        leading axes along which a shared spline was broadcast."""
-        inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, pw, ph, rd = cache
+    def backward_knots(self, dy, dlogabsdet, cache):
+        """The pullback of :meth:`forward_knots`: ``(dx, (d_x_knots, d_y_knots, d_derivatives))`` for the
+        elementwise cotangents ``dy`` and ``dlogabsdet`` (steps 1-4 of the Notes' backward).  The knot
+        cotangents have the knots' shape (summed over the axes along which shared knots were broadcast); every
+        knot gets its cotangent, the end knots included (with linear tails, moving an end knot moves the
+        boundary of the identity, which has no derivative: only the spline's side is differentiated)."""
+        inside, idx, xi, tau, s, h, w, d0, d1, A, D, M, kshape = cache
         K = self.n_bins
         gy = np.where(inside, dy, 0.0)
         gl = np.where(inside, dlogabsdet, 0.0)
@@ -349,18 +545,53 @@ class RQSpline:
         kx_bar = _scatter(-xi_bar / w - w_bar, w_bar, idx, K + 1)               # step 4
         ky_bar = _scatter(gy - h_bar, h_bar, idx, K + 1)
         kd_bar = _scatter(d0_bar, d1_bar, idx, K + 1)
-        n_shared = kx_bar.ndim - pw.ndim                                        # a spline shared by the batch
+        n_shared = kx_bar.ndim - len(kshape)                                    # knots shared by the batch
         if n_shared:
             axes = tuple(range(n_shared))
             kx_bar, ky_bar, kd_bar = kx_bar.sum(axes), ky_bar.sum(axes), kd_bar.sum(axes)
-        kx_bar, ky_bar, kd_bar = (_sum_to(a, pw.shape) for a in (kx_bar, ky_bar, kd_bar))
+        kx_bar, ky_bar, kd_bar = (_sum_to(a, kshape) for a in (kx_bar, ky_bar, kd_bar))
+        return dx, (kx_bar.astype(dx.dtype, copy=False), ky_bar.astype(dx.dtype, copy=False),
+                    kd_bar.astype(dx.dtype, copy=False))
+
+    def backward(self, dy, dlogabsdet, cache):
+        """``(dx, (d_raw_widths, d_raw_heights, d_raw_derivatives))`` for the elementwise cotangents ``dy`` and
+        ``dlogabsdet`` (shape of ``x``).  Parameter cotangents have the parameters' shapes: summed over the
+        leading axes along which a shared spline was broadcast."""
+        core, pw, ph, rd = cache
+        dx, (kx_bar, ky_bar, kd_bar) = self.backward_knots(dy, dlogabsdet, core)
         drw = self._knots_1d_backward(kx_bar, pw, self.min_bin_width)           # steps 5-7
         drh = self._knots_1d_backward(ky_bar, ph, self.min_bin_height)
-        drd = kd_bar[..., 1:K] * expit(rd)                                      # step 8
-        return dx, (drw, drh, drd.astype(dx.dtype, copy=False))
+        kd = kd_bar if self.tails is None else kd_bar[..., 1:self.n_bins]       # step 8 (pinned ends dropped)
+        drd = kd * expit(rd)
+        return dx, (drw.astype(dx.dtype, copy=False), drh.astype(dx.dtype, copy=False),
+                    drd.astype(dx.dtype, copy=False))
+
+    def _inverse_pullback(self, dx, dlogabsdet, core, back):
+        """Shared by :meth:`inverse_backward` and :meth:`inverse_backward_knots` (see there)."""
+        inside, _, xi, tau, s, _, _, d0, d1, _, D, M, _ = core
+        g = np.where(inside, s * s * M / (D * D), 1.0)
+        l_x = back(np.zeros_like(dx), np.ones_like(dx))[0]                     # d ell / dx (0 in the tails)
+        u = (dx - dlogabsdet * l_x) / g
+        dy, grads = back(u, dlogabsdet)
+        return u, tuple(-a for a in grads)
+
+    def inverse_backward(self, dx, dlogabsdet, cache):
+        """The pullback of :meth:`inverse` for the cotangents ``dx`` of its output and ``dlogabsdet`` of its
+        logdet ``-ell(x)``: ``(dy, (d_raw_widths, d_raw_heights, d_raw_derivatives))``, where ``cache`` is
+        :meth:`forward`'s cache *at the solved* ``x``.  By the implicit function theorem (``f(x; theta) = y``,
+        ``g = df/dx``): ``dy = u`` and ``d_theta = -(forward pullback with cotangents (u, dlogabsdet))_theta``
+        with ``u = (dx - dlogabsdet * d ell/dx) / g`` (derivation in the Notes)."""
+        core = cache[0]
+        return self._inverse_pullback(dx, dlogabsdet, core, lambda a, b: self.backward(a, b, cache))
+
+    def inverse_backward_knots(self, dx, dlogabsdet, cache):
+        """:meth:`inverse_backward` for explicit knots: ``cache`` is :meth:`forward_knots`'s at the solved
+        ``x``; returns ``(dy, (d_x_knots, d_y_knots, d_derivatives))``."""
+        return self._inverse_pullback(dx, dlogabsdet, cache, lambda a, b: self.backward_knots(a, b, cache))
 
     def __repr__(self):
-        return (f"RQSpline(n_bins={self.n_bins}, bound={self.bound}, min_bin_width={self.min_bin_width}, "
+        dom = f"bound={self.bound}" if self.tails == "linear" else f"tails=None, interval={self.interval}"
+        return (f"RQSpline(n_bins={self.n_bins}, {dom}, min_bin_width={self.min_bin_width}, "
                 f"min_bin_height={self.min_bin_height}, min_derivative={self.min_derivative})")
 
 
@@ -373,20 +604,72 @@ def _sum_to(a, shape):
 
 def rational_quadratic_spline(x, raw_widths, raw_heights, raw_derivatives, inverse=False, bound=3.0,
                               min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-                              min_derivative=DEFAULT_MIN_DERIVATIVE):
-    """The spline with linear tails as a function: ``(out, logabsdet)`` elementwise, the counterpart of nflows'
-    ``unconstrained_rational_quadratic_spline(..., tails="linear", tail_bound=bound)``.
+                              min_derivative=DEFAULT_MIN_DERIVATIVE, tails="linear", interval=None):
+    """The spline as a function of its unnormalised parameters: ``(out, logabsdet)`` elementwise.
 
-    ``x`` has any shape ``S``; the unnormalised parameters ``S + (K,)``, ``S + (K,)``, ``S + (K-1,)``
-    (or broadcastable).  ``inverse=True`` evaluates :math:`f^{-1}` and :math:`\\log|df^{-1}/dy|`.
-    See :class:`RQSpline` for the construction.
+    With ``tails="linear"`` the counterpart of nflows' ``unconstrained_rational_quadratic_spline(...,
+    tails="linear", tail_bound=bound)``; with ``tails=None`` of nflows' ``rational_quadratic_spline`` on
+    ``interval`` (default ``(0, 1)``: ``left = bottom``, ``right = top``), K+1 free derivatives, input outside
+    an error.
+
+    Parameters
+    ----------
+    x : ndarray, shape S
+    raw_widths, raw_heights : ndarray, shape S + (K,) (or broadcastable)
+    raw_derivatives : ndarray, shape S + (K-1,) (linear tails) or S + (K+1,) (``tails=None``)
+    inverse : bool
+        Evaluate :math:`f^{-1}` and :math:`\\log|df^{-1}/dy|` instead.
+
+    Returns
+    -------
+    out, logabsdet : ndarray, shape S
+
+    Notes
+    -----
+    The construction and derivation are :class:`RQSpline`'s (Durkan et al. 2019, arXiv:1906.04032); for the
+    pullbacks use an :class:`RQSpline` (``forward`` then ``backward``; ``inverse_backward``).
     """
-    sp = RQSpline(np.shape(raw_widths)[-1], bound, min_bin_width, min_bin_height, min_derivative,
-                  owner="rational_quadratic_spline")
-    sp._check_shapes(raw_widths, raw_heights, raw_derivatives, "rational_quadratic_spline")
+    K = np.shape(raw_widths)[-1] if np.ndim(raw_widths) else 0
+    sp = RQSpline(K, bound, min_bin_width, min_bin_height, min_derivative, owner="rational_quadratic_spline",
+                  tails=tails, interval=interval)
     if inverse:
         return sp.inverse(x, raw_widths, raw_heights, raw_derivatives)
     return sp.forward(x, raw_widths, raw_heights, raw_derivatives)[:2]
+
+
+def rational_quadratic_spline_knots(x, x_knots, y_knots, derivatives, inverse=False, tails="linear"):
+    """The spline given explicit knots: ``(out, logabsdet)`` elementwise.
+
+    Parameters
+    ----------
+    x : ndarray, shape S
+    x_knots, y_knots : ndarray, shape S + (K+1,) (or broadcastable)
+        Strictly increasing knot positions :math:`x^{(0)} < \\dots < x^{(K)}`, :math:`y^{(0)} < \\dots < y^{(K)}`
+        (from bin widths :math:`w` and heights :math:`h`: ``x0 + concatenate([0], cumsum(w))``).
+    derivatives : ndarray, shape S + (K+1,)
+        :math:`\\delta^{(k)} > 0`, the slope at each knot.
+    inverse : bool
+        Evaluate :math:`f^{-1}` and :math:`\\log|df^{-1}/dy|` instead.
+    tails : ``"linear"`` or None
+        Outside :math:`[x^{(0)}, x^{(K)}]`: the identity (then the end knots of x and y must be equal) or a
+        ``ValueError``.
+
+    Returns
+    -------
+    out, logabsdet : ndarray, shape S
+
+    Notes
+    -----
+    The map of :class:`RQSpline`'s Notes (Durkan et al. 2019, arXiv:1906.04032, eq. 4-8) evaluated at the given
+    knots.  Pullbacks: ``sp = RQSpline(K, tails=...)``, ``y, ld, cache = sp.forward_knots(x, xk, yk, d)``,
+    ``dx, (dxk, dyk, dd) = sp.backward_knots(dy, dld, cache)``; for the inverse,
+    ``sp.inverse_backward_knots`` with the forward cache at the solved point.
+    """
+    K = np.shape(x_knots)[-1] - 1 if np.ndim(x_knots) else 0
+    sp = RQSpline(K, owner="rational_quadratic_spline_knots", tails=tails)
+    if inverse:
+        return sp.inverse_knots(y=x, x_knots=x_knots, y_knots=y_knots, derivatives=derivatives)
+    return sp.forward_knots(x, x_knots, y_knots, derivatives)[:2]
 
 
 def _check_result(owner, y, ld):
@@ -402,12 +685,15 @@ class RationalQuadraticSpline(Bijector):
     ----------
     dim : int
         ``D``.
-    n_bins, bound, min_bin_width, min_bin_height, min_derivative
-        As :class:`RQSpline`.
+    n_bins, bound, min_bin_width, min_bin_height, min_derivative, tails, interval
+        As :class:`RQSpline`.  ``tails=None`` with ``interval=(l, r)`` (default ``(0, 1)``): the bounded spline
+        of nflows' ``rational_quadratic_spline``, ``3K + 1`` unnormalised parameters per transformed scalar
+        (``K + 1`` derivatives), and a transformed input outside the interval raises ``ValueError``.
 
     Notes
     -----
-    Parameters ``raw_widths`` ``(D, K)``, ``raw_heights`` ``(D, K)``, ``raw_derivatives`` ``(D, K-1)``.
+    Parameters ``raw_widths`` ``(D, K)``, ``raw_heights`` ``(D, K)``, ``raw_derivatives`` ``(D, K-1)``
+    (``(D, K+1)`` with ``tails=None``).
     ``init`` gives the identity map (to rounding): equal widths and heights make every slope
     :math:`s = 1`, and ``raw_derivatives`` = :func:`identity_raw_derivative` makes every knot derivative 1,
     and a rational-quadratic segment with :math:`s = \\delta_0 = \\delta_1 = 1` is :math:`y = x`.
@@ -419,33 +705,36 @@ class RationalQuadraticSpline(Bijector):
     """
 
     def __init__(self, dim, n_bins=8, bound=3.0, min_bin_width=DEFAULT_MIN_BIN_WIDTH,
-                 min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE):
+                 min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE, tails="linear",
+                 interval=None):
         if int(dim) != dim or dim < 1:
             raise ValueError(f"RationalQuadraticSpline: dim must be an integer >= 1, got {dim!r}")
         self.dim = int(dim)
         self.spline = RQSpline(n_bins, bound, min_bin_width, min_bin_height, min_derivative,
-                               owner="RationalQuadraticSpline")
+                               owner="RationalQuadraticSpline", tails=tails, interval=interval)
 
     def param_shapes(self):
         K = self.spline.n_bins
-        return {"raw_widths": (self.dim, K), "raw_heights": (self.dim, K), "raw_derivatives": (self.dim, K - 1)}
+        return {"raw_widths": (self.dim, K), "raw_heights": (self.dim, K),
+                "raw_derivatives": (self.dim, self.spline.n_derivatives)}
 
     def init(self, rng, x=None, dtype=np.float64):
         dtype = x.dtype if x is not None else np.dtype(dtype)
         K = self.spline.n_bins
         return {"raw_widths": np.zeros((self.dim, K), dtype), "raw_heights": np.zeros((self.dim, K), dtype),
-                "raw_derivatives": np.full((self.dim, K - 1), identity_raw_derivative(self.spline.min_derivative),
-                                           dtype)}
+                "raw_derivatives": np.full((self.dim, self.spline.n_derivatives),
+                                           identity_raw_derivative(self.spline.min_derivative), dtype)}
 
     def _forward(self, params, x, xp):
         y, ld, cache = self.spline.forward(x, params["raw_widths"], params["raw_heights"],
-                                           params["raw_derivatives"], xp)
+                                           params["raw_derivatives"], xp, check=False)
         logdet = xp.sum(ld, axis=1)
         _check_result(self.name, y, logdet)
         return y, logdet, cache
 
     def _inverse(self, params, y, xp):
-        x, ld = self.spline.inverse(y, params["raw_widths"], params["raw_heights"], params["raw_derivatives"], xp)
+        x, ld = self.spline.inverse(y, params["raw_widths"], params["raw_heights"], params["raw_derivatives"], xp,
+                                    check=False)
         logdet = xp.sum(ld, axis=1)
         _check_result(f"{self.name} inverse", x, logdet)
         return x, logdet
@@ -456,7 +745,8 @@ class RationalQuadraticSpline(Bijector):
 
     def __repr__(self):
         sp = self.spline
-        return f"RationalQuadraticSpline(dim={self.dim}, n_bins={sp.n_bins}, bound={sp.bound})"
+        dom = f"bound={sp.bound}" if sp.tails == "linear" else f"tails=None, interval={sp.interval}"
+        return f"RationalQuadraticSpline(dim={self.dim}, n_bins={sp.n_bins}, {dom})"
 
 
 class SplineCoupling(_Coupling):
@@ -468,8 +758,10 @@ class SplineCoupling(_Coupling):
     ----------
     mask : array of 0/1, shape (D,)
         1 = passes through and conditions, 0 = transformed (as :class:`~npflows.AffineCoupling`).
-    n_bins, bound, min_bin_width, min_bin_height, min_derivative
-        As :class:`RQSpline`.
+    n_bins, bound, min_bin_width, min_bin_height, min_derivative, tails, interval
+        As :class:`RQSpline`.  ``tails=None`` with ``interval=(l, r)`` (default ``(0, 1)``): the bounded spline
+        of nflows' ``rational_quadratic_spline``, ``3K + 1`` unnormalised parameters per transformed scalar
+        (``K + 1`` derivatives), and a transformed input outside the interval raises ``ValueError``.
     hidden, activation
         The conditioner MLP (``d1 -> hidden -> d2 * (3K - 1)``), parameters under ``"net."``.
     zero_init : bool
@@ -497,15 +789,16 @@ class SplineCoupling(_Coupling):
 
     def __init__(self, mask, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu",
                  min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True):
-        self.spline = RQSpline(n_bins, bound, min_bin_width, min_bin_height, min_derivative, owner="SplineCoupling")
+                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True, tails="linear", interval=None):
+        self.spline = RQSpline(n_bins, bound, min_bin_width, min_bin_height, min_derivative, owner="SplineCoupling",
+                               tails=tails, interval=interval)
         self.n_params_per_dim = self.spline.n_raw
         super().__init__(mask, hidden, activation, zero_init)
 
     def init(self, rng, x=None, dtype=np.float64):
         p = super().init(rng, x, dtype)
         key, K = self.net._b[-1], self.spline.n_bins
-        b = p[key].reshape(self.d2, 3 * K - 1).copy()
+        b = p[key].reshape(self.d2, self.spline.n_raw).copy()
         b[:, 2 * K:] = identity_raw_derivative(self.spline.min_derivative)
         p[key] = b.reshape(-1)
         return p
@@ -513,13 +806,13 @@ class SplineCoupling(_Coupling):
     def _raw(self, params, x1, xp):
         out, nc = self.net.forward(params, x1, xp)
         K = self.spline.n_bins
-        raw = xp.reshape(out, (x1.shape[0], self.d2, 3 * K - 1))
+        raw = xp.reshape(out, (x1.shape[0], self.d2, self.spline.n_raw))
         return raw[..., :K], raw[..., K:2 * K], raw[..., 2 * K:], nc
 
     def _forward(self, params, x, xp):
         x1, x2 = self._split(x)
         rw, rh, rd, nc = self._raw(params, x1, xp)
-        y2, ld, sc = self.spline.forward(x2, rw, rh, rd, xp)
+        y2, ld, sc = self.spline.forward(x2, rw, rh, rd, xp, check=False)
         y, logdet = self._join(x1, y2, xp), xp.sum(ld, axis=1)
         _check_result(self.name, y, logdet)
         return y, logdet, (sc, nc)
@@ -527,7 +820,7 @@ class SplineCoupling(_Coupling):
     def _inverse(self, params, y, xp):
         y1, y2 = self._split(y)
         rw, rh, rd, _ = self._raw(params, y1, xp)
-        x2, ld = self.spline.inverse(y2, rw, rh, rd, xp)
+        x2, ld = self.spline.inverse(y2, rw, rh, rd, xp, check=False)
         x, logdet = self._join(y1, x2, xp), xp.sum(ld, axis=1)
         _check_result(f"{self.name} inverse", x, logdet)
         return x, logdet
@@ -542,8 +835,8 @@ class SplineCoupling(_Coupling):
 
     def __repr__(self):
         sp = self.spline
-        return (f"SplineCoupling(mask={self.mask.astype(int).tolist()}, n_bins={sp.n_bins}, bound={sp.bound}, "
-                f"net={self.net!r})")
+        dom = f"bound={sp.bound}" if sp.tails == "linear" else f"tails=None, interval={sp.interval}"
+        return f"SplineCoupling(mask={self.mask.astype(int).tolist()}, n_bins={sp.n_bins}, {dom}, net={self.net!r})"
 
 
 def nsf(dim, n_layers=5, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu", mask="half",
@@ -571,8 +864,10 @@ class MaskedSplineAutoregressive(Bijector):
     ----------
     dim : int
         ``D``.
-    n_bins, bound, min_bin_width, min_bin_height, min_derivative
-        As :class:`RQSpline`.
+    n_bins, bound, min_bin_width, min_bin_height, min_derivative, tails, interval
+        As :class:`RQSpline`.  ``tails=None`` with ``interval=(l, r)`` (default ``(0, 1)``): the bounded spline
+        of nflows' ``rational_quadratic_spline``, ``3K + 1`` unnormalised parameters per transformed scalar
+        (``K + 1`` derivatives), and a transformed input outside the interval raises ``ValueError``.
     hidden, activation, order, rng, hidden_degrees
         The conditioner :class:`~npflows.nn.MADE` with ``k = 3K - 1`` outputs per coordinate, parameters under
         ``"net."``; ``order`` is ``"natural"``, ``"reversed"``, ``"random"`` (from ``rng``) or a permutation.
@@ -604,9 +899,9 @@ class MaskedSplineAutoregressive(Bijector):
 
     def __init__(self, dim, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu", order="natural", rng=None,
                  hidden_degrees="equal", min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True):
+                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True, tails="linear", interval=None):
         self.spline = RQSpline(n_bins, bound, min_bin_width, min_bin_height, min_derivative,
-                               owner="MaskedSplineAutoregressive")
+                               owner="MaskedSplineAutoregressive", tails=tails, interval=interval)
         try:
             self.net = MADE(dim, self.spline.n_raw, hidden, activation, order, rng, hidden_degrees,
                             zero_last=zero_init, prefix="net.")
@@ -624,19 +919,19 @@ class MaskedSplineAutoregressive(Bijector):
     def init(self, rng, x=None, dtype=np.float64):
         p = self.net.init(rng, dtype=x.dtype if x is not None else dtype)
         key, K = self.net._b[-1], self.spline.n_bins
-        b = p[key].reshape(3 * K - 1, self.dim).copy()
+        b = p[key].reshape(self.spline.n_raw, self.dim).copy()
         b[2 * K:] = identity_raw_derivative(self.spline.min_derivative)
         p[key] = b.reshape(-1)
         return p
 
     def _raw(self, out, xp):
         K = self.spline.n_bins
-        raw = xp.transpose(xp.reshape(out, (out.shape[0], 3 * K - 1, self.dim)), (0, 2, 1))
+        raw = xp.transpose(xp.reshape(out, (out.shape[0], self.spline.n_raw, self.dim)), (0, 2, 1))
         return raw[..., :K], raw[..., K:2 * K], raw[..., 2 * K:]
 
     def _forward(self, params, x, xp):
         out, nc = self.net.forward(params, x, xp)
-        y, ld, sc = self.spline.forward(x, *self._raw(out, xp), xp)
+        y, ld, sc = self.spline.forward(x, *self._raw(out, xp), xp, check=False)
         logdet = xp.sum(ld, axis=1)
         _check_result(self.name, y, logdet)
         return y, logdet, (sc, nc)
@@ -648,7 +943,7 @@ class MaskedSplineAutoregressive(Bijector):
         x, ld = y, xp.zeros(y.shape, dtype=unbox(y).dtype)
         for _ in range(int(n_passes)):
             out, _ = self.net.apply(mp, x, xp)
-            x, ld = self.spline.inverse(y, *self._raw(out, xp), xp)
+            x, ld = self.spline.inverse(y, *self._raw(out, xp), xp, check=False)
         return x, xp.sum(ld, axis=1)
 
     def _inverse(self, params, y, xp):
@@ -665,7 +960,8 @@ class MaskedSplineAutoregressive(Bijector):
 
     def __repr__(self):
         sp = self.spline
-        return (f"MaskedSplineAutoregressive(dim={self.dim}, n_bins={sp.n_bins}, bound={sp.bound}, "
+        dom = f"bound={sp.bound}" if sp.tails == "linear" else f"tails=None, interval={sp.interval}"
+        return (f"MaskedSplineAutoregressive(dim={self.dim}, n_bins={sp.n_bins}, {dom}, "
                 f"order={self.order.tolist()}, hidden={self.net.hidden})")
 
 

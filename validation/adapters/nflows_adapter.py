@@ -12,7 +12,10 @@ Mappings (npflows case -> nflows), each exact to rounding:
 * ``AffineCoupling`` with ``scale="sigmoid"`` (nflows' only scale), ``AdditiveCoupling``, ``SplineCoupling``:
   nflows' coupling classes with the mask complemented (nflows transforms where ``mask > 0``) and the case's
   MLP as ``transform_net`` (for the affine coupling its output columns reordered to nflows' shift-then-scale).
-* ``RationalQuadraticSpline``: ``splines.unconstrained_rational_quadratic_spline`` with linear tails.
+* ``RationalQuadraticSpline``: ``splines.unconstrained_rational_quadratic_spline`` with linear tails; a
+  bounded one (``tails: null``, ``interval [l, r]``): ``splines.rational_quadratic_spline`` with ``left = bottom = l``,
+  ``right = top = r`` (K+1 free derivatives).  A bounded ``SplineCoupling`` on [0, 1]:
+  ``PiecewiseRationalQuadraticCouplingTransform(tails=None)``.
 * ``MaskedAffineAutoregressive`` with ``update="affine"``, ``scale="softplus"`` (nflows' scale
   ``softplus(r) + 1e-3``): ``transforms.MaskedAffineAutoregressiveTransform`` with the case's MADE (masked
   MLP, any order) as ``autoregressive_net``, its output columns interleaved to nflows' per-feature
@@ -127,21 +130,37 @@ def _additive(T, P, dt):
     return _t(AdditiveCouplingTransform(1 - np.asarray(T["mask"]), _coupling_net(T, P)))
 
 
+def _bounded(T):
+    return "tails" in T and T["tails"] is None
+
+
 def _spline_kw(T):
-    return dict(num_bins=T["n_bins"], tails="linear", tail_bound=T["bound"], min_bin_width=T["min_bin_width"],
+    dom = dict(tails="linear", tail_bound=T["bound"]) if not _bounded(T) else dict(tails=None)
+    return dict(num_bins=T["n_bins"], **dom, min_bin_width=T["min_bin_width"],
                 min_bin_height=T["min_bin_height"], min_derivative=T["min_derivative"])
 
 
 def _spline_coupling(T, P, dt):
     from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
+    if _bounded(T) and list(T["interval"]) != [0.0, 1.0]:
+        raise NotMappable("nflows' coupling with tails=None lives on [0, 1]; this case's interval is "
+                          f"{T['interval']}")
     return _t(PiecewiseRationalQuadraticCouplingTransform(1 - np.asarray(T["mask"]), _coupling_net(T, P),
                                                           **_spline_kw(T)))
 
 
 def _spline(T, P, dt):
-    from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline as rqs
+    from nflows.transforms.splines.rational_quadratic import rational_quadratic_spline
+    from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
     kw = _spline_kw(T)
     kw.pop("num_bins")
+    if _bounded(T):                 # nflows' bounded spline: [left, right] onto [bottom, top], K+1 derivatives
+        left, right = T["interval"]
+        kw = dict(left=left, right=right, bottom=left, top=right, min_bin_width=T["min_bin_width"],
+                  min_bin_height=T["min_bin_height"], min_derivative=T["min_derivative"])
+        rqs = rational_quadratic_spline
+    else:
+        rqs = unconstrained_rational_quadratic_spline
 
     def apply(v, inverse):
         n = v.shape[0]

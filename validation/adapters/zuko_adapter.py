@@ -228,6 +228,9 @@ for _name in ("LeakyReLU", "Sigmoid", "Logit", "Linear", "Planar", "Radial"):
 def build(T, P, dt):
     if T["type"] == "Sequential":
         return sequential(build)(T, P, dt)
+    if "tails" in T and T["tails"] is None:
+        raise NotMappable("zuko's MonotonicRQSTransform has identity tails outside [-B, B] and end derivatives 1; "
+                          "a bounded spline (tails null, K+1 free derivatives) has no counterpart")
     if T["type"] not in BUILD:
         raise NotMappable(f"no zuko mapping for {T['type']}")
     return BUILD[T["type"]](T, P, dt)
