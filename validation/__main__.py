@@ -33,6 +33,7 @@ def main(argv=None):
     c.add_argument("-v", "--verbose", action="store_true", help="worst digits of every quantity")
     pe = sub.add_parser("peers", help="run every installed peer adapter; print the READMEs' table")
     pe.add_argument("--only", action="append", help="adapter name (repeatable)")
+    pe.add_argument("--write-readme", action="store_true", help="put the table into validation/README.md")
     r = sub.add_parser("report", help="the cases, and npflows' agreement with them")
     r.add_argument("--all", action="store_true", help="list every number below 13 digits")
     a = ap.parse_args(argv)
@@ -48,8 +49,11 @@ def main(argv=None):
             res = check(adapter, cases, verbose=a.verbose)
         return 1 if any(r.status in ("FAIL", "error") for r in res) else 0
     if a.cmd == "peers":
-        from .peers import run_peers
-        print("\n".join(run_peers(load_cases(), a.only)))
+        from .peers import run_peers, write_readme
+        table = run_peers(load_cases(), a.only)
+        print("\n".join(table))
+        if a.write_readme:
+            write_readme(table)
         return 0
     from .report import report
     print(report(load_cases(), full=a.all))

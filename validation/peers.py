@@ -56,3 +56,16 @@ def run_peers(cases, names=None, out=print):
             "logdets | input pullback | parameter pullbacks | time |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     return head + rows
+
+
+def write_readme(table, path=None):
+    """Replace the table between ``<!-- peers-table -->`` and ``<!-- /peers-table -->`` in README.md."""
+    import re
+    from pathlib import Path
+    path = Path(path or Path(__file__).resolve().parent / "README.md")
+    text = path.read_text()
+    new, n = re.subn(r"(<!-- peers-table -->\n).*?(<!-- /peers-table -->)",
+                     lambda m: m.group(1) + "\n".join(table) + "\n" + m.group(2), text, flags=re.S)
+    if n != 1:
+        raise SystemExit(f"{path}: no peers-table markers")
+    path.write_text(new)

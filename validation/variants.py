@@ -199,17 +199,29 @@ def _double_at_or_above(v):
     return d
 
 
+KNOT_OFFSET_ULPS = 16
+
+
 def _on_knots(b, p, x, rng):
-    """Every transformed entry on a knot of its own spline, interior knots and both ends in turn: the smallest
-    double at or above the exact (50-digit) interior knot, so the exact point lies in the bin to the right
-    of the knot or on it; the ends exactly (-B and B, or the bounded spline's interval ends)."""
+    """Every transformed entry at a knot of its own spline, interior knots and both ends in turn.  An interior
+    knot is irrational in general, so no double lies on it, and an implementation's float knot is within a
+    few units in the last place of the domain's bound ``B`` of the exact one (npflows': 2 at most over these
+    cases): an input that close lies on either side of it by the accident of rounding, and the one-sided
+    pullbacks differ there.  So each interior-knot input is the smallest double at or above the exact
+    (50-digit) knot plus ``KNOT_OFFSET_ULPS`` ulps of ``B``: within 1e-14 of the knot, in the bin to its right
+    for every implementation that rounds its knots to 16 ulps.  The ends are exact (-B and B, or the bounded
+    spline's interval ends), where the convention matters and the case states it."""
     x = x.copy()
     idx2 = _transformed(b)
     knots = _exact_knots(b, p, x)
     K1 = b.spline.n_bins + 1
+    ulp_B = mp.mpf(float(np.spacing(max(abs(b.spline.left), abs(b.spline.right)))))
     for n in range(x.shape[0]):
         for j, i in enumerate(idx2):
-            x[n, i] = _double_at_or_above(knots[n][j][(n + 2 * j) % K1])
+            k = (n + 2 * j) % K1
+            with mp.workdps(50):
+                v = knots[n][j][k] + (KNOT_OFFSET_ULPS * ulp_B if 0 < k < K1 - 1 else 0)
+                x[n, i] = _double_at_or_above(v)
     return p, x
 
 
@@ -285,15 +297,16 @@ ONE_SIDED = ("the derivative of the logdet jumps at a knot (the spline's second 
              "pullback there is one-sided: this case takes the bin to the right of a knot, and at x = B the "
              "last bin, as nflows; an implementation with the other convention differs in the pullback only")
 ON_KNOTS_ONE_SIDED = (
-    "each interior-knot input is the smallest double at or above the exact knot, so it lies in the bin to the "
-    "right (or exactly on the knot, which belongs to the bin on its right); the derivative of the logdet jumps "
-    "at a knot (the spline's second derivative does), so the pullback is that of the right bin.  An "
-    "implementation whose float knots round above the input puts the point in the left bin: its values and "
-    "logdets agree, its pullback is the other one-sided derivative.  At the upper end the last bin")
+    "each interior-knot input lies 16 ulps of B to the right of the exact knot (the bin to the right for any "
+    "implementation whose float knots are that accurate); at the domain's ends, where the inputs are exact, "
+    "the derivative of the logdet jumps (the spline's second derivative does), so the pullback there is "
+    "one-sided: this case takes the first bin at the lower end and the last bin at the upper end, as nflows; "
+    "an implementation with the other convention, or whose float knots are off by more than 16 ulps, differs "
+    "in the pullback only")
 _linear = lambda b: b.spline.tails == "linear"
 SPLINE = [
-    Variant("on_knots", "every transformed input on a knot of its spline: interior knots as the smallest double "
-            "at or above the exact (50-digit) knot, and the domain's ends exactly", _on_knots,
+    Variant("on_knots", "every transformed input at a knot of its spline: 16 ulps of B to the right of the exact "
+            "(50-digit) interior knots, and exactly on the domain's ends", _on_knots,
             one_sided=ON_KNOTS_ONE_SIDED),
     Variant("tails", "inputs just outside (1 + 1e-12) B, at 1.5 B and far outside (1e3 B): identity tails",
             _spline_inputs([1.0 + 1e-12, -(1.0 + 1e-12), 1e3, -1e3, 1.5, -1.5]), _linear),

@@ -208,6 +208,9 @@ def _maa(T, P, dt):
 
 
 def _spline_kw(T):
+    if T.get("tails", "linear") != "linear":
+        raise NotMappable("normflows' spline layers take linear tails on [-B, B] only; this case is the "
+                          "bounded spline (tails null) on an interval")
     return dict(num_bins=T["n_bins"], tails="linear", tail_bound=T["bound"], min_bin_width=T["min_bin_width"],
                 min_bin_height=T["min_bin_height"], min_derivative=T["min_derivative"])
 
