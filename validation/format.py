@@ -107,7 +107,10 @@ def numbers_hash(case):
 def inputs_hash(case):
     """SHA-256 of what determines a case's expected numbers: the transform, dtype, parameters, forward
     input, cotangents and, where it is not the forward output, the inverse's input.  The generator reuses
-    the stored expected numbers while it matches (they are a function of these alone)."""
+    the stored expected numbers while it matches (they are a function of these alone).  Computed on a case
+    as the generator builds it, before its expected numbers are filled: an inverse input of ``None`` is the
+    forward output, any other is the variant's own (the generator compares a regeneration's hash with the
+    stored one, both taken at that stage)."""
     inv = case["inverse"].get("input")
     if inv is None or inv == case["forward"].get("output"):
         inv = "the forward output"
