@@ -1,48 +1,43 @@
-"""Certification of a case, independent of the code that produced its numbers.
+"""The expected numbers of a case and the accuracy each one can be asked for, from the 50-digit reference.
 
-1. **50 digits** (``reference.py``, mpmath at 50 significant digits, written from README.md): the forward
-   and inverse outputs and logdets at the case's stored inputs, and every pullback by the complex step
-   (one evaluation per scalar input, :math:`\\partial f/\\partial u = \\mathrm{Im} f(u + ih)/h` with
-   :math:`h = 2^{-200}|u|` (:math:`2^{-200}` at u = 0), exact to the working precision since nothing is subtracted).  Each stored float64
-   number gets its certified digits, NIST StRD's log relative error against the 50-digit value.
-2. **Brute force in float64** (autograd on npflows' traceable ``forward``): each sample's logdet against
-   ``slogdet`` of its full Jacobian, and the pullback against autograd's gradient.  These catch a wrong
-   formula even where no 50-digit reference exists; they certify no digits.
+1. **Expected numbers** (``reference.py``, mpmath at 50 significant digits, written from README.md): the
+   forward and inverse outputs and logdets at the case's stored inputs, and every pullback by the complex
+   step (one evaluation per scalar input, :math:`\\partial f/\\partial u = \\mathrm{Im} f(u + ih)/h` with
+   :math:`h = 2^{-200}|u|` (:math:`2^{-200}` at u = 0), exact to the working precision since nothing is
+   subtracted), each correctly rounded to the case's dtype (:func:`round_to`).  npflows' arithmetic plays
+   no part: the same inputs give the same bits on every machine and BLAS kernel.
+2. **Brute force at 50 digits**: each sample's logdet against :math:`\\log|\\det J|` of the reference's own
+   complex-step Jacobian; a disagreement beyond 1e-30 stops the generator.
 
 A logdet or pullback reference smaller than 1e-40 times its quantity's magnitude (or 1) is the rounding
-residue of an exact zero and is taken as 0 (outputs are not: an input of 1e-300 has outputs that small);
-the digits of a stored value ``v`` against an exact 0 are ``-log10|v|`` (NIST).
+residue of an exact zero and is stored as 0 (outputs are not: an input of 1e-300 has outputs that small).
 
-A number with fewer than ``LOW`` certified digits (13 for float64, 5 for float32) is listed with its
-50-digit value, a condition number and the reason:
+**Attainable digits** (:func:`fill_expected`).  Every number gets an error magnitude ``A``, the absolute
+error a backward-stable evaluation makes in units of the unit roundoff:
 
-* forward and inverse outputs: the componentwise condition number
-  :math:`\\kappa = \\sum_j |\\partial o/\\partial u_j|\\,|u_j| / |o|` over every input and parameter
-  (the complex step gives the whole Jacobian): any float64 evaluation loses about
-  :math:`\\log_{10}\\kappa` digits;
-* logdets: the larger of that and the summation condition number
-  :math:`\\sum_i |t_i| / |\\sum_i t_i|` of the terms :math:`t_i` that README.md sums (per coordinate, per
-  layer): the rounding of the terms themselves, about an ulp each, is invisible to the condition number
-  with respect to the inputs where they saturate (a log-scale :math:`c\\tanh r` at :math:`|r| = 15`) yet
-  cancels to a small sum;
-* pullbacks: the larger of the cancellation ratio of the final contraction,
-  :math:`\\sum_i |\\bar y_i J_{ij}| / |\\sum_i \\bar y_i J_{ij}|`, and (where that does not explain the
-  loss) the response of the 50-digit pullback to a random relative perturbation of 1e-20 of every input,
-  parameter and cotangent (two draws), which also sees ill-conditioned inner steps such as
-  :math:`W^{-T}` of a near-singular W;
-* a number that loses more than its condition number explains (with a margin of 1.5 digits) is
-  flagged ``npflows`` in the reason: an accuracy limit of npflows' formula, recorded as a finding.
+* forward and inverse outputs: :math:`\\sum_j |\\partial o/\\partial u_j|\\,|u_j|` over every input and
+  parameter (the componentwise condition number times :math:`|o|`; the inverse's derivatives from the
+  forward Jacobian by the implicit function theorem, inverted at 50 digits);
+* logdets: the larger of that and :math:`\\sum_i |t_i|` over the terms :math:`t_i` that README.md sums (per
+  coordinate, per layer): the rounding of the terms themselves, about an ulp each, is invisible to the
+  condition number with respect to the inputs where they saturate (a log-scale :math:`c\\tanh r` at
+  :math:`|r| = 15`) yet cancels to a small sum;
+* pullbacks: the larger of the sum of the final contraction's absolute terms,
+  :math:`\\sum_i |\\bar y_i J_{ij}|`, and the response of the 50-digit pullback to a random relative
+  perturbation of 1e-20 of every input, parameter and cotangent (two draws), which also sees ill-conditioned
+  inner steps such as :math:`W^{-T}` of a near-singular W.
+
+The attainable digits are ``-log10(u A / denominator)`` with the checker's denominator; a number with fewer
+than ``LOW`` of them is listed in the case's ``tolerance.conditioned`` with the digits the checker requires
+of it, ``max(0, min(min_digits, attainable - MARGIN))``.
 """
-import math
 
 import mpmath as mp
 import numpy as np
 
 from . import reference as R
-from .format import MAX_DIGITS, lre, numbers_hash, quantities
 
 LOW = {"float64": 13.0, "float32": 6.0}     # attainable digits below which a number is listed as conditioned
-EPS_DIGITS = {"float64": -math.log10(2.0 ** -53), "float32": -math.log10(2.0 ** -24)}
 MAX_SCALARS = 4000        # inputs + parameters above which the 50-digit reference is skipped (too slow)
 H = mp.mpf(2) ** -200
 
