@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def installed(tmp_path_factory):
     """npflows and npflows_validation installed (built as a wheel, not editable) into a fresh folder."""
     target = tmp_path_factory.mktemp("site")
-    p = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+    try:                      # build with the installed setuptools when it is recent enough (no download)
+        import setuptools
+        isolation = [] if int(setuptools.__version__.split(".")[0]) < 61 else ["--no-build-isolation"]
+    except ImportError:
+        isolation = []
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation,
                         "--disable-pip-version-check", "--target", str(target), str(ROOT)],
                        capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
