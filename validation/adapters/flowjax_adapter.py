@@ -371,6 +371,9 @@ BUILD = {
 }
 
 
+SPLINE_TYPES = ("RationalQuadraticSpline", "SplineCoupling", "MaskedSplineAutoregressive")
+
+
 def build(T, P, dt):
     if T["type"] not in BUILD:
         raise NotMappable(f"no flowjax mapping for {T['type']}")
@@ -393,6 +396,9 @@ def _unmappable(T):
         return next((r for r in map(_unmappable, T["layers"]) if r), None)
     if T["type"] not in BUILD:
         return f"no flowjax mapping for {T['type']}"
+    if T["type"] in SPLINE_TYPES and T.get("tails", "linear") != "linear":
+        return ("flowjax's RationalQuadraticSpline has identity tails outside [-B, B] and end derivatives 1; "
+                "this case is the bounded spline (tails null, free end derivatives) on an interval")
     if BUILD[T["type"]].__name__ == "f":                         # a _not(reason)
         try:
             BUILD[T["type"]](T, {}, None)
