@@ -11,15 +11,23 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _can_build_here():
+    """Can the installed setuptools build a wheel without a download (>= 70.1 has bdist_wheel built in;
+    older ones need the wheel package, and pyproject metadata needs >= 61)?"""
+    import importlib.util
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    v = tuple(int(p) for p in setuptools.__version__.split(".")[:2] if p.isdigit())
+    return v >= (70, 1) or (v >= (61, 0) and importlib.util.find_spec("wheel") is not None)
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """npflows and npflows_validation installed (built as a wheel, not editable) into a fresh folder."""
     target = tmp_path_factory.mktemp("site")
-    try:                      # build with the installed setuptools when it is recent enough (no download)
-        import setuptools
-        isolation = [] if int(setuptools.__version__.split(".")[0]) < 61 else ["--no-build-isolation"]
-    except ImportError:
-        isolation = []
+    isolation = ["--no-build-isolation"] if _can_build_here() else []   # else pip fetches setuptools
     p = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation,
                         "--disable-pip-version-check", "--target", str(target), str(ROOT)],
                        capture_output=True, text=True, timeout=300)
