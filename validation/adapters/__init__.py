@@ -48,3 +48,19 @@ def arrays(case):
     pb = case.get("pullback")
     return CaseArrays(dt, {k: a(v) for k, v in case["params"].items()}, a(case["forward"]["input"]),
                       a(case["inverse"]["input"]), a(pb["dy"]) if pb else None, a(pb["dlogdet"]) if pb else None)
+
+
+def conditioner(P, n_layers, f, masks=None, prefix="net."):
+    """The cases' conditioner MLP (README.md) as a function of ``h``, for any array library whose arrays
+    support ``@``, ``*`` and ``+`` (torch tensors, JAX arrays): ``W`` of shape ``(in, out)``, activation ``f``
+    after every layer but the last; with ``masks``, MADE's masked weights ``W * masks[l]``."""
+    def net(h):
+        for l in range(n_layers):
+            W = P[f"{prefix}W{l}"]
+            if masks is not None:
+                W = W * masks[l]
+            h = h @ W + P[f"{prefix}b{l}"]
+            if l < n_layers - 1:
+                h = f(h)
+        return h
+    return net

@@ -8,7 +8,7 @@ cotangents of the case's parameters directly.  ``run`` evaluates a case with the
 """
 import numpy as np
 
-from . import Unavailable, arrays
+from . import Unavailable, arrays, conditioner
 
 
 class NotMappable(Exception):
@@ -30,18 +30,7 @@ def activation(name):
 def mlp(P, n_layers, act, masks=None, prefix="net."):
     """The conditioner MLP of README.md as a torch function of the case's weights (W of shape (in, out));
     with ``masks``, MADE's masked weights."""
-    f = activation(act)
-
-    def net(h):
-        for l in range(n_layers):
-            W = P[f"{prefix}W{l}"]
-            if masks is not None:
-                W = W * masks[l]
-            h = h @ W + P[f"{prefix}b{l}"]
-            if l < n_layers - 1:
-                h = f(h)
-        return h
-    return net
+    return conditioner(P, n_layers, activation(act), masks, prefix)
 
 
 def net_module(fn):

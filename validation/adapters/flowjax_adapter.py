@@ -42,7 +42,7 @@ flowjax has no LeakyReLU, dense linear, radial or continuous flow (not mapped).
 """
 import numpy as np
 
-from . import Unavailable, arrays
+from . import Unavailable, arrays, conditioner
 
 NAME = "flowjax"
 
@@ -76,18 +76,7 @@ def _act(name):
 
 def _mlp(P, n_layers, act, masks=None, prefix="net."):
     """The cases' conditioner MLP on one sample (W of shape (in, out)); with ``masks``, MADE."""
-    f = _act(act)
-
-    def net(h):
-        for l in range(n_layers):
-            W = P[f"{prefix}W{l}"]
-            if masks is not None:
-                W = W * masks[l]
-            h = h @ W + P[f"{prefix}b{l}"]
-            if l < n_layers - 1:
-                h = f(h)
-        return h
-    return net
+    return conditioner(P, n_layers, _act(act), masks, prefix)
 
 
 def _log_scale(T, r):
