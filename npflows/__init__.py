@@ -1,5 +1,5 @@
 """npflows: a NumPy reference implementation of normalizing flows with hand-derived log-determinants
-and gradients.  See DESIGN.md for the bijector contract."""
+and gradients.  The bijector contract is documented in ``npflows.core.bijector``."""
 from . import bijectors, data, distributions, nn, optim, perf
 from ._checks import cast_params
 from .bijectors import *  # noqa: F401,F403

@@ -1,4 +1,4 @@
-"""Bijectors, one module per family (see DESIGN.md)."""
+"""Bijectors, one module per family, each following the contract of ``npflows.core.bijector``."""
 from .coupling import AdditiveCoupling, AffineCoupling, alternating_mask, half_mask, nice, realnvp
 from .elementwise import ActNorm, ElementwiseAffine, LeakyReLU, Logit, Sigmoid
 from .linear import Linear, LULinear, Permutation
