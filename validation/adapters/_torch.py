@@ -129,5 +129,25 @@ def softplus_inverse(v):
     return v + torch.log(-torch.expm1(-v))
 
 
+NFLOWS_LU_EPS = 1e-3      # nflows' LULinear (and normflows' copy, _LULinear): diagonal softplus(u) + 1e-3
+
+
+def set_nflows_lu(m, P, perm, what):
+    """Load the case's ``LULinear`` parameters into nflows' ``LULinear`` layout (``m``: that class or
+    normflows' copy of it): the strict triangles as ``lower_entries`` / ``upper_entries``, the diagonal
+    ``exp(log_scale)`` as ``softplus(u) + 1e-3`` (so it must exceed 1e-3; ``NotMappable`` otherwise, naming
+    ``what``), and the bias permuted so that applying ``perm`` afterwards gives the case's map."""
+    import torch
+    D = len(perm)
+    if not bool((P["log_scale"] > np.log(NFLOWS_LU_EPS)).all()):
+        raise NotMappable(f"{what} has the diagonal softplus(u) + 1e-3 > 1e-3; this case has "
+                          f"exp(log_scale) down to {float(torch.exp(P['log_scale'].min())):.3g}")
+    lo, up = np.tril_indices(D, -1), np.triu_indices(D, 1)
+    set_tensor(m, "lower_entries", P["lower"][lo[0], lo[1]])
+    set_tensor(m, "upper_entries", P["upper"][up[0], up[1]])
+    set_tensor(m, "unconstrained_upper_diag", softplus_inverse(torch.exp(P["log_scale"]) - NFLOWS_LU_EPS))
+    set_tensor(m, "bias", P["bias"][torch.as_tensor(np.argsort(perm))])
+
+
 def np_perm(T):
     return np.asarray(T["perm"])

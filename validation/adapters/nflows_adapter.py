@@ -24,11 +24,10 @@ Mappings (npflows case -> nflows), each exact to rounding:
 """
 import numpy as np
 
-from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_tensor, softplus_inverse
+from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_nflows_lu, set_tensor
 from ._torch import supports as _supports
 
 NAME = "nflows"
-EPS = 1e-3       # nflows' LULinear diagonal: softplus(u) + 1e-3
 
 
 def _t(module):
@@ -50,15 +49,8 @@ def _lu(T, P, dt):
     import torch
     from nflows.transforms import LULinear, Permutation
     D, perm = T["dim"], np.asarray(T["perm"])
-    if not bool((P["log_scale"] > np.log(EPS)).all()):
-        raise NotMappable("nflows' LULinear diagonal is softplus(u) + 1e-3 > 1e-3; this case has "
-                          f"exp(log_scale) down to {float(torch.exp(P['log_scale'].min())):.3g}")
     m = LULinear(D, identity_init=True)
-    lo, up = np.tril_indices(D, -1), np.triu_indices(D, 1)
-    set_tensor(m, "lower_entries", P["lower"][lo[0], lo[1]])
-    set_tensor(m, "upper_entries", P["upper"][up[0], up[1]])
-    set_tensor(m, "unconstrained_upper_diag", softplus_inverse(torch.exp(P["log_scale"]) - EPS))
-    set_tensor(m, "bias", P["bias"][torch.as_tensor(np.argsort(perm))])
+    set_nflows_lu(m, P, perm, "nflows' LULinear")
     p = Permutation(torch.as_tensor(perm))
 
     def forward(x):

@@ -50,11 +50,10 @@ normflows has no LeakyReLU, sigmoid or logit layer, no gated MAF update and no c
 import numpy as np
 
 from . import Unavailable
-from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_tensor, softplus_inverse
+from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_nflows_lu, set_tensor
 from ._torch import supports as _supports
 
 NAME = "normflows"
-EPS = 1e-3        # _LULinear's diagonal: softplus(u) + 1e-3
 NO_INVERSE = "normflows' {} has no inverse (Flow.inverse raises NotImplementedError)"
 
 
@@ -96,15 +95,8 @@ def _lu(T, P, dt):
     import torch
     from normflows.flows.mixing import _LULinear, _Permutation
     D, perm = T["dim"], np.asarray(T["perm"])
-    if not bool((P["log_scale"] > np.log(EPS)).all()):
-        raise NotMappable("normflows' LU layer (_LULinear) has the diagonal softplus(u) + 1e-3 > 1e-3; this case "
-                          f"has exp(log_scale) down to {float(torch.exp(P['log_scale'].min())):.3g}")
     m = _LULinear(D, identity_init=True)
-    lo, up = np.tril_indices(D, -1), np.triu_indices(D, 1)
-    set_tensor(m, "lower_entries", P["lower"][lo[0], lo[1]])
-    set_tensor(m, "upper_entries", P["upper"][up[0], up[1]])
-    set_tensor(m, "unconstrained_upper_diag", softplus_inverse(torch.exp(P["log_scale"]) - EPS))
-    set_tensor(m, "bias", P["bias"][torch.as_tensor(np.argsort(perm))])
+    set_nflows_lu(m, P, perm, "normflows' LU layer (_LULinear)")
     p = _Permutation(torch.as_tensor(perm))
 
     def forward(x):
