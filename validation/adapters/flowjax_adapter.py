@@ -204,7 +204,6 @@ def _coupling(T, P, dt):
 def _maa(T, P, dt):
     import jax
     import jax.numpy as jnp
-    from flowjax.bijections import Chain, MaskedAutoregressive, Permute
     D = T["dim"]
     o = np.asarray(T["order"])
     inv = np.argsort(o)
@@ -219,12 +218,21 @@ def _maa(T, P, dt):
         u = r + T["gate_bias"]
         logg = jax.nn.log_sigmoid(u)
         return _interleave(jnp.exp(logg - u) * b, logg)           # loc = (1 - g) m, log-scale log g
-    m = MaskedAutoregressive(jax.random.PRNGKey(0), transformer=_affine_template(dt), dim=D, nn_width=max(D, 2),
-                             nn_depth=1)
+    return _autoregressive(_affine_template(dt), made, o)
+
+
+def _autoregressive(transformer, made, order):
+    """flowjax's ``MaskedAutoregressive`` with ``transformer`` and its MLP replaced by the case's ``made``
+    (a function of the coordinates in ``order``), wrapped as ``Permute(order)``, it, ``Permute(argsort(order))``
+    unless the order is the identity (flowjax solves its inverse in index order)."""
+    import jax
+    from flowjax.bijections import Chain, MaskedAutoregressive, Permute
+    D = len(order)
+    m = MaskedAutoregressive(jax.random.PRNGKey(0), transformer=transformer, dim=D, nn_width=max(D, 2), nn_depth=1)
     m = _replace(m, lambda b: b.masked_autoregressive_mlp, made)
-    if np.array_equal(o, np.arange(D)):
+    if np.array_equal(order, np.arange(D)):
         return m
-    return Chain([Permute(o), m, Permute(inv)])
+    return Chain([Permute(order), m, Permute(np.argsort(order))])
 
 
 def _knots(T, u, m):
@@ -272,7 +280,6 @@ def _spline_coupling(T, P, dt):
 
 def _msa(T, P, dt):
     import jax
-    from flowjax.bijections import Chain, MaskedAutoregressive, Permute
     D, K = T["dim"], T["n_bins"]
     o = np.asarray(T["order"])
     inv = np.argsort(o)
@@ -281,12 +288,7 @@ def _msa(T, P, dt):
 
     def made(xp):                              # the cases' (3K-1, D) columns as flowjax's (D, 3K-1) rows
         return net(xp[inv]).reshape(3 * K - 1, D)[:, o].T.reshape(-1)
-    m = MaskedAutoregressive(jax.random.PRNGKey(0), transformer=_spline_template(T, dt), dim=D,
-                             nn_width=max(D, 2), nn_depth=1)
-    m = _replace(m, lambda b: b.masked_autoregressive_mlp, made)
-    if np.array_equal(o, np.arange(D)):
-        return m
-    return Chain([Permute(o), m, Permute(inv)])
+    return _autoregressive(_spline_template(T, dt), made, o)
 
 
 def _spline(T, P, dt):
