@@ -97,9 +97,9 @@ HASHED = ("transform", "dtype", "params", "forward", "inverse", "pullback")
 
 
 def numbers_hash(case):
-    """SHA-256 of what the certification certifies (the transform, dtype, parameters, inputs and
-    expected values): the certification stores it, so a change of any of them invalidates the
-    certification visibly, while names, purposes and tolerances may change freely."""
+    """SHA-256 of a case's numbers (the transform, dtype, parameters, inputs and expected values): the
+    certification stores it, so an edit of any stored number shows, while names, purposes and tolerances
+    may change freely."""
     body = {k: case.get(k) for k in HASHED}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
