@@ -1,9 +1,20 @@
 """Input validation shared by every bijector, distribution and network.
 
 All checks look through autograd's ``ArrayBox`` (without importing autograd) so the very same code
-validates plain NumPy arrays and traced values alike.  Every failure raises ``ValueError`` naming the
-object that refused the input, what it expected and what it got: no NaN is returned quietly.
+validates plain NumPy arrays and traced values alike.
+
+The contract for errors, shared by every layer, distribution and flow:
+
+* bad input or parameters (wrong type, rank, shape, dtype or keys; NaN or inf; outside the domain) raise
+  ``ValueError`` naming the object that refused them, what it expected and what it got;
+* a result that is not finite although the input and parameters were valid (overflow that no stable
+  formula avoids) raises ``FloatingPointError`` (or one of its documented subclasses, such as
+  ``InverseNotConverged`` and ``ODESolveError``) naming the layer, the direction and the quantity;
+* the only non-finite value ever returned is a ``-inf`` log-density outside a base's support.
 """
+import math
+from collections.abc import Mapping
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -14,6 +25,26 @@ def unbox(x):
     while hasattr(x, "_value"):
         x = x._value
     return x
+
+
+def all_finite(a):
+    """True when every entry of ``a`` is finite.  One pass without a temporary in the common case: a sum
+    is finite only if every term is (NaN and inf propagate; +inf + -inf is NaN); only when the sum is not
+    finite, which finite terms can also cause by overflowing it, are the entries looked at one by one."""
+    raw = unbox(a)
+    if raw.size == 0:
+        return True
+    if math.isfinite(float(np.sum(raw))):
+        return True
+    return bool(np.isfinite(raw).all())
+
+
+def count_nonfinite(a):
+    """``(number of NaN or inf entries, index of the first one or None)`` of ``a``."""
+    raw = np.asarray(unbox(a))
+    bad = ~np.isfinite(raw)
+    n = int(bad.sum())
+    return n, (tuple(int(i) for i in np.argwhere(bad)[0]) if n else None)
 
 
 def check_array(owner, x, ndim=None, size=None, what="input"):
@@ -35,10 +66,65 @@ def check_array(owner, x, ndim=None, size=None, what="input"):
                              f"got {raw.shape}")
     elif size is not None and raw.shape[-1] != size:
         raise ValueError(f"{owner}: expected a {what} with {size} features on the last axis, got shape {raw.shape}")
-    if not np.isfinite(raw).all():
-        bad = int(np.size(raw) - np.count_nonzero(np.isfinite(raw)))
-        raise ValueError(f"{owner}: the {what} contains {bad} NaN or inf value(s)")
+    if not all_finite(raw):
+        bad, first = count_nonfinite(raw)
+        raise ValueError(f"{owner}: the {what} contains {bad} NaN or inf value(s) (the first at index {first})")
     return x
+
+
+def check_params(owner, params, shapes, dtype=None):
+    """Validate a parameter dict against the model's ``{key: shape}``: the same keys, each value a float32
+    or float64 array of exactly its shape (one that would broadcast is refused too), of the data's
+    ``dtype`` when given (NumPy would silently upcast float32), and finite.  Raises ``ValueError`` naming
+    the parameter, its shape and the expected shape."""
+    params = unbox(params)     # autograd traces a dict of parameters as a DictBox
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{owner}: expected the parameters as a dict of arrays, got {type(params).__name__}")
+    if len(params) != len(shapes) or any(k not in params for k in shapes):
+        raise ValueError(f"{owner}: parameter keys do not match the model: missing "
+                         f"{sorted(set(shapes) - set(params))}, unexpected {sorted(set(params) - set(shapes))}")
+    for k, shape in shapes.items():
+        v = unbox(params[k])
+        if not isinstance(v, (np.ndarray, np.generic)):
+            raise ValueError(f"{owner}: parameter {k!r} must be a numpy array of shape {tuple(shape)}, got "
+                             f"{type(v).__name__}")
+        if v.shape != tuple(shape):
+            raise ValueError(f"{owner}: parameter {k!r} has shape {v.shape}, expected {tuple(shape)}")
+        if v.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{owner}: parameter {k!r} has dtype {v.dtype}, expected float32 or float64")
+        if dtype is not None and v.dtype != dtype:
+            raise ValueError(f"{owner}: parameter {k!r} is {v.dtype} but the data is {np.dtype(dtype)}; cast "
+                             f"them together with npflows.cast_params(params, {np.dtype(dtype).name!r})")
+        if not all_finite(v):
+            bad, first = count_nonfinite(v)
+            raise ValueError(f"{owner}: parameter {k!r} (shape {v.shape}) contains {bad} NaN or inf value(s) "
+                             f"(the first at index {first})")
+    return params
+
+
+def check_count(owner, n, what="n", minimum=0):
+    """An integer count ``n >= minimum`` (a Python or NumPy integer, not a float or bool)."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"{owner}: {what} must be an integer, got {n!r} ({type(n).__name__})")
+    if n < minimum:
+        raise ValueError(f"{owner}: {what} must be >= {minimum}, got {n}")
+    return int(n)
+
+
+def check_rng(owner, rng):
+    """A ``numpy.random.Generator`` (npflows has no global random state)."""
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"{owner}: rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(0)), "
+                         f"got {type(rng).__name__}")
+    return rng
+
+
+def check_positive(owner, value, what):
+    """A finite real number > 0 (a learning rate, a norm bound)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{owner}: {what} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def check_interval(owner, x, low, high, closed, what="input"):
@@ -61,15 +147,19 @@ def check_same_dtype(owner, params, dtype):
                              f"cast them together with npflows.cast_params(params, {np.dtype(dtype).name!r})")
 
 
-def check_finite_result(owner, value, what, allow_neg_inf=False):
-    """Raise when a computed result holds NaN (or +inf, or -inf unless allowed)."""
-    v = unbox(value)
+def check_finite_result(owner, value, what, allow_neg_inf=False, hint="overflow in a layer, or parameters "
+                                                                           "that diverged"):
+    """Raise ``FloatingPointError`` when a computed result holds NaN (or +inf, or -inf unless allowed)."""
+    if all_finite(value):
+        return value
+    v = np.asarray(unbox(value))
     bad = np.isnan(v) | (v == np.inf)
     if not allow_neg_inf:
         bad |= (v == -np.inf)
     if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise FloatingPointError(f"{owner}: {what} is not finite for {int(bad.sum())} of {v.size} entries "
-                                 f"(overflow in a layer, or parameters that diverged)")
+                                 f"(the first at index {first}: {v[first]}); {hint}")
     return value
 
 

@@ -377,9 +377,9 @@ def test_bad_parameters_and_configuration_raise_value_error():
     nan = {**p, "b0": np.full(4, np.nan)}
     with pytest.raises(ValueError, match="CNF.*NaN"):
         b.forward(nan, x)
-    with pytest.raises(ValueError, match="CNF: expected parameters"):
+    with pytest.raises(ValueError, match="CNF: parameter keys do not match the model"):
         b.forward({k: v for k, v in p.items() if k != "W1"}, x)
-    with pytest.raises(ValueError, match=r"CNF: expected parameter 'W1' of shape \(4, 2\)"):
+    with pytest.raises(ValueError, match=r"CNF: parameter 'W1' has shape \(3, 2\), expected \(4, 2\)"):
         b.forward({**p, "W1": p["W1"][:3]}, x)
     with pytest.raises(ValueError, match="CNF.*float32"):
         b.forward(nf.cast_params(p, np.float32), x)

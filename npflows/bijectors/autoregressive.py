@@ -188,7 +188,7 @@ class MaskedAffineAutoregressive(Bijector):
         check_finite_result(f"{self.name} inverse", x, "the solution x (exp(-s) overflowed)")
         return x, logdet
 
-    def backward(self, params, dz, dlogdet, cache):
+    def _backward(self, params, dz, dlogdet, cache):
         x, logs, e, aux, nc = cache
         dl = dlogdet[:, None]
         dx_direct = dz * e

@@ -10,7 +10,7 @@ a probe fixed per solve, section 3).
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from .._checks import check_array, check_finite_result, check_same_dtype, unbox
+from .._checks import check_array, check_finite_result, unbox
 from ..core.bijector import Bijector
 from ..nn.odefield import ODEField
 
@@ -156,13 +156,6 @@ class CNF(Bijector):
                             f"traced by autograd; differentiate a fixed-step discretisation of "
                             f"{self.name}.field instead (see tests/cnf_reference.py)")
         dtype = unbox(x).dtype
-        if set(params) != set(self.param_shapes()):
-            raise ValueError(f"{self.name}: expected parameters {sorted(self.param_shapes())}, got {sorted(params)}")
-        check_same_dtype(self.name, params, dtype)
-        for k, shape in self.param_shapes().items():
-            check_array(self.name, params[k], what=f"parameter {k!r}")
-            if params[k].shape != shape:
-                raise ValueError(f"{self.name}: expected parameter {k!r} of shape {shape}, got {params[k].shape}")
         p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
         return p64, np.asarray(x, dtype=np.float64), dtype, self.draw_probe(x.shape[0], rng)
 
@@ -210,6 +203,12 @@ class CNF(Bijector):
         """``(y, logdet, cache)``: ``y = z(t0)`` for ``z(t1) = x``; ``cache["nfe"]`` is the solve's NFE.
         ``rng`` draws Hutchinson's probe (ignored for the exact trace)."""
         self._check_forward_input(x)
+        self.check_params(params, unbox(x).dtype)
+        y, ld, cache = self._forward(params, x, xp, rng)
+        self._check_results("forward", params, x, (("output", y), ("log-determinant", ld)))
+        return y, ld, cache
+
+    def _forward(self, params, x, xp, rng=None):
         p, x64, dtype, probe = self._prepare(params, x, xp, rng)
         y, ld, nfe = self._integrate(p, x64, probe, self.t1, self.t0, "the forward map (t1 -> t0)")
         cache = {"y": y, "probe": probe, "dtype": dtype, "nfe": nfe}
@@ -218,19 +217,26 @@ class CNF(Bijector):
     def inverse_with_stats(self, params, y, xp=np, rng=None):
         """``(x, logdet, stats)`` with ``x = z(t1)`` for ``z(t0) = y`` and ``stats = {"nfe": ...}``."""
         self._check_inverse_input(y)
+        self.check_params(params, unbox(y).dtype)
         p, y64, dtype, probe = self._prepare(params, y, xp, rng)
         x, ld, nfe = self._integrate(p, y64, probe, self.t0, self.t1, "the inverse map (t0 -> t1)")
-        return x.astype(dtype), ld.astype(dtype), {"nfe": nfe}
+        x, ld = x.astype(dtype), ld.astype(dtype)
+        self._check_results("inverse", params, y, (("output", x), ("log-determinant", ld)))
+        return x, ld, {"nfe": nfe}
 
     def inverse(self, params, y, xp=np, rng=None):
         """``(x, logdet)``: ``x = z(t1)`` for ``z(t0) = y``, ``logdet = log|det dx/dy|``."""
         return self.inverse_with_stats(params, y, xp, rng)[:2]
+
+    def _inverse(self, params, y, xp):
+        return self.inverse_with_stats(params, y, xp)[:2]
 
     def trajectory(self, params, z, times):
         """The states ``z(t)`` at ``times`` ``(T,)`` (monotone, starting anywhere in [t0, t1]) of the ODE
         started at ``z(times[0]) = z``: shape ``(T, N, D)``, for plotting paths from base (t0) to data (t1).
         One ``solve_ivp`` call with ``t_eval``; no logdet."""
         check_array(self.name, z, ndim=2, size=self.dim, what="trajectory start")
+        self.check_params(params, z.dtype)
         p, z64, dtype, _ = self._prepare(params, z, np, None)
         times = np.asarray(times, dtype=np.float64)
         n, d = z64.shape
@@ -249,7 +255,7 @@ class CNF(Bijector):
                                 f"evaluations: {sol.message}")
         return sol.y.T.reshape(times.size, n, d).astype(dtype)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         """The adjoint method: ``(dx, grads)``; see the class Notes."""
         return self.backward_with_stats(params, dy, dlogdet, cache)[:2]
 

@@ -93,7 +93,7 @@ class AdditiveCoupling(_Coupling):
         t, _ = self.net.forward(params, y1, xp)
         return self._join(y1, y2 - t, xp), zeros_logdet(y, xp)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         dy1, dy2 = self._split(dy)
         dx1, grads = self.net.backward(params, dy2, cache)
         return self._join(dy1 + dx1, dy2, np), grads
@@ -274,7 +274,7 @@ class AffineCoupling(_Coupling):
         _, logs, t, _ = self._params_of(params, y1, xp)
         return self._join(y1, (y2 - t) * xp.exp(-logs), xp), -xp.sum(logs, axis=1)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         x2, raw, logs, e, nc = cache
         dy1, dy2 = self._split(dy)
         dy2e = dy2 * e

@@ -75,7 +75,7 @@ class ElementwiseAffine(Bijector):
             y = y - params["shift"]
         return y * xp.exp(-s), -xp.sum(s) + xp.zeros(y.shape[0], dtype=y.dtype)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         e = np.exp(params["log_scale"])
         g = {"log_scale": e * np.einsum("nd,nd->d", dy, cache) + dlogdet.sum()}
         if self.shift:
@@ -130,7 +130,7 @@ class _Pointwise(Bijector):
         x = self._finv(y, xp)
         return x, -xp.sum(self._log_df(x, xp), axis=1)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         x = cache
         return dy * self._df(x) + dlogdet[:, None] * self._dlog_df(x), {}
 

@@ -41,7 +41,7 @@ class Permutation(Bijector):
     def _inverse(self, params, y, xp):
         return y[:, self.inv_perm], zeros_logdet(y, xp)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         return dy[:, self.inv_perm], {}
 
     def __repr__(self):
@@ -87,19 +87,20 @@ class Linear(Bijector):
         q = q * np.sign(np.diag(r))
         return {"W": q.astype(dtype), "b": np.zeros(self.dim, dtype)}
 
+    def _check_param_values(self, params):
+        _check_invertible(self.name, params["W"])
+
     def _forward(self, params, x, xp):
         W = params["W"]
-        _check_invertible(self.name, W)
         logabsdet = xp.linalg.slogdet(W)[1]
         return x @ W.T + params["b"], logabsdet + xp.zeros(x.shape[0], dtype=x.dtype), x
 
     def _inverse(self, params, y, xp):
         W = params["W"]
-        _check_invertible(self.name, W)
         x = xp.linalg.solve(W, (y - params["b"]).T).T
         return x, -xp.linalg.slogdet(W)[1] + xp.zeros(y.shape[0], dtype=y.dtype)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         W = params["W"]
         dW = dy.T @ cache + dlogdet.sum() * np.linalg.inv(W).T
         return dy @ W, {"W": dW, "b": dy.sum(axis=0)}
@@ -175,7 +176,7 @@ class LULinear(Bijector):
         x = solve_triangular(M, solve_triangular(L, r, lower=True, unit_diagonal=True), lower=False).T
         return x.astype(y.dtype, copy=False), -xp.sum(params["log_scale"]) + xp.zeros(y.shape[0], dtype=y.dtype)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         x, L, M, W = cache
         A_bar = (dy.T @ x)[self._inv]                  # P^T G
         M_bar = L.T @ A_bar

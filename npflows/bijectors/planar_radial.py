@@ -194,7 +194,7 @@ class Planar(Bijector):
         u = _M_ZERO * w / (w @ w) + 0.01 * rng.standard_normal(self.dim)
         return {"w": w.astype(dtype), "u": u.astype(dtype), "b": np.zeros(1, dtype)}
 
-    def _check_params(self, params):
+    def _check_param_values(self, params):
         ww = float(np.sum(np.square(unbox(params["w"]), dtype=np.float64)))
         if not ww > 0.0 or not math.isfinite(ww):
             raise ValueError(f"{self.name}: the parameter w must be finite and nonzero (it defines the "
@@ -222,7 +222,6 @@ class Planar(Bijector):
                 xp.where(neg, (1.0 - self.slope) * one, 0.0 * one))
 
     def _forward(self, params, x, xp):
-        self._check_params(params)
         w = params["w"]
         u_hat, m, c, sp, ww, k = self.u_hat(params, xp)
         a = x @ w + params["b"]
@@ -231,7 +230,7 @@ class Planar(Bijector):
         y = x + t[:, None] * u_hat
         return y, xp.log(g), (x, t, s, g, u_hat, m, c, ww, k)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         z, t, s, g, u_hat, m, c, ww, k = cache
         w, u = params["w"], params["u"]
         ell = dlogdet / g
@@ -250,7 +249,6 @@ class Planar(Bijector):
         return dz, {"w": dw, "u": du, "b": da.sum(keepdims=True)}
 
     def _inverse(self, params, y, xp):
-        self._check_params(params)
         w, b = params["w"], params["b"]
         u_hat, m, c, sp, *_ = self.u_hat(params, xp)
         proj = y @ w + b
@@ -371,7 +369,7 @@ class Radial(Bijector):
         return {"z0": rng.standard_normal(self.dim).astype(dtype), "alpha_raw": np.full(1, a_raw, dtype),
                 "beta_raw": np.full(1, raw, dtype)}
 
-    def _check_params(self, params):
+    def _check_param_values(self, params):
         if self.alpha == "abs" and not bool(np.all(np.abs(unbox(params["alpha_raw"])) > 0)):
             raise ValueError(f"{self.name}: with alpha='abs' the parameter alpha_raw must be nonzero "
                              f"(alpha = |alpha_raw| > 0), got {unbox(params['alpha_raw'])}")
@@ -379,7 +377,7 @@ class Radial(Bijector):
     def alpha_beta(self, params, xp=np):
         """``(alpha, beta, B)`` with :math:`\\alpha > 0`, :math:`B = \\alpha + \\beta > 0`."""
         if self.alpha == "abs":
-            self._check_params(params)
+            self._check_param_values(params)
             alpha = xp.abs(params["alpha_raw"])
         else:
             alpha = xp.logaddexp(0.0, params["alpha_raw"])
@@ -401,7 +399,7 @@ class Radial(Bijector):
         logdet, P = self._logdet(r, alpha, B, q, xp)
         return y, logdet, (d, r, q, phi, P, alpha, beta, B)
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         d, r, q, phi, P, alpha, beta, B = cache
         n1, n2 = float(self.dim - 1), float(self.dim + 1)
         h = 1.0 / q

@@ -739,7 +739,7 @@ class RationalQuadraticSpline(Bijector):
         _check_result(f"{self.name} inverse", x, logdet)
         return x, logdet
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         dx, (drw, drh, drd) = self.spline.backward(dy, np.broadcast_to(dlogdet[:, None], dy.shape), cache)
         return dx, {"raw_widths": drw, "raw_heights": drh, "raw_derivatives": drd}
 
@@ -825,7 +825,7 @@ class SplineCoupling(_Coupling):
         _check_result(f"{self.name} inverse", x, logdet)
         return x, logdet
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         sc, nc = cache
         dy1, dy2 = self._split(dy)
         dx2, (drw, drh, drd) = self.spline.backward(dy2, np.broadcast_to(dlogdet[:, None], dy2.shape), sc)
@@ -951,7 +951,7 @@ class MaskedSplineAutoregressive(Bijector):
         _check_result(f"{self.name} inverse", x, logdet)
         return x, logdet
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         sc, nc = cache
         dx, (drw, drh, drd) = self.spline.backward(dy, np.broadcast_to(dlogdet[:, None], dy.shape), sc)
         dout = np.concatenate([drw, drh, drd], axis=-1).transpose(0, 2, 1).reshape(dy.shape[0], -1)

@@ -11,18 +11,52 @@ a flat ``dict[str, ndarray]`` that the caller owns::
 ``logdet`` is ``log|det dy/dx|`` summed over the event, shape ``(N,)``; ``inverse`` returns
 ``log|det dx/dy|``.  ``backward`` returns the cotangent of the input and a dict of parameter cotangents
 with exactly the keys and shapes of ``params``.
+
+Errors (one contract for every layer): an answer is finite and accurate, or an exception.  Bad input or
+parameters (a missing key, a shape that differs from ``param_shapes()`` even where NumPy would broadcast
+it, a dtype other than the data's, NaN or inf, a point outside the domain) raise ``ValueError``; a result
+that overflows although its inputs were valid raises ``FloatingPointError`` (``InverseNotConverged`` and
+``ODESolveError`` are subclasses).  Each message names the layer, the direction and the quantity, and a
+composite prefixes the position of the layer where the problem arose: ``"Sequential layer 3
+(AffineCoupling) forward: AffineCoupling forward: the output is not finite ...; the log-scale reaches
+1000.0 ..."``.  No layer passes an inf or NaN on to the next.
 """
 import numpy as np
 
-from .._checks import check_array
+from .._checks import all_finite, check_array, check_finite_result, check_params, unbox
+
+ERRORS = (ValueError, FloatingPointError)
+"""The two documented exception types (``FloatingPointError`` includes its subclasses
+``InverseNotConverged`` and ``ODESolveError``): every refusal of npflows is one of them."""
+
+
+def in_layer(e, where):
+    """The exception ``e`` (a ValueError or FloatingPointError) again, of the same type, its message
+    prefixed by ``where`` (\"layer 3 (AffineCoupling) forward\"): how a composite names the layer where a
+    problem arose.  Subclasses whose constructor wants more than a message fall back to their documented
+    base type."""
+    msg = f"{where}: {e}"
+    try:
+        return type(e)(msg)
+    except TypeError:
+        return (ValueError if isinstance(e, ValueError) else FloatingPointError)(msg)
 
 
 class Bijector:
-    """Base class: subclasses implement ``_forward``, ``_inverse``, ``backward`` and ``param_shapes``.
+    """Base class: subclasses implement ``_forward``, ``_inverse``, ``_backward`` and ``param_shapes``.
 
-    The public ``forward``/``inverse`` validate the input (rank, size, finiteness, dtype, domain) and
-    then call the subclass.  ``_forward``/``_inverse`` take ``xp`` (``numpy`` or ``autograd.numpy``),
-    use only ``xp.`` functions and never write into arrays, so the harness can trace them.
+    The public ``forward``/``inverse``/``backward`` validate, call the subclass, and check its results:
+
+    * the parameters (:meth:`check_params`: keys, exact shapes, the data's dtype, finiteness) and the input
+      (rank, size, finiteness, dtype, domain) raise ``ValueError`` when bad;
+    * every returned array is finite, or ``FloatingPointError`` names the layer, the direction and the
+      quantity, with the layer's own diagnosis (:meth:`_explain`) where it has one: no inf or NaN is ever
+      passed on to the next layer.
+
+    Containers (``Sequential``, the flows) validate the whole parameter dict once and then call their
+    children's ``_call_forward``/``_call_inverse``, which check the input and the results but not the
+    parameters again.  ``_forward``/``_inverse`` take ``xp`` (``numpy`` or ``autograd.numpy``), use only
+    ``xp.`` functions and never write into arrays, so the harness can trace them.
 
     Attributes
     ----------
@@ -46,6 +80,20 @@ class Bijector:
         data-dependent initialisation, and fixes the dtype when given."""
         return {}
 
+    def check_params(self, params, dtype=None):
+        """Raise ``ValueError`` unless ``params`` has exactly the keys of :meth:`param_shapes`, each a finite
+        float array of exactly that shape (one that would broadcast is refused) and of ``dtype`` when given,
+        and satisfies the layer's own constraints (:meth:`_check_param_values`)."""
+        shapes = self.__dict__.get("_param_shapes_cache")
+        if shapes is None:          # fixed structure: computed once per object
+            shapes = self._param_shapes_cache = {k: tuple(v) for k, v in self.param_shapes().items()}
+        check_params(self.name, params, shapes, dtype)
+        self._check_param_values(params)
+        return params
+
+    def _check_param_values(self, params):
+        """Layer-specific constraints on valid parameters (e.g. Planar's w != 0); raise ``ValueError``."""
+
     # ------------------------------------------------------------------ validation hooks
     def _check_forward_input(self, x):
         check_array(self.name, x, ndim=2, size=self.dim, what="forward input")
@@ -53,19 +101,61 @@ class Bijector:
     def _check_inverse_input(self, y):
         check_array(self.name, y, ndim=2, size=self.dim, what="inverse input")
 
+    def _explain(self, direction, params, x):
+        """A diagnosis of a non-finite result of ``direction`` at input ``x`` (a sentence such as "the
+        log-scale reaches 1000.0 and exp overflows float64 above 709.8; use scale='tanh'"), or None.
+        Called only on failure, so it may recompute what it needs."""
+        return None
+
+    def _check_results(self, direction, params, x, outputs):
+        """Raise ``FloatingPointError`` naming the quantity when an output array is not finite."""
+        for what, a in outputs:
+            if not all_finite(a):
+                why = None
+                try:
+                    why = self._explain(direction, params, x)
+                except Exception:        # a diagnosis must never hide the error it explains
+                    why = None
+                check_finite_result(f"{self.name} {direction}", a, f"the {what}",
+                                    hint=why or "the layer overflows at this input and these parameters")
+
     # ------------------------------------------------------------------ the contract
     def forward(self, params, x, xp=np):
         """``(y, logdet, cache)`` for ``y = f(x)``; ``x`` is ``(N, D)``, logdet ``(N,)``."""
         self._check_forward_input(x)
-        return self._forward(params, x, xp)
+        self.check_params(params, unbox(x).dtype)
+        return self._call_forward(params, x, xp, checked_input=True)
 
     def inverse(self, params, y, xp=np):
         """``(x, logdet)`` with ``x = f^{-1}(y)`` and ``logdet = log|det dx/dy|`` of shape ``(N,)``."""
         self._check_inverse_input(y)
-        return self._inverse(params, y, xp)
+        self.check_params(params, unbox(y).dtype)
+        return self._call_inverse(params, y, xp, checked_input=True)
 
     def backward(self, params, dy, dlogdet, cache):
         """Vector-Jacobian product of ``forward``: cotangents ``(dy, dlogdet)`` -> ``(dx, grads)``."""
+        dx, grads = self._backward(params, dy, dlogdet, cache)
+        self._check_results("backward", params, None, [("input cotangent", dx)] +
+                            [(f"gradient of {k!r}", g) for k, g in grads.items()])
+        return dx, grads
+
+    def _call_forward(self, params, x, xp=np, checked_input=False):
+        """``forward`` with the parameters already validated by the caller."""
+        if not checked_input:
+            self._check_forward_input(x)
+        y, logdet, cache = self._forward(params, x, xp)
+        self._check_results("forward", params, x, (("output", y), ("log-determinant", logdet)))
+        return y, logdet, cache
+
+    def _call_inverse(self, params, y, xp=np, checked_input=False):
+        """``inverse`` with the parameters already validated by the caller."""
+        if not checked_input:
+            self._check_inverse_input(y)
+        x, logdet = self._inverse(params, y, xp)
+        self._check_results("inverse", params, y, (("output", x), ("log-determinant", logdet)))
+        return x, logdet
+
+    def _backward(self, params, dy, dlogdet, cache):
         raise NotImplementedError(f"{self.name} has no hand-written backward")
 
     def _forward(self, params, x, xp):

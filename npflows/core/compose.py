@@ -1,7 +1,7 @@
 """Composition of bijectors: ``Sequential`` (chain rule) and ``Inverse`` (swap directions)."""
 import numpy as np
 
-from .bijector import Bijector
+from .bijector import ERRORS, Bijector, in_layer
 
 
 def prefixed(prefix, d):
@@ -62,34 +62,53 @@ class Sequential(Bijector):
                 x = b.forward(p, x)[0]
         return params
 
-    def forward(self, params, x, xp=np):
+    def _where(self, i, direction):
+        return f"{self.name} layer {i} ({self.layers[i].name}) {direction}"
+
+    def _check_param_values(self, params):
+        for i, b in enumerate(self.layers):
+            try:
+                b._check_param_values(self._sub(params, i))
+            except ValueError as e:
+                raise in_layer(e, self._where(i, "parameters")) from None
+
+    def _forward(self, params, x, xp):
         caches, logdet = [], None
         for i, b in enumerate(self.layers):
             try:
-                x, ld, c = b.forward(self._sub(params, i), x, xp)
-            except ValueError as e:
-                raise ValueError(f"Sequential layer {i} forward: {e}") from None
+                x, ld, c = b._call_forward(self._sub(params, i), x, xp)
+            except ERRORS as e:
+                raise in_layer(e, self._where(i, "forward")) from None
             logdet = ld if logdet is None else logdet + ld
             caches.append(c)
         return x, logdet, caches
 
-    def inverse(self, params, y, xp=np):
+    def _inverse(self, params, y, xp):
         logdet = None
         for i in range(len(self.layers) - 1, -1, -1):
             try:
-                y, ld = self.layers[i].inverse(self._sub(params, i), y, xp)
-            except ValueError as e:
-                raise ValueError(f"Sequential layer {i} inverse: {e}") from None
+                y, ld = self.layers[i]._call_inverse(self._sub(params, i), y, xp)
+            except ERRORS as e:
+                raise in_layer(e, self._where(i, "inverse")) from None
             logdet = ld if logdet is None else logdet + ld
         return y, logdet
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _backward(self, params, dy, dlogdet, cache):
         grads = {}
         for i in range(len(self.layers) - 1, -1, -1):
-            dy, g = self.layers[i].backward(self._sub(params, i), dy, dlogdet, cache[i])
+            try:
+                dy, g = self.layers[i].backward(self._sub(params, i), dy, dlogdet, cache[i])
+            except ERRORS as e:
+                raise in_layer(e, self._where(i, "backward")) from None
             for fk, k in self._keys[i]:
                 grads[fk] = g[k]
         return dy, grads
+
+    def _check_results(self, direction, params, x, outputs):
+        """Every layer checked its own results (so the error names it); only the sum of the layers'
+        logdets is new here, and it can overflow although each term is finite."""
+        if direction != "backward":
+            super()._check_results(direction, params, x, [o for o in outputs if o[0] == "log-determinant"])
 
     def __repr__(self):
         inner = ",\n  ".join(repr(b) for b in self.layers)
@@ -120,15 +139,28 @@ class Inverse(Bijector):
             raise ValueError(f"{self.name}: data-dependent init through an inverse is not supported")
         return self.base.init(rng, dtype=dtype)
 
-    def forward(self, params, x, xp=np):
-        y, logdet = self.base.inverse(params, x, xp)
+    def _check_param_values(self, params):
+        self.base._check_param_values(params)
+
+    def _check_forward_input(self, x):
+        self.base._check_inverse_input(x)
+
+    def _check_inverse_input(self, y):
+        self.base._check_forward_input(y)
+
+    def _forward(self, params, x, xp):
+        y, logdet = self.base._call_inverse(params, x, xp, checked_input=True)
         return y, logdet, (x, y)
 
-    def inverse(self, params, y, xp=np):
-        x, logdet, _ = self.base.forward(params, y, xp)
+    def _inverse(self, params, y, xp):
+        x, logdet, _ = self.base._call_forward(params, y, xp, checked_input=True)
         return x, logdet
 
-    def backward(self, params, dy, dlogdet, cache):
+    def _check_results(self, direction, params, x, outputs):
+        if direction == "backward":       # the base checked its forward and inverse itself
+            super()._check_results(direction, params, x, outputs)
+
+    def _backward(self, params, dy, dlogdet, cache):
         if not hasattr(self.base, "inverse_backward"):
             raise NotImplementedError(f"{self.name}: {self.base.name} has no hand-written backward of its "
                                       f"inverse; use it for evaluation only")
