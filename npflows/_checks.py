@@ -139,14 +139,6 @@ def check_interval(owner, x, low, high, closed, what="input"):
     return x
 
 
-def check_same_dtype(owner, params, dtype):
-    """Refuse parameters whose dtype differs from the data's: NumPy would silently upcast float32."""
-    for k, v in params.items():
-        if v.dtype != dtype:
-            raise ValueError(f"{owner}: parameter {k!r} is {v.dtype} but the data is {dtype}; "
-                             f"cast them together with npflows.cast_params(params, {np.dtype(dtype).name!r})")
-
-
 def check_finite_result(owner, value, what, allow_neg_inf=False, hint="overflow in a layer, or parameters "
                                                                            "that diverged"):
     """Raise ``FloatingPointError`` when a computed result holds NaN (or +inf, or -inf unless allowed)."""

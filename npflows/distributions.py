@@ -13,13 +13,20 @@ Every distribution has the same interface as a bijector's parameters (a flat dic
 """
 import numpy as np
 
-from ._checks import check_array
+from ._checks import all_finite, check_array, check_finite_result, check_params, unbox
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 class Distribution:
+    """Base class: subclasses give ``_log_prob`` (traceable with ``xp``), ``log_prob_backward``, ``rsample``.
+
+    ``log_prob`` checks the point, and its result: ``-inf`` is returned only outside the support of a base
+    with ``bounded_support`` (a uniform box); any other non-finite log-density raises ``FloatingPointError``.
+    """
+
     dim = None
+    bounded_support = False
 
     @property
     def name(self):
@@ -27,6 +34,21 @@ class Distribution:
 
     def param_shapes(self):
         return {}
+
+    def check_params(self, params, dtype=None):
+        """``ValueError`` unless ``params`` has exactly the keys and shapes of :meth:`param_shapes`, finite,
+        of ``dtype`` when given (see :func:`npflows._checks.check_params`)."""
+        return check_params(self.name, params, self.param_shapes(), dtype)
+
+    def log_prob(self, params, z, xp=np):
+        """:math:`\\log p(z)`, shape ``(N,)``; ``-inf`` only outside a bounded support."""
+        self._check(z)
+        lp = self._log_prob(params, z, xp)
+        if not all_finite(lp):
+            check_finite_result(f"{self.name} log_prob", lp, "log-density", allow_neg_inf=self.bounded_support,
+                                hint=f"its magnitude exceeds the range of {np.dtype(unbox(z).dtype).name} "
+                                     f"(the point is too far out; compute in float64 or rescale the data)")
+        return lp
 
     def init(self, rng=None, dtype=np.float64):
         return {}
@@ -56,9 +78,15 @@ class StandardNormal(Distribution):
     def __init__(self, dim):
         self.dim = int(dim)
 
-    def log_prob(self, params, z, xp=np):
-        self._check(z)
-        return -0.5 * xp.sum(z * z, axis=1) - 0.5 * self.dim * LOG_2PI
+    def _log_prob(self, params, z, xp):
+        lp = -0.5 * xp.sum(z * z, axis=1) - 0.5 * self.dim * LOG_2PI
+        if not all_finite(lp):
+            # z*z overflowed: -m (m/2 * sum (z/m)^2) with m = max|z_d| keeps every result that float holds
+            m = xp.max(xp.abs(z), axis=1)
+            m = xp.where(m > 0, m, 1.0)
+            u = z / m[:, None]
+            lp = -m * (0.5 * m * xp.sum(u * u, axis=1)) - 0.5 * self.dim * LOG_2PI
+        return lp
 
     def log_prob_backward(self, params, z, dlogp):
         return -dlogp[:, None] * z, {}
@@ -90,8 +118,7 @@ class DiagNormal(Distribution):
     def init(self, rng=None, dtype=np.float64):
         return {"loc": np.zeros(self.dim, dtype), "log_scale": np.zeros(self.dim, dtype)}
 
-    def log_prob(self, params, z, xp=np):
-        self._check(z)
+    def _log_prob(self, params, z, xp):
         u = (z - params["loc"]) * xp.exp(-params["log_scale"])
         return -0.5 * xp.sum(u * u, axis=1) - xp.sum(params["log_scale"]) - 0.5 * self.dim * LOG_2PI
 
@@ -119,8 +146,9 @@ class UniformBox(Distribution):
             raise ValueError(f"UniformBox: need high > low, got low={low}, high={high}")
         self.dim, self.low, self.high = int(dim), float(low), float(high)
 
-    def log_prob(self, params, z, xp=np):
-        self._check(z)
+    bounded_support = True
+
+    def _log_prob(self, params, z, xp):
         inside = xp.all((z >= self.low) & (z <= self.high), axis=1)
         val = -self.dim * np.log(self.high - self.low)
         return xp.where(inside, val, -np.inf).astype(z.dtype)
@@ -149,8 +177,7 @@ class StandardLogistic(Distribution):
     def __init__(self, dim):
         self.dim = int(dim)
 
-    def log_prob(self, params, z, xp=np):
-        self._check(z)
+    def _log_prob(self, params, z, xp):
         return -xp.sum(xp.logaddexp(0.0, z) + xp.logaddexp(0.0, -z), axis=1)
 
     def log_prob_backward(self, params, z, dlogp):

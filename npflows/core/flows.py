@@ -9,7 +9,8 @@ Parameters of both live in one flat dict: the bijector's keys as they are, the b
 """
 import numpy as np
 
-from .._checks import check_array, check_finite_result, check_same_dtype
+from .._checks import all_finite, check_array, check_count, check_finite_result, check_rng, unbox
+from .bijector import ERRORS, in_layer
 from .compose import prefixed
 
 BASE = "base."
@@ -38,12 +39,58 @@ class _Flow:
         return {**self.bijector.param_shapes(), **prefixed(BASE, self.base.param_shapes())}
 
     def split(self, params):
-        """``(bijector params, base params)`` from the flow's flat dict."""
-        if len(params) != self._n_keys:
+        """``(bijector params, base params)`` from the flow's flat dict (keys checked, values not)."""
+        raw = unbox(params)            # a DictBox when autograd traces the parameters
+        if not isinstance(raw, dict):
+            raise ValueError(f"{type(self).__name__}: expected the parameters as a dict of arrays, got "
+                             f"{type(raw).__name__}")
+        if len(raw) != self._n_keys or any(k not in raw for k in self._fkeys) \
+                or any(fk not in raw for fk, _ in self._bkeys):
             want = set(self.param_shapes())
             raise ValueError(f"{type(self).__name__}: parameter keys do not match the model: missing "
-                             f"{sorted(want - set(params))}, unexpected {sorted(set(params) - want)}")
+                             f"{sorted(want - set(raw))}, unexpected {sorted(set(raw) - want)}")
         return {k: params[k] for k in self._fkeys}, {k: params[fk] for fk, k in self._bkeys}
+
+    def checked_split(self, params, dtype=None):
+        """:meth:`split` after validating every parameter once for the whole call: keys, exact shapes,
+        ``dtype`` (the data's; by default the parameters' common dtype) and finiteness (``ValueError``)."""
+        pb, pd = self.split(params)
+        if dtype is None:
+            dtypes = {np.dtype(unbox(v).dtype) for v in unbox(params).values() if hasattr(unbox(v), "dtype")}
+            dtype = dtypes.pop() if len(dtypes) == 1 else None
+            if dtype is None and params:
+                raise ValueError(f"{type(self).__name__}: the parameters mix dtypes {sorted(map(str, dtypes))}; "
+                                 f"cast them together with npflows.cast_params")
+        self.bijector.check_params(pb, dtype)
+        try:
+            self.base.check_params(pd, dtype)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__} base ({self.base.name}, keys under 'base.'): {e}") from None
+        return pb, pd
+
+    def _param_dtype(self, params):
+        return next(iter(params.values())).dtype if params else np.dtype(np.float64)
+
+    def _bij(self, method, where, *args):
+        """Call a bijector method, the error prefixed with the flow's method that made the call."""
+        try:
+            return getattr(self.bijector, method)(*args)
+        except ERRORS as e:
+            raise in_layer(e, where) from None
+
+    @staticmethod
+    def _total(owner, base_lp, logdet, sign=1.0):
+        """``base_lp + sign * logdet``: -inf only where the base itself is -inf (outside its support);
+        a sum of two finite terms that overflows raises ``FloatingPointError``."""
+        lp = base_lp + logdet if sign > 0 else base_lp - logdet
+        if not all_finite(lp):
+            bad = ~np.isfinite(lp) & np.isfinite(base_lp)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise FloatingPointError(f"{owner}: the log-density of sample {i} overflows: base log-density "
+                                         f"{base_lp[i]:.6g} {'+' if sign > 0 else '-'} log-determinant "
+                                         f"{logdet[i]:.6g} is out of the range of {lp.dtype}")
+        return lp
 
     def _merge(self, gb, gd):
         gb = dict(gb)
@@ -93,9 +140,12 @@ class NormalizingFlow(_Flow):
         dtype = x.dtype if x is not None else np.dtype(dtype)
         return {**self.bijector.init(rng, x, dtype=dtype), **prefixed(BASE, self.base.init(rng, dtype=dtype))}
 
-    def _check(self, params, x):
-        check_array(type(self).__name__, x, ndim=2, size=self.dim, what="data")
-        check_same_dtype(type(self).__name__, params, x.dtype)
+    def _check(self, params, x, owner, nonempty=False):
+        """Validate the data and the parameters once per call: ``(bijector params, base params)``."""
+        check_array(owner, x, ndim=2, size=self.dim, what="data")
+        if nonempty and x.shape[0] == 0:
+            raise ValueError(f"{owner}: the batch is empty (shape {x.shape}); a mean over no samples is undefined")
+        return self.checked_split(params, x.dtype)
 
     def _chunks(self, n):
         """Row slices of at most ``chunk_rows`` rows covering ``range(n)`` (one slice if not chunking)."""
@@ -103,15 +153,17 @@ class NormalizingFlow(_Flow):
         return [slice(lo, min(lo + step, n)) for lo in range(0, max(n, 1), max(step, 1))]
 
     def log_prob(self, params, x):
-        """:math:`\\log p(x)`, shape ``(N,)``.  ``-inf`` only where the base has no support; never NaN."""
-        self._check(params, x)
-        pb, pd = self.split(params)
+        """:math:`\\log p(x)`, shape ``(N,)``.  ``-inf`` only where the base has no support; never NaN.
+
+        Raises ``ValueError`` for bad data or parameters and ``FloatingPointError`` where a layer overflows
+        or the log-density itself is out of the dtype's range; the message names the layer."""
+        owner = "NormalizingFlow.log_prob"
+        pb, pd = self._check(params, x, owner)
         parts = []
         for s in self._chunks(x.shape[0]):
-            z, logdet, _ = self.bijector.forward(pb, x[s])
-            parts.append(self.base.log_prob(pd, z) + logdet)
-        logp = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return check_finite_result("NormalizingFlow.log_prob", logp, "log_prob", allow_neg_inf=True)
+            z, logdet, _ = self._bij("_call_forward", owner, pb, x[s])
+            parts.append(self._total(owner, self.base.log_prob(pd, z), logdet))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def log_likelihood_and_grad(self, params, x):
         """Mean log-likelihood of the batch ``x`` ``(N, D)`` and its gradient for every parameter by name."""
@@ -127,36 +179,39 @@ class NormalizingFlow(_Flow):
         The batch is processed in chunks of ``chunk_rows`` rows, each a forward and a backward pass whose
         cotangents already carry the weight ``sign / N`` of the whole batch, so the gradients of the
         chunks simply add up."""
-        self._check(params, x)
-        pb, pd = self.split(params)
+        owner = "NormalizingFlow.log_likelihood_and_grad" if sign > 0 else "NormalizingFlow.loss_and_grad"
+        pb, pd = self._check(params, x, owner, nonempty=True)
         n = x.shape[0]
         total, grads = 0.0, None
         for s in self._chunks(n):
-            z, logdet, cache = self.bijector.forward(pb, x[s])
-            logp = self.base.log_prob(pd, z) + logdet
-            check_finite_result("NormalizingFlow", logp, "the log-likelihood")
+            z, logdet, cache = self._bij("_call_forward", owner, pb, x[s])
+            logp = self._total(owner, self.base.log_prob(pd, z), logdet)
+            check_finite_result(owner, logp, "the log-likelihood", hint="the data lie outside the base's support")
             total += float(np.sum(logp, dtype=np.float64))
             w = np.full(logp.shape[0], sign / n, dtype=x.dtype)
             dz, gd = self.base.log_prob_backward(pd, z, w)
-            _, gb = self.bijector.backward(pb, dz, w, cache)
+            _, gb = self._bij("backward", owner, pb, dz, w, cache)
             g = self._merge(gb, gd)
             grads = g if grads is None else {k: grads[k] + g[k] for k in grads}
+        for k, g in grads.items():
+            check_finite_result(owner, g, f"the gradient of {k!r}")
         return sign * total / n, grads
 
     def log_prob_and_grad_x(self, params, x):
         """``(log p(x), d log p(x) / dx)``, shapes ``(N,)`` and ``(N, D)``: the density as a target for
         another flow (distillation, reverse KL).  One forward and one backward pass with cotangents
         :math:`\\bar z = \\nabla_z\\log p_Z(z)` and :math:`\\overline{\\mathrm{logdet}} = 1`, per chunk."""
-        self._check(params, x)
-        pb, pd = self.split(params)
+        owner = "NormalizingFlow.log_prob_and_grad_x"
+        pb, pd = self._check(params, x, owner)
         logps, dxs = [], []
         for s in self._chunks(x.shape[0]):
-            z, logdet, cache = self.bijector.forward(pb, x[s])
-            logp = check_finite_result("NormalizingFlow.log_prob_and_grad_x", self.base.log_prob(pd, z) + logdet,
-                                       "log_prob")
+            z, logdet, cache = self._bij("_call_forward", owner, pb, x[s])
+            logp = check_finite_result(owner, self._total(owner, self.base.log_prob(pd, z), logdet), "log_prob",
+                                       hint="the point lies outside the base's support, where the gradient of "
+                                            "log p is undefined")
             ones = np.ones(logp.shape[0], dtype=x.dtype)
             dz, _ = self.base.log_prob_backward(pd, z, ones)
-            dx, _ = self.bijector.backward(pb, dz, ones, cache)
+            dx, _ = self._bij("backward", owner, pb, dz, ones, cache)
             logps.append(logp)
             dxs.append(dx)
         if len(logps) == 1:
@@ -164,11 +219,13 @@ class NormalizingFlow(_Flow):
         return np.concatenate(logps), np.concatenate(dxs)
 
     def sample(self, params, n, rng):
-        """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`, in the parameters' dtype."""
-        pb, pd = self.split(params)
-        dtype = next(iter(params.values())).dtype if params else np.float64
-        z = self.base.sample(pd, n, rng, dtype)
-        return self.bijector.inverse(pb, z)[0]
+        """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`, in the parameters' dtype: shape ``(n, D)``.
+        ``n`` is an integer >= 0 and ``rng`` a ``numpy.random.Generator`` (``ValueError`` otherwise)."""
+        owner = "NormalizingFlow.sample"
+        n, rng = check_count(owner, n), check_rng(owner, rng)
+        pb, pd = self.checked_split(params)
+        z = self.base.sample(pd, n, rng, self._param_dtype(params))
+        return self._bij("_call_inverse", owner, pb, z)[0]
 
 
 class PushForward(_Flow):
@@ -194,29 +251,29 @@ class PushForward(_Flow):
         dtype = np.dtype(dtype)
         return {**self.bijector.init(rng, dtype=dtype), **prefixed(BASE, self.base.init(rng, dtype=dtype))}
 
-    def _dtype(self, params):
-        return next(iter(params.values())).dtype if params else np.dtype(np.float64)
-
     def sample_and_log_prob(self, params, n, rng):
-        """``(x, log q(x))`` for ``n`` fresh samples; shapes ``(n, D)`` and ``(n,)``."""
-        x, logq, _ = self._sample(params, n, rng)
+        """``(x, log q(x))`` for ``n`` fresh samples; shapes ``(n, D)`` and ``(n,)``.  ``n`` is an integer
+        >= 0 and ``rng`` a ``numpy.random.Generator``."""
+        x, logq, _ = self._sample(params, n, rng, "PushForward.sample_and_log_prob")
         return x, logq
 
-    def _sample(self, params, n, rng):
-        pb, pd = self.split(params)
-        z, scache = self.base.rsample(pd, n, rng, self._dtype(params))
-        x, logdet, cache = self.bijector.forward(pb, z)
-        logq = check_finite_result("PushForward.sample_and_log_prob", self.base.log_prob(pd, z) - logdet, "log q")
+    def _sample(self, params, n, rng, owner, minimum=0):
+        n, rng = check_count(owner, n, minimum=minimum), check_rng(owner, rng)
+        pb, pd = self.checked_split(params)
+        z, scache = self.base.rsample(pd, n, rng, self._param_dtype(params))
+        check_finite_result(owner, z, f"the base sample ({self.base.name})",
+                            hint="the base's scale overflows; its log_scale is too large")
+        x, logdet, cache = self._bij("_call_forward", owner, pb, z)
+        logq = check_finite_result(owner, self._total(owner, self.base.log_prob(pd, z), logdet, sign=-1.0), "log q")
         return x, logq, (pb, pd, z, scache, cache)
 
     def log_prob(self, params, x):
         """Density of an arbitrary point: needs the bijector's inverse (sequential or numerical)."""
-        check_array(type(self).__name__, x, ndim=2, size=self.dim, what="point")
-        check_same_dtype(type(self).__name__, params, x.dtype)
-        pb, pd = self.split(params)
-        z, logdet_inv = self.bijector.inverse(pb, x)
-        return check_finite_result("PushForward.log_prob", self.base.log_prob(pd, z) + logdet_inv, "log_prob",
-                                   allow_neg_inf=True)
+        owner = "PushForward.log_prob"
+        check_array(owner, x, ndim=2, size=self.dim, what="point")
+        pb, pd = self.checked_split(params, x.dtype)
+        z, logdet_inv = self._bij("_call_inverse", owner, pb, x)
+        return self._total(owner, self.base.log_prob(pd, z), logdet_inv)
 
     def reverse_kl_and_grad(self, params, target, n, rng):
         """Monte Carlo reverse-KL objective and its gradient.
@@ -236,17 +293,21 @@ class PushForward(_Flow):
         grads : dict
             Gradient of ``value`` for every parameter by name.
         """
-        x, logq, (pb, pd, z, scache, cache) = self._sample(params, n, rng)
+        owner = "PushForward.reverse_kl_and_grad"
+        x, logq, (pb, pd, z, scache, cache) = self._sample(params, n, rng, owner, minimum=1)
         logp, glogp = target(x)
         logp, glogp = np.asarray(logp), np.asarray(glogp)
         if logp.shape != (n,) or glogp.shape != x.shape:
             raise ValueError(f"PushForward.reverse_kl_and_grad: target(x) must return log p of shape {(n,)} and "
                              f"its gradient of shape {x.shape}; got {logp.shape} and {glogp.shape}")
-        check_finite_result("PushForward.reverse_kl_and_grad", glogp, "the target's gradient")
-        value = check_finite_result("PushForward.reverse_kl_and_grad", np.mean(logq - logp), "the objective")
+        check_finite_result(owner, logp, "the target's log-density", hint="the target returned NaN or inf")
+        check_finite_result(owner, glogp, "the target's gradient", hint="the target returned NaN or inf")
+        value = check_finite_result(owner, np.mean(logq - logp), "the objective")
         w = np.full(n, 1.0 / n, dtype=x.dtype)
-        dz, gb = self.bijector.backward(pb, -w[:, None] * glogp, -w, cache)
+        dz, gb = self._bij("backward", owner, pb, -w[:, None] * glogp, -w, cache)
         dz_base, gd = self.base.log_prob_backward(pd, z, w)
         gs = self.base.rsample_backward(pd, dz + dz_base, scache)
         gd = {k: gd.get(k, 0) + gs.get(k, 0) for k in self.base.param_shapes()}
+        for k, g in gd.items():
+            check_finite_result(owner, g, f"the gradient of 'base.{k}'")
         return float(value), self._merge(gb, gd)
