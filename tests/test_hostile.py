@@ -1,0 +1,299 @@
+"""The hostile-input sweep: no silent inf or NaN from any registry entry or from the flows built on it.
+
+For every entry of the harness registry (so every future entry is swept without a line of its own), and for
+``NormalizingFlow`` and ``PushForward`` around it, hypothesis draws a call with hostile but plausible
+arguments:
+
+* inputs: the case's points with entries replaced by finite extremes (±1e300 / ±1e30, the largest float,
+  subnormals, exact zeros of either sign, the spline's ±B and interval ends, the logit's 0/1 and their
+  neighbours, exp's overflow thresholds), NaN and inf, empty batches, wrong ranks, sizes and dtypes;
+* parameters: the case's scaled by up to 1e3, one entry NaN or inf, a wrong shape (including shapes that
+  NumPy would broadcast), a wrong dtype, a missing or an unexpected key;
+* float64 and float32.
+
+The property: a call returns only finite arrays of the right shape and dtype (the one exception, a -inf
+log-density outside a base's support, cannot arise with the standard normal base used here), or raises one of
+the two documented errors, ``ValueError`` or ``FloatingPointError`` (with its subclasses), whose message names
+the layer.  Every logdet that comes back from a traceable entry in float64 is checked against ``slogdet`` of
+autograd's Jacobian at the same input, wherever that Jacobian can be trusted (finite, nonsingular, and no entry
+below 1e-290 in magnitude, where float64's subnormals hold too few digits for a reference, and a condition
+number below 1e8, beyond which slogdet's own rounding error could exceed the tolerance).
+
+The sweep is derandomised (the same examples on every run) and bounded: ``EXAMPLES`` per entry, fewer for the
+CNF, whose every call is an ODE solve.  ``NPFLOWS_SWEEP_EXAMPLES`` raises it for a deeper local run.
+"""
+import os
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import npflows as nf
+from npflows.core.bijector import ERRORS
+from registry import REGISTRY
+
+EXAMPLES = int(os.environ.get("NPFLOWS_SWEEP_EXAMPLES", "30"))
+CNF_EXAMPLES = max(4, EXAMPLES // 4)
+ROWS = 3
+# logdet vs slogdet of the autograd Jacobian, relative to max(1, |logdet|).  slogdet's LU has a backward error
+# of a few eps |J|, which moves log|det J| by up to ~ cond(J) * D * eps (first-order perturbation of log det:
+# tr(J^-1 dJ)); at hostile inputs the entries of J span many orders of magnitude, so the reference is used only
+# where cond(J) <= MAX_COND, which bounds its own error by ~1e-7; LOGDET_TOL = 1e-6 leaves a factor 10 and
+# still fails for any wrong term (O(1), or a relative O(1) error in a large logdet).
+LOGDET_TOL = 1e-6
+MAX_COND = 1e8
+TINY_JACOBIAN = 1e-290
+
+EXTREMES = {
+    np.dtype(np.float64): [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1e-300, 1e-8, 1.0, -1.0, 37.0,
+                           -37.0, 709.8, -745.2, 800.0, -800.0, 1e10, -1e10, 1e155, -1e155, 1e300, -1e300,
+                           1.7976931348623157e308, -1.7976931348623157e308],
+    np.dtype(np.float32): [0.0, -0.0, 1e-45, -1e-45, 1.1754944e-38, 1e-30, 1e-8, 1.0, -1.0, 17.0, -17.0,
+                           88.7, -103.9, 1e10, -1e10, 1e20, -1e20, 1e30, -1e30, 3.4028235e38, -3.4028235e38],
+}
+
+
+def _splines(b):
+    """The RQSpline objects inside ``b`` (through Sequential and Inverse)."""
+    if hasattr(b, "spline"):
+        return [b.spline]
+    out = []
+    for child in getattr(b, "layers", []) + ([b.base] if hasattr(b, "base") else []):
+        out += _splines(child)
+    return out
+
+
+def _domain_values(b, dtype):
+    """Values where a layer changes form: the spline's ends (and one ulp either side), the logit's 0 and 1."""
+    vals = [0.5, 1e-16, 1.0 - 1e-16, float(np.nextafter(dtype.type(1), dtype.type(0))),
+            float(np.nextafter(dtype.type(0), dtype.type(1)))]
+    for sp in _splines(b):
+        for end in (sp.left, sp.right) if hasattr(sp, "left") else ():
+            vals += [end, float(np.nextafter(dtype.type(end), dtype.type(np.inf))),
+                     float(np.nextafter(dtype.type(end), dtype.type(-np.inf)))]
+    return vals
+
+
+def _hostile_points(case, kind, rng, dtype):
+    """An input array (or a wrong object) for the sweep, from the case's points."""
+    b, x = case.bijector, np.asarray(case.x[:ROWS], dtype=dtype)
+    n, d = x.shape
+    if kind == "case":
+        return x
+    if kind == "extreme":
+        pool = np.array(EXTREMES[dtype] + _domain_values(b, dtype), dtype=np.float64).astype(dtype)
+        out = x.copy()
+        mask = rng.random(x.shape) < rng.choice([0.2, 0.5, 1.0])
+        out[mask] = rng.choice(pool, size=int(mask.sum()))
+        return out
+    if kind == "scaled":
+        return (x * dtype.type(rng.choice([1e3, 1e10, 1e30]))).astype(dtype)
+    if kind == "nonfinite":
+        out = x.copy()
+        out[rng.integers(n), rng.integers(d)] = rng.choice([np.nan, np.inf, -np.inf])
+        return out
+    if kind == "empty":
+        return x[:0]
+    if kind == "wrong_rank":
+        return [x[0], x[None], x.reshape(-1)][rng.integers(3)]
+    if kind == "wrong_size":
+        return np.concatenate([x, x[:, :1]], axis=1) if rng.random() < 0.5 or d == 1 else x[:, 1:]
+    if kind == "wrong_dtype":
+        return [x.astype(np.int64), x.astype(np.float16), x.astype(np.complex128), x.tolist(),
+                x.astype(object)][rng.integers(5)]
+    raise AssertionError(kind)
+
+
+def _hostile_params(case, kind, rng, dtype, scale):
+    """A parameter dict for the sweep: ``(params, valid)``; invalid ones must be refused with ValueError."""
+    p = nf.cast_params(case.params, dtype)
+    keys = sorted(p)
+    if kind == "case" or not keys:
+        return p, True
+    if kind == "scaled":
+        return {k: (v * dtype.type(scale)).astype(dtype) for k, v in p.items()}, True
+    k = keys[rng.integers(len(keys))]
+    bad = dict(p)
+    if kind == "nonfinite":
+        v = p[k].copy()
+        v.flat[rng.integers(v.size)] = rng.choice([np.nan, np.inf, -np.inf])
+        bad[k] = v
+    elif kind == "broadcast_shape":          # a shape NumPy would broadcast: (1,) for (D,), (1, K) for (D, K)...
+        v = p[k]
+        bad[k] = v.reshape(-1)[:1].reshape((1,) * max(v.ndim, 1)) if v.size > 1 else v.reshape(v.shape + (1,))
+    elif kind == "wrong_shape":
+        bad[k] = np.concatenate([p[k].reshape(-1), p[k].reshape(-1)[:1]])
+    elif kind == "wrong_dtype":
+        other = np.float32 if dtype == np.float64 else np.float64
+        bad[k] = p[k].astype([np.int64, np.float16, other][rng.integers(3)])
+    elif kind == "missing_key":
+        del bad[k]
+    elif kind == "extra_key":
+        bad[k + "_extra"] = p[k]
+    elif kind == "not_array":
+        bad[k] = p[k].tolist()
+    else:
+        raise AssertionError(kind)
+    return bad, False
+
+
+def _names(b):
+    """Names an error about ``b`` may carry: its own and those of the layers inside it."""
+    out = {b.name.split("(")[0]}
+    for child in getattr(b, "layers", []) + ([b.base] if hasattr(b, "base") else []):
+        out |= _names(child)
+    return out
+
+
+def _refusal(e, names, what):
+    assert isinstance(e, ERRORS), f"{what}: undocumented exception {type(e).__name__}: {e}"
+    assert any(n in str(e) for n in names), f"{what}: the message names none of {sorted(names)}: {e}"
+
+
+def _finite(what, *arrays, dtype=None):
+    for a in arrays:
+        a = np.asarray(a)
+        assert np.all(np.isfinite(a)), f"{what}: silent non-finite result {a}"
+        if dtype is not None:
+            assert a.dtype == dtype, f"{what}: dtype {a.dtype}, expected {dtype}"
+
+
+def _check_logdet(case, p, x, ld, direction):
+    """logdet against slogdet of autograd's Jacobian of the same map at the same input (float64 only)."""
+    b = case.bijector
+    if not case.traceable or x.dtype != np.float64 or x.shape[0] == 0:
+        return
+    n, d = x.shape
+    call = (lambda z: b.forward(p, z, xp=anp)[0]) if direction == "forward" else (lambda z: b.inverse(p, z, xp=anp)[0])
+    try:
+        with np.errstate(all="ignore"):
+            J = autograd.jacobian(lambda flat: anp.reshape(call(anp.reshape(flat, (n, d))), (-1,)))(x.reshape(-1))
+    except ERRORS:
+        return                        # the traced path refuses where the plain one did not: nothing to compare
+    J = J.reshape(n, d, n, d)
+    for i in range(n):
+        Ji = J[i, :, i, :]
+        nz = np.abs(Ji[Ji != 0])
+        if not np.all(np.isfinite(Ji)) or (nz.size and nz.min() < TINY_JACOBIAN):
+            continue
+        sign, brute = np.linalg.slogdet(Ji)
+        if sign == 0 or not np.isfinite(brute) or not np.linalg.cond(Ji) <= MAX_COND:
+            continue
+        err = abs(ld[i] - brute)
+        assert err <= LOGDET_TOL * max(1.0, abs(brute)), \
+            f"{direction} logdet of sample {i} at x={x[i]}: {ld[i]!r} vs slogdet {brute!r} (error {err:.3g})"
+
+
+def _run_bijector(case, op, p, valid, pts, rng, dtype):
+    b, names = case.bijector, _names(case.bijector)
+    try:
+        if op == "inverse":
+            y = pts
+            if valid and isinstance(pts, np.ndarray) and pts.dtype == dtype and pts.ndim == 2:
+                try:                  # invert points the forward map produced too, not only raw extremes
+                    y = b.forward(p, pts)[0] if rng.random() < 0.5 else pts
+                except ERRORS:
+                    y = pts
+            x, ld = b.inverse(p, y)
+            _finite(f"{b.name} inverse", x, ld, dtype=dtype)
+            assert x.shape == y.shape and ld.shape == (y.shape[0],)
+            _check_logdet(case, p, y, ld, "inverse")
+        else:
+            y, ld, cache = b.forward(p, pts)
+            _finite(f"{b.name} forward", y, ld, dtype=dtype)
+            assert y.shape == pts.shape and ld.shape == (pts.shape[0],)
+            _check_logdet(case, p, pts, ld, "forward")
+            if op == "backward":
+                dy = rng.standard_normal(y.shape).astype(dtype)
+                dl = rng.standard_normal(ld.shape).astype(dtype)
+                dx, grads = b.backward(p, dy, dl, cache)
+                _finite(f"{b.name} backward", dx, *grads.values(), dtype=dtype)
+                assert set(grads) == set(p)
+    except NotImplementedError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the property is about which exceptions appear
+        _refusal(e, names, f"{b.name} {op}")
+        return "refused"
+    assert valid and isinstance(pts, np.ndarray) and pts.dtype == dtype, \
+        f"{b.name} {op}: accepted invalid parameters or input"
+    return "returned"
+
+
+def _run_flow(case, op, p, valid, pts, rng, dtype, n):
+    b = case.bijector
+    base = nf.StandardNormal(b.dim)
+    names = _names(b) | {"NormalizingFlow", "PushForward", "StandardNormal"}
+    try:
+        if op == "flow.log_prob":
+            lp = nf.NormalizingFlow(b, base).log_prob(p, pts)
+            _finite("NormalizingFlow.log_prob", lp, dtype=dtype)
+        elif op == "flow.loss_and_grad":
+            loss, g = nf.NormalizingFlow(b, base).loss_and_grad(p, pts)
+            _finite("NormalizingFlow.loss_and_grad", loss, *g.values())
+        elif op == "flow.sample":
+            x = nf.NormalizingFlow(b, base).sample(p, n, rng)
+            _finite("NormalizingFlow.sample", x, dtype=dtype)
+            assert x.shape == (n, b.dim)
+        elif op == "push.sample_and_log_prob":
+            x, lq = nf.PushForward(b, base).sample_and_log_prob(p, n, rng)
+            _finite("PushForward.sample_and_log_prob", x, lq, dtype=dtype)
+            assert x.shape == (n, b.dim) and lq.shape == (n,)
+        elif op == "push.log_prob":
+            lq = nf.PushForward(b, base).log_prob(p, pts)
+            _finite("PushForward.log_prob", lq, dtype=dtype)
+        else:
+            raise AssertionError(op)
+    except Exception as e:  # noqa: BLE001
+        _refusal(e, names, op)
+        return "refused"
+    assert valid, f"{op}: accepted invalid arguments"
+    return "returned"
+
+
+BIJECTOR_OPS = ["forward", "forward", "inverse", "inverse", "backward", "backward"]
+FLOW_OPS = ["flow.log_prob", "flow.loss_and_grad", "flow.sample", "push.sample_and_log_prob", "push.log_prob"]
+POINT_KINDS = ["case", "extreme", "extreme", "extreme", "scaled", "nonfinite", "empty", "wrong_rank",
+               "wrong_size", "wrong_dtype"]
+PARAM_KINDS = ["case", "case", "scaled", "scaled", "scaled", "nonfinite", "broadcast_shape", "wrong_shape",
+               "wrong_dtype", "missing_key", "extra_key", "not_array"]
+COUNTS = [0, 1, 3, -1, 2.5, True, "3", None, np.int64(2)]
+
+
+def _sweep(name, seed, op, point_kind, param_kind, dtype, scale, n):
+    case = REGISTRY[name](np.random.default_rng(0))
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    p, valid = _hostile_params(case, param_kind, rng, dtype, scale)
+    pts = _hostile_points(case, point_kind, rng, dtype)
+    point_ok = point_kind in ("case", "extreme", "scaled")
+    with np.errstate(all="ignore"):        # warnings are not the property; results and exceptions are
+        if op in FLOW_OPS:
+            if op in ("flow.sample", "push.sample_and_log_prob"):
+                ok = valid and isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0
+                return _run_flow(case, op, p, ok, pts, rng, dtype, n)
+            ok = valid and point_ok and not (op == "flow.loss_and_grad" and point_kind == "empty")
+            return _run_flow(case, op, p, ok, pts, rng, dtype, n)
+        if point_kind == "empty":
+            point_ok = True                # an empty batch is a valid input to a bijector: empty outputs
+        return _run_bijector(case, op, p, valid and point_ok, pts, rng, dtype)
+
+
+def _examples(name):
+    return CNF_EXAMPLES if name.startswith("cnf") else EXAMPLES
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_no_silent_non_finite_result_and_only_documented_errors(name):
+    @settings(max_examples=_examples(name), derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(seed=st.integers(0, 2 ** 32 - 1), op=st.sampled_from(BIJECTOR_OPS + FLOW_OPS),
+           point_kind=st.sampled_from(POINT_KINDS), param_kind=st.sampled_from(PARAM_KINDS),
+           dtype=st.sampled_from(["float64", "float32"]), scale=st.sampled_from([10.0, 100.0, 1000.0]),
+           n=st.sampled_from(COUNTS))
+    def sweep(seed, op, point_kind, param_kind, dtype, scale, n):
+        _sweep(name, seed, op, point_kind, param_kind, dtype, scale, n)
+
+    sweep()
