@@ -96,6 +96,11 @@ RULES = {
 }
 
 
+NOT_THE_MAP = {"max_nfe"}
+"""Constructor arguments that bound a computation's cost, not the map it computes (the CNF's solver budget):
+left out of descriptions, so they are neither stored in a case nor required of another implementation."""
+
+
 def describe(b):
     """The JSON description of bijector ``b``."""
     name = type(b).__name__
@@ -103,7 +108,7 @@ def describe(b):
         return RULES[name](b)
     d = {"type": name}
     for p in list(inspect.signature(type(b).__init__).parameters.values())[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in NOT_THE_MAP:
             continue
         if hasattr(b, p.name):
             d[p.name] = _jsonify(name, getattr(b, p.name))

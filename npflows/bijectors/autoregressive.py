@@ -12,11 +12,11 @@ those of the affine coupling (:data:`npflows.bijectors.coupling.SCALES`), import
 """
 import numpy as np
 
-from .._checks import check_finite_result
 from ..core.bijector import Bijector
 from ..core.compose import Sequential
 from ..nn.made import HIDDEN_DEGREES, MADE
 from .coupling import SCALES
+from .elementwise import explain_log_scale, mul_exp
 from .linear import Permutation
 
 UPDATES = ("affine", "gated")
@@ -163,7 +163,7 @@ class MaskedAffineAutoregressive(Bijector):
         out, nc = self.net.forward(params, x, xp)
         logs, t, aux = self._coefficients(out, xp)
         e = xp.exp(logs)
-        z = x * e + t
+        z = mul_exp(x, logs, xp, e) + t
         return z, xp.sum(logs, axis=1), (x, logs, e, aux, nc)
 
     def solve(self, params, z, n_passes, xp=np):
@@ -177,16 +177,28 @@ class MaskedAffineAutoregressive(Bijector):
             for p in range(1, int(n_passes) + 1):
                 out, _ = self.net.apply(mp, x, xp)
                 logs, t, _ = self._coefficients(out, xp)
-                x_new = (z - t) * xp.exp(-logs)
+                x_new = mul_exp(z - t, -logs, xp)
                 x = x_new if p >= self.dim else xp.where(deg <= p, x_new, 0.0)   # unsolved ones stay 0
         if logs is None:
             return x, xp.zeros(z.shape[0], dtype=z.dtype)
         return x, -xp.sum(logs, axis=1)
 
     def _inverse(self, params, z, xp):
-        x, logdet = self.solve(params, z, self.dim, xp)
-        check_finite_result(f"{self.name} inverse", x, "the solution x (exp(-s) overflowed)")
-        return x, logdet
+        return self.solve(params, z, self.dim, xp)      # the caller refuses a non-finite solution
+
+    def _explain(self, direction, params, x):
+        if direction == "backward":
+            return None
+        if direction == "inverse":       # the log-scales of the first pass of the solve whose result overflows
+            for n_passes in range(1, self.dim + 1):
+                xk = self.solve(params, x, n_passes)[0]
+                if not np.all(np.isfinite(xk)):
+                    break
+            x = self.solve(params, x, n_passes - 1)[0]
+        logs = self._coefficients(self.net.forward(params, x)[0], np)[0]
+        hint = ("use a bounded scale (scale='tanh' or 'softclip') or rescale the input"
+                if self.update == "affine" and self.scale == "exp" else "rescale the input")
+        return explain_log_scale(self.name, logs, direction, hint)
 
     def _backward(self, params, dz, dlogdet, cache):
         x, logs, e, aux, nc = cache
@@ -240,7 +252,7 @@ def maf(dim, n_layers=5, hidden=(64, 64), activation="relu", order="alternate", 
     if int(n_layers) < 1:
         raise ValueError(f"maf: n_layers must be >= 1, got {n_layers}")
     if (order == "random" or hidden_degrees == "random") and not isinstance(rng, np.random.Generator):
-        raise ValueError(f"maf: order='random' or hidden_degrees='random' needs rng, a numpy.random.Generator")
+        raise ValueError("maf: order='random' or hidden_degrees='random' needs rng, a numpy.random.Generator")
     if hidden_degrees not in HIDDEN_DEGREES:
         raise ValueError(f"maf: unknown hidden_degrees {hidden_degrees!r}; choose one of {HIDDEN_DEGREES}")
     kw = dict(hidden=hidden, activation=activation, rng=rng, update=update, scale=scale, scale_bound=scale_bound,

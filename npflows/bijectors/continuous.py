@@ -60,6 +60,10 @@ class CNF(Bijector):
         With ``trace="hutchinson"`` and no ``rng`` given to ``forward``/``inverse``, the probe is drawn from
         ``numpy.random.default_rng(probe_seed)``, so the same call gives the same answer (the contract's
         determinism); training should pass a ``rng`` to draw a fresh probe every step.
+    max_nfe : int
+        The most evaluations of the dynamics one solve may take before it raises :class:`ODESolveError`
+        (a stiff or exploding field, e.g. after a diverged update, would otherwise run for minutes or
+        hours).  The default 100,000 is some 500 times what the trained flows of this package need.
         ``NormalizingFlow.loss_and_grad`` passes none (the bijector contract has no random input), so it
         would fit one fixed probe's estimate: train a Hutchinson CNF with a loop that calls
         ``forward(params, x, rng=...)`` and ``backward``, as ``train`` in ``scripts/demo_cnf.py`` does.
@@ -124,7 +128,7 @@ class CNF(Bijector):
     """
 
     def __init__(self, dim, hidden=(32, 32), activation="tanh", t0=0.0, t1=1.0, method="RK45", rtol=1e-5,
-                 atol=1e-5, trace="exact", probe="gaussian", probe_seed=0):
+                 atol=1e-5, trace="exact", probe="gaussian", probe_seed=0, max_nfe=100_000):
         self.field = ODEField(dim, hidden, activation)
         self.dim, self.hidden, self.activation = self.field.dim, self.field.hidden, activation
         self.t0, self.t1 = float(t0), float(t1)
@@ -133,6 +137,9 @@ class CNF(Bijector):
         if method not in METHODS:
             raise ValueError(f"CNF: unknown solver method {method!r}; choose one of {METHODS}")
         self.method, self.rtol, self.atol = method, float(rtol), float(atol)
+        if isinstance(max_nfe, bool) or not isinstance(max_nfe, (int, np.integer)) or max_nfe < 1:
+            raise ValueError(f"CNF: max_nfe must be a positive integer, got {max_nfe!r}")
+        self.max_nfe = int(max_nfe)
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(f"CNF: expected positive rtol and atol, got rtol={rtol}, atol={atol}")
         if trace not in TRACES:
@@ -174,6 +181,11 @@ class CNF(Bijector):
 
         def counted(t, s):
             count[0] += 1
+            if count[0] > self.max_nfe:
+                raise ODESolveError(f"{self.name}: solve_ivp ({self.method}, rtol={self.rtol:g}, atol={self.atol:g}) "
+                                    f"exceeded max_nfe={self.max_nfe} evaluations integrating {what} from "
+                                    f"t={t_from:g}, stopped at t={t:.6g}: the field is stiff or exploding here "
+                                    f"(diverged parameters?); use an implicit method (Radau, BDF) or raise max_nfe")
             return fun(t, s)
 
         sol = solve_ivp(counted, (t_from, t_to), y0, method=self.method, rtol=self.rtol, atol=self.atol,
@@ -246,6 +258,9 @@ class CNF(Bijector):
 
         def fun(t, s):
             count[0] += 1
+            if count[0] > self.max_nfe:
+                raise ODESolveError(f"{self.name}: the trajectory exceeded max_nfe={self.max_nfe} evaluations "
+                                    f"(stopped at t={t:.6g}); the field is stiff or exploding here")
             return self.field.forward(p, s.reshape(n, d), t).ravel()
 
         sol = solve_ivp(fun, (times[0], times[-1]), z64.ravel(), method=self.method, rtol=self.rtol,

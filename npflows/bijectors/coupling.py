@@ -11,7 +11,7 @@ import numpy as np
 from ..core.bijector import Bijector, zeros_logdet
 from ..core.compose import Sequential
 from ..nn.mlp import MLP
-from .elementwise import ActNorm, ElementwiseAffine, sigmoid, sigmoid_prime
+from .elementwise import ActNorm, ElementwiseAffine, explain_log_scale, mul_exp, sigmoid, sigmoid_prime
 
 
 def half_mask(dim, first=True):
@@ -266,13 +266,21 @@ class AffineCoupling(_Coupling):
         x1, x2 = self._split(x)
         raw, logs, t, nc = self._params_of(params, x1, xp)
         e = xp.exp(logs)
-        y = self._join(x1, x2 * e + t, xp)
+        y = self._join(x1, mul_exp(x2, logs, xp, e) + t, xp)
         return y, xp.sum(logs, axis=1), (x2, raw, logs, e, nc)
 
     def _inverse(self, params, y, xp):
         y1, y2 = self._split(y)
         _, logs, t, _ = self._params_of(params, y1, xp)
-        return self._join(y1, (y2 - t) * xp.exp(-logs), xp), -xp.sum(logs, axis=1)
+        return self._join(y1, mul_exp(y2 - t, -logs, xp), xp), -xp.sum(logs, axis=1)
+
+    def _explain(self, direction, params, x):
+        if direction == "backward":
+            return None
+        _, logs, _, _ = self._params_of(params, self._split(x)[0], np)
+        hint = ("use a bounded scale (scale='tanh' or 'softclip') or rescale the input" if self.scale == "exp"
+                else "rescale the input")
+        return explain_log_scale(self.name, logs, direction, hint)
 
     def _backward(self, params, dy, dlogdet, cache):
         x2, raw, logs, e, nc = cache

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .._checks import check_array, check_interval
+from .._checks import check_array, check_interval, unbox
 from ..core.bijector import Bijector
 
 
@@ -34,6 +34,51 @@ def sigmoid_prime(x):
     :math:`x > 37`.  Plain NumPy (for backward passes)."""
     e = np.exp(-np.abs(x))
     return e / ((1.0 + e) * (1.0 + e))
+
+
+def exp_range(dtype):
+    """``(lo, hi)``: exp(s) is a normal, finite number of ``dtype`` for lo < s < hi (float64: -708.4, 709.8;
+    float32: -87.3, 88.7)."""
+    fi = np.finfo(dtype)
+    return math.log(float(fi.tiny)), math.log(float(fi.max))
+
+
+def mul_exp(a, s, xp=np, e=None):
+    """:math:`a\\,e^{s}` elementwise (``a`` and ``s`` broadcast), finite and accurate wherever the exact product
+    is a normal number of the dtype.  ``e``: ``exp(s)`` if the caller has it already.
+
+    The plain product ``a * exp(s)`` is exact to an ulp or two while :math:`e^{s}` is a normal number.  Outside
+    that range it fails although the product may be representable: :math:`e^{s}` overflows (``1e-300 *
+    exp(710)`` is inf, ``0 * exp(710)`` NaN; the exact value is 2e8 or 0) or underflows (``1e300 * exp(-1000)``
+    gives 0; the exact value is 5e-135).  Only then (one min and one max over ``s`` decide it) is the product
+    recomputed as :math:`\\mathrm{sign}(a)\\,e^{\\log|a| + s}` (0 where a = 0), whose relative error is about
+    :math:`|\\log|a| + s|\\,\\epsilon` (below 2e-13 in float64 for any representable result).  A product that
+    itself overflows stays inf, for the caller's result check to refuse.
+    """
+    e = xp.exp(s) if e is None else e
+    raw_s = unbox(s)
+    lo, hi = exp_range(raw_s.dtype)
+    if raw_s.size == 0 or (float(np.min(raw_s)) > lo and float(np.max(raw_s)) < hi):
+        return a * e
+    zero = a == 0
+    a_safe = xp.where(zero, 1.0, a)
+    return xp.where(zero, 0.0 * a_safe, xp.sign(a_safe) * xp.exp(xp.log(xp.abs(a_safe)) + s))
+
+
+def explain_log_scale(owner, logs, direction, hint):
+    """The diagnosis of an affine layer whose result is not finite: where the log-scale leaves the range in
+    which exp is representable.  ``logs`` is the log-scale s of the map x -> x e^s + t."""
+    v = np.asarray(unbox(logs))
+    if v.size == 0:
+        return None
+    lo, hi = exp_range(v.dtype)
+    i = np.unravel_index(int(np.argmax(np.abs(v))), v.shape)
+    sv = float(v[i])
+    if lo < sv < hi and lo < -sv < hi:
+        return None
+    where = f" (at index {tuple(int(j) for j in i)})" if v.ndim else ""
+    return (f"the log-scale reaches {sv:.6g}{where}, and exp(±s) leaves the {v.dtype} range ({lo:.4g}, {hi:.4g}) "
+            f"so that the {direction} result is not representable; {hint}")
 
 
 class ElementwiseAffine(Bijector):
@@ -64,7 +109,7 @@ class ElementwiseAffine(Bijector):
 
     def _forward(self, params, x, xp):
         s = params["log_scale"]
-        y = x * xp.exp(s)
+        y = mul_exp(x, s, xp)
         if self.shift:
             y = y + params["shift"]
         return y, xp.sum(s) + xp.zeros(x.shape[0], dtype=x.dtype), x
@@ -73,7 +118,12 @@ class ElementwiseAffine(Bijector):
         s = params["log_scale"]
         if self.shift:
             y = y - params["shift"]
-        return y * xp.exp(-s), -xp.sum(s) + xp.zeros(y.shape[0], dtype=y.dtype)
+        return mul_exp(y, -s, xp), -xp.sum(s) + xp.zeros(y.shape[0], dtype=y.dtype)
+
+    def _explain(self, direction, params, x):
+        return explain_log_scale(self.name, params["log_scale"], direction,
+                                 "the parameter log_scale has diverged (lower the learning rate) or the input is "
+                                 "out of scale")
 
     def _backward(self, params, dy, dlogdet, cache):
         e = np.exp(params["log_scale"])
@@ -108,6 +158,24 @@ class ActNorm(ElementwiseAffine):
             raise ValueError(f"{self.name}: data-dependent init needs at least 2 samples, got {x.shape[0]}")
         s = -np.log(x.std(axis=0) + self.eps)
         return {"log_scale": s.astype(x.dtype), "shift": (-x.mean(axis=0) * np.exp(s)).astype(x.dtype)}
+
+
+def check_open_unit(owner, v, src, what):
+    """Refuse (``FloatingPointError``) a result ``v`` = sigma(``src``) that rounded onto 0 or 1, the ends of
+    the open interval (0, 1): the exact value lies inside, but no float between it and the end exists, and the
+    inverse (a logit) of the rounded value would be infinite.  In float64 sigma(u) rounds to 1 for
+    u > 36.7 and to 0 for u < -745.1; in float32 for u > 16.6 and u < -103.9."""
+    raw = unbox(v)
+    bad = (raw <= 0) | (raw >= 1)
+    if bad.any():
+        i = tuple(int(j) for j in np.argwhere(bad)[0])
+        u = float(unbox(src)[i])
+        raise FloatingPointError(
+            f"{owner}: {what} sigma({u:.6g}) = {float(raw[i])!r} (at index {i}) rounds onto the end of the open "
+            f"interval (0, 1) in {raw.dtype}: the exact value lies within {np.finfo(raw.dtype).eps:.2g} of it, "
+            f"and the inverse of the rounded value is infinite; keep |{u:.3g}| smaller (rescale the data, or "
+            f"use Logit(alpha > 0), whose range is bounded)")
+    return v
 
 
 class _Pointwise(Bijector):
@@ -189,7 +257,9 @@ class Sigmoid(_Pointwise):
     :math:`x \\approx 37`) and :math:`(\\log f')'(x) = \\sigma(-x) - \\sigma(x) = 1 - 2\\sigma(x) =
     -\\tanh(x/2)` (no cancellation: tanh is accurate to an ulp for every x).
 
-    Inverse :math:`x = \\log y - \\log(1-y)` (``log1p``), defined on (0, 1).
+    Inverse :math:`x = \\log y - \\log(1-y)` (``log1p``), defined on (0, 1).  A forward result that rounds
+    onto 0 or 1 (float64: x > 36.7 or x < -745.1) raises ``FloatingPointError``: the inverse of the rounded
+    value would be infinite (:func:`check_open_unit`).
     """
 
     def _check_inverse_input(self, y):
@@ -197,7 +267,7 @@ class Sigmoid(_Pointwise):
         check_interval(self.name, y, 0.0, 1.0, closed=False, what="inverse input")
 
     def _f(self, x, xp):
-        return sigmoid(x, xp)
+        return check_open_unit(f"{self.name} forward", sigmoid(x, xp), x, "the output")
 
     def _finv(self, y, xp):
         return xp.log(y) - xp.log1p(-y)
@@ -227,9 +297,13 @@ class Logit(_Pointwise):
     Inverse: :math:`p = \\sigma(y)` by :func:`sigmoid` (a few ulps in both tails, so with
     :math:`\\alpha = 0` the inverse of :math:`y \\approx -690` is :math:`\\approx 10^{-300}` to full
     precision), :math:`x = (p-\\alpha)/(1-2\\alpha)`, with :math:`\\log p = -\\mathrm{softplus}(-y)` and
-    :math:`\\log(1-p) = -\\mathrm{softplus}(y)` for a logdet that stays accurate for large |y|.  Its
-    result lies in [0, 1]: :math:`\\sigma(y)` is 0 only below :math:`y \\approx -745` and 1 above
-    :math:`y \\approx 37`, where float64 cannot tell x from 0 or 1.
+    :math:`\\log(1-p) = -\\mathrm{softplus}(y)` for a logdet that stays accurate for large |y|.
+    With ``alpha = 0`` the inverse is defined on all of R, but :math:`\\sigma(y)` rounds to 0 below
+    :math:`y \\approx -745` and to 1 above :math:`y \\approx 36.7` (float64), where the forward would refuse
+    it: such a result raises ``FloatingPointError`` (:func:`check_open_unit`).  With ``alpha > 0`` the range
+    of the map is :math:`[\\mathrm{logit}\\,\\alpha, \\mathrm{logit}(1-\\alpha)]`; an inverse input outside it
+    raises ``ValueError``, and the result is clipped to [0, 1] (the exact one lies there; rounding may step
+    an ulp outside).
     """
 
     def __init__(self, dim, alpha=0.0):
@@ -243,6 +317,15 @@ class Logit(_Pointwise):
         super()._check_forward_input(x)
         check_interval(self.name, x, 0.0, 1.0, closed=self.alpha > 0, what="forward input")
 
+    def _check_inverse_input(self, y):
+        """With alpha > 0 the map's range is the closed interval [f(0), f(1)] = [logit(alpha), logit(1-alpha)]
+        (the ends as this dtype computes them); a point outside has no preimage in [0, 1]."""
+        super()._check_inverse_input(y)
+        if self.alpha > 0:
+            ends = self._f(np.array([0.0, 1.0], dtype=unbox(y).dtype), np)
+            check_interval(self.name, y, float(ends[0]), float(ends[1]), closed=True,
+                           what="inverse input (the range of the map on [0, 1])")
+
     def _p(self, x):
         return self.alpha + (1.0 - 2.0 * self.alpha) * x
 
@@ -252,7 +335,10 @@ class Logit(_Pointwise):
 
     def _finv(self, y, xp):
         p = sigmoid(y, xp)
-        return p if self.alpha == 0.0 else (p - self.alpha) / (1.0 - 2.0 * self.alpha)
+        if self.alpha == 0.0:
+            return check_open_unit(f"{self.name} inverse", p, y, "the output")
+        # y lies in [f(0), f(1)], so the exact x lies in [0, 1]; rounding may step an ulp outside
+        return xp.clip((p - self.alpha) / (1.0 - 2.0 * self.alpha), 0.0, 1.0)
 
     def _log_df(self, x, xp):
         p = self._p(x)

@@ -173,7 +173,8 @@ class LULinear(Bijector):
         from scipy.linalg import solve_triangular
         L, M = self._factors(params, np)
         r = (y - params["bias"])[:, self._inv].T      # P^T (y - b), one column per sample
-        x = solve_triangular(M, solve_triangular(L, r, lower=True, unit_diagonal=True), lower=False).T
+        x = solve_triangular(M, solve_triangular(L, r, lower=True, unit_diagonal=True, check_finite=False), lower=False,
+                             check_finite=False).T   # a non-finite result is refused by the caller
         return x.astype(y.dtype, copy=False), -xp.sum(params["log_scale"]) + xp.zeros(y.shape[0], dtype=y.dtype)
 
     def _backward(self, params, dy, dlogdet, cache):

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .._checks import unbox
+from .._checks import all_finite, unbox
 from ..core.bijector import Bijector
 
 # m(a) = -1 + softplus(a) vanishes at a = log(e - 1): the identity planar layer has u = this * w / |w|^2.
@@ -286,6 +286,19 @@ class Planar(Bijector):
         return f"Planar(dim={self.dim}{act})"
 
 
+def row_norm(d, xp=np):
+    """:math:`\\lVert d_n\\rVert_2` per row of ``d`` ``(N, D)``: ``sqrt(sum d^2)``, and where that overflows
+    (entries beyond ~1e154 in float64, ~1e19 in float32) :math:`m\\lVert d/m\\rVert` with :math:`m = \\max_i|d_i|`,
+    finite whenever the norm itself is."""
+    r = xp.sqrt(xp.sum(d * d, axis=1))
+    if all_finite(r):
+        return r
+    m = xp.max(xp.abs(d), axis=1)
+    m = xp.where(m > 0, m, 1.0)
+    u = d / m[:, None]
+    return m * xp.sqrt(xp.sum(u * u, axis=1))
+
+
 class Radial(Bijector):
     """Radial flow :math:`x = f(z) = z + \\beta h(\\alpha, r)(z - z_0)`, :math:`h = 1/(\\alpha + r)`,
     :math:`r = \\lVert z - z_0\\rVert` (Rezende & Mohamed 2015, arXiv:1505.05770, eq. 14), with
@@ -318,7 +331,14 @@ class Radial(Bijector):
     :math:`P = r^2 + 2\\alpha r + \\alpha B`.  Both factors are positive (:math:`r + B > 0`,
     :math:`P > 0`), and the logdet is evaluated from positive terms only:
 
-    .. math:: \\log|\\det J| = (D-1)\\log(r + B) + \\log P - (D+1)\\log q.
+    .. math:: \\log|\\det J| = (D-1)\\log(r + B) + \\log P - (D+1)\\log q
+              = (D-1)\\log(r + B) + \\log \\Pi - D\\log q,
+
+    with :math:`\\Pi = P/q = r\\,\\frac{r + 2\\alpha}{q} + \\alpha\\frac{B}{q}`, the form computed: positive terms
+    (no cancellation, however close :math:`\\beta` is to :math:`-\\alpha`) and no overflow (:math:`r^2` would
+    overflow for :math:`r > 10^{154}` in float64, :math:`10^{19}` in float32, long before the logdet does).
+    Likewise :math:`r = \\lVert d\\rVert` is computed as :math:`m\\lVert d/m\\rVert` with :math:`m = \\max_i |d_i|`
+    where :math:`\\sum_i d_i^2` overflows, so the map is finite for every finite input whose image is.
 
     **Backward** for cotangents :math:`(\\bar x_n, \\bar\\ell_n)`:
 
@@ -328,7 +348,8 @@ class Radial(Bijector):
       :math:`\\partial\\varphi/\\partial B = h`, :math:`\\partial\\varphi/\\partial\\alpha = -\\varphi h`;
     * the logdet: :math:`\\partial\\ell/\\partial r = (D-1)/(r+B) + 2q/P - (D+1)/q`,
       :math:`\\partial\\ell/\\partial B = (D-1)/(r+B) + \\alpha/P`,
-      :math:`\\partial\\ell/\\partial\\alpha = (2r + B)/P - (D+1)/q`;
+      :math:`\\partial\\ell/\\partial\\alpha = (2r + B)/P - (D+1)/q`, each with :math:`P = q\\Pi`
+      (:math:`2q/P = 2/\\Pi`, :math:`\\alpha/P = (\\alpha/q)/\\Pi`, :math:`(2r+B)/P = ((2r+B)/q)/\\Pi`: no overflow);
     * so :math:`\\bar r_n = -\\beta h_n^2\\bar\\varphi_n + \\bar\\ell_n\\,\\partial\\ell/\\partial r`,
       :math:`\\bar B = \\sum_n [h_n\\bar\\varphi_n + \\bar\\ell_n\\,\\partial\\ell/\\partial B]`,
       :math:`\\bar\\alpha = \\sum_n [-\\varphi_n h_n\\bar\\varphi_n + \\bar\\ell_n\\,\\partial\\ell/\\partial\\alpha]`;
@@ -385,28 +406,29 @@ class Radial(Bijector):
         return alpha, B - alpha, B
 
     def _logdet(self, r, alpha, B, q, xp):
-        P = r * r + 2.0 * alpha * r + alpha * B
-        return float(self.dim - 1) * xp.log(r + B) + xp.log(P) - float(self.dim + 1) * xp.log(q), P
+        """``(logdet, Pi)`` with :math:`\\Pi = P/q` in the positive, overflow-free form of the Notes."""
+        Pi = r * ((r + 2.0 * alpha) / q) + alpha * (B / q)
+        return float(self.dim - 1) * xp.log(r + B) + xp.log(Pi) - float(self.dim) * xp.log(q), Pi
 
     def _forward(self, params, x, xp):
         z0 = params["z0"]
         alpha, beta, B = self.alpha_beta(params, xp)
         d = x - z0
-        r = xp.sqrt(xp.sum(d * d, axis=1))
+        r = row_norm(d, xp)
         q = alpha + r
         phi = (r + B) / q
         y = z0 + phi[:, None] * d
-        logdet, P = self._logdet(r, alpha, B, q, xp)
-        return y, logdet, (d, r, q, phi, P, alpha, beta, B)
+        logdet, Pi = self._logdet(r, alpha, B, q, xp)
+        return y, logdet, (d, r, q, phi, Pi, alpha, beta, B)
 
     def _backward(self, params, dy, dlogdet, cache):
-        d, r, q, phi, P, alpha, beta, B = cache
+        d, r, q, phi, Pi, alpha, beta, B = cache
         n1, n2 = float(self.dim - 1), float(self.dim + 1)
         h = 1.0 / q
         dphi = np.einsum("nd,nd->n", dy, d)
-        dl_r = n1 / (r + B) + 2.0 * q / P - n2 * h
-        dl_B = n1 / (r + B) + alpha / P
-        dl_alpha = (2.0 * r + B) / P - n2 * h
+        dl_r = n1 / (r + B) + 2.0 / Pi - n2 * h                  # 2q/P = 2/Pi
+        dl_B = n1 / (r + B) + (alpha * h) / Pi                  # alpha/P
+        dl_alpha = ((2.0 * r + B) * h) / Pi - n2 * h            # (2r + B)/P
         dr = -beta * h * h * dphi + dlogdet * dl_r
         dB = (h * dphi + dlogdet * dl_B).sum(keepdims=True)
         dalpha = (-phi * h * dphi + dlogdet * dl_alpha).sum(keepdims=True)
@@ -421,10 +443,13 @@ class Radial(Bijector):
         z0 = params["z0"]
         alpha, beta, B = self.alpha_beta(params, xp)
         e = y - z0
-        rho = xp.sqrt(xp.sum(e * e, axis=1))
+        rho = row_norm(e, xp)
         p = B - rho
         ap = xp.abs(p)
-        big = ap + xp.sqrt(p * p + 4.0 * alpha * rho)   # > 0: p = 0 means rho = B > 0
+        # |p| + sqrt(p^2 + 4 alpha rho) > 0 (p = 0 means rho = B > 0); with c = max(1, |p|) the square root is
+        # c sqrt((p/c)^2 + 4 alpha (rho/c)/c), whose squares cannot overflow
+        c = xp.maximum(ap, 1.0)
+        big = ap + c * xp.sqrt((p / c) * (p / c) + 4.0 * alpha * ((rho / c) / c))
         r = xp.where(p > 0, 2.0 * alpha * rho / big, 0.5 * big)
         q = alpha + r
         x = z0 + e * (q / (r + B))[:, None]

@@ -632,9 +632,11 @@ def rational_quadratic_spline(x, raw_widths, raw_heights, raw_derivatives, inver
     K = np.shape(raw_widths)[-1] if np.ndim(raw_widths) else 0
     sp = RQSpline(K, bound, min_bin_width, min_bin_height, min_derivative, owner="rational_quadratic_spline",
                   tails=tails, interval=interval)
-    if inverse:
-        return sp.inverse(x, raw_widths, raw_heights, raw_derivatives)
-    return sp.forward(x, raw_widths, raw_heights, raw_derivatives)[:2]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):     # results checked below
+        out, ld = (sp.inverse(x, raw_widths, raw_heights, raw_derivatives) if inverse else
+                   sp.forward(x, raw_widths, raw_heights, raw_derivatives)[:2])
+    _check_result(f"rational_quadratic_spline{' inverse' if inverse else ''}", out, ld)
+    return out, ld
 
 
 def rational_quadratic_spline_knots(x, x_knots, y_knots, derivatives, inverse=False, tails="linear"):
@@ -667,14 +669,17 @@ def rational_quadratic_spline_knots(x, x_knots, y_knots, derivatives, inverse=Fa
     """
     K = np.shape(x_knots)[-1] - 1 if np.ndim(x_knots) else 0
     sp = RQSpline(K, owner="rational_quadratic_spline_knots", tails=tails)
-    if inverse:
-        return sp.inverse_knots(y=x, x_knots=x_knots, y_knots=y_knots, derivatives=derivatives)
-    return sp.forward_knots(x, x_knots, y_knots, derivatives)[:2]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):     # results checked below
+        out, ld = (sp.inverse_knots(y=x, x_knots=x_knots, y_knots=y_knots, derivatives=derivatives) if inverse else
+                   sp.forward_knots(x, x_knots, y_knots, derivatives)[:2])
+    _check_result(f"rational_quadratic_spline_knots{' inverse' if inverse else ''}", out, ld)
+    return out, ld
 
 
 def _check_result(owner, y, ld):
-    check_finite_result(owner, y, "the output (non-finite spline parameters?)")
-    check_finite_result(owner, ld, "the log-determinant (non-finite spline parameters?)")
+    hint = "the unnormalised parameters are so large that the knots or the derivatives overflow"
+    check_finite_result(owner, y, "the output", hint=hint)
+    check_finite_result(owner, ld, "the log-determinant", hint=hint)
 
 
 class RationalQuadraticSpline(Bijector):
@@ -729,14 +734,12 @@ class RationalQuadraticSpline(Bijector):
         y, ld, cache = self.spline.forward(x, params["raw_widths"], params["raw_heights"],
                                            params["raw_derivatives"], xp, check=False)
         logdet = xp.sum(ld, axis=1)
-        _check_result(self.name, y, logdet)
         return y, logdet, cache
 
     def _inverse(self, params, y, xp):
         x, ld = self.spline.inverse(y, params["raw_widths"], params["raw_heights"], params["raw_derivatives"], xp,
                                     check=False)
         logdet = xp.sum(ld, axis=1)
-        _check_result(f"{self.name} inverse", x, logdet)
         return x, logdet
 
     def _backward(self, params, dy, dlogdet, cache):
@@ -814,7 +817,6 @@ class SplineCoupling(_Coupling):
         rw, rh, rd, nc = self._raw(params, x1, xp)
         y2, ld, sc = self.spline.forward(x2, rw, rh, rd, xp, check=False)
         y, logdet = self._join(x1, y2, xp), xp.sum(ld, axis=1)
-        _check_result(self.name, y, logdet)
         return y, logdet, (sc, nc)
 
     def _inverse(self, params, y, xp):
@@ -822,7 +824,6 @@ class SplineCoupling(_Coupling):
         rw, rh, rd, _ = self._raw(params, y1, xp)
         x2, ld = self.spline.inverse(y2, rw, rh, rd, xp, check=False)
         x, logdet = self._join(y1, x2, xp), xp.sum(ld, axis=1)
-        _check_result(f"{self.name} inverse", x, logdet)
         return x, logdet
 
     def _backward(self, params, dy, dlogdet, cache):
@@ -933,7 +934,6 @@ class MaskedSplineAutoregressive(Bijector):
         out, nc = self.net.forward(params, x, xp)
         y, ld, sc = self.spline.forward(x, *self._raw(out, xp), xp, check=False)
         logdet = xp.sum(ld, axis=1)
-        _check_result(self.name, y, logdet)
         return y, logdet, (sc, nc)
 
     def solve(self, params, y, n_passes, xp=np):
@@ -948,7 +948,6 @@ class MaskedSplineAutoregressive(Bijector):
 
     def _inverse(self, params, y, xp):
         x, logdet = self.solve(params, y, self.dim, xp)
-        _check_result(f"{self.name} inverse", x, logdet)
         return x, logdet
 
     def _backward(self, params, dy, dlogdet, cache):

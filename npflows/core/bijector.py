@@ -29,6 +29,10 @@ ERRORS = (ValueError, FloatingPointError)
 """The two documented exception types (``FloatingPointError`` includes its subclasses
 ``InverseNotConverged`` and ``ODESolveError``): every refusal of npflows is one of them."""
 
+QUIET = dict(over="ignore", invalid="ignore", divide="ignore")
+"""Floating-point warnings are silenced inside a layer: every result is checked afterwards, and a non-finite
+one raises an error that names the layer, which a RuntimeWarning printed from deep inside NumPy does not."""
+
 
 def in_layer(e, where):
     """The exception ``e`` (a ValueError or FloatingPointError) again, of the same type, its message
@@ -134,7 +138,8 @@ class Bijector:
 
     def backward(self, params, dy, dlogdet, cache):
         """Vector-Jacobian product of ``forward``: cotangents ``(dy, dlogdet)`` -> ``(dx, grads)``."""
-        dx, grads = self._backward(params, dy, dlogdet, cache)
+        with np.errstate(**QUIET):
+            dx, grads = self._backward(params, dy, dlogdet, cache)
         self._check_results("backward", params, None, [("input cotangent", dx)] +
                             [(f"gradient of {k!r}", g) for k, g in grads.items()])
         return dx, grads
@@ -143,7 +148,8 @@ class Bijector:
         """``forward`` with the parameters already validated by the caller."""
         if not checked_input:
             self._check_forward_input(x)
-        y, logdet, cache = self._forward(params, x, xp)
+        with np.errstate(**QUIET):
+            y, logdet, cache = self._forward(params, x, xp)
         self._check_results("forward", params, x, (("output", y), ("log-determinant", logdet)))
         return y, logdet, cache
 
@@ -151,7 +157,8 @@ class Bijector:
         """``inverse`` with the parameters already validated by the caller."""
         if not checked_input:
             self._check_inverse_input(y)
-        x, logdet = self._inverse(params, y, xp)
+        with np.errstate(**QUIET):
+            x, logdet = self._inverse(params, y, xp)
         self._check_results("inverse", params, y, (("output", x), ("log-determinant", logdet)))
         return x, logdet
 

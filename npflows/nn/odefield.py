@@ -210,7 +210,7 @@ class ODEField:
             a_bar = h_bar @ W.T
             if use_q:
                 ad = d1[:, None, :] * hd[l - 1]                # dot a_l
-                K, H = ad.shape[1], ad.shape[2]
+                H = ad.shape[2]
                 gW = gW + ad.reshape(-1, H).T @ hd_bar.reshape(-1, W.shape[1])
                 ad_bar = (hd_bar.reshape(-1, W.shape[1]) @ W.T).reshape(ad.shape)
                 h_bar = d1 * a_bar + _act_d2(self.activation, a_prev, d1) * np.sum(
