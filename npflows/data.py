@@ -7,12 +7,15 @@ the limit no model can beat.
 import numpy as np
 from scipy.special import logsumexp
 
+from ._checks import check_count, check_rng
+
 DATASETS = ("two_moons", "eight_gaussians", "checkerboard")
 
 
 def two_moons(n, rng, noise=0.1, dtype=np.float64):
     """``n`` points: half on the outer arc (cos t, sin t), half on the inner arc (1 - cos t, 0.5 - sin t),
     t ~ U[0, pi], plus isotropic Gaussian noise of standard deviation ``noise``.  Shape ``(n, 2)``."""
+    n, rng = check_count("two_moons", n), check_rng("two_moons", rng)
     n_out = n // 2
     t = rng.uniform(0.0, np.pi, n)
     outer = np.arange(n) < n_out
@@ -44,6 +47,7 @@ def two_moons_log_density(x, noise=0.1, n_quad=4001):
 
 def eight_gaussians(n, rng, radius=2.0, std=0.2, dtype=np.float64):
     """Equal mixture of 8 isotropic Gaussians at the angles k*pi/4 on a circle of ``radius``."""
+    n, rng = check_count("eight_gaussians", n), check_rng("eight_gaussians", rng)
     k = rng.integers(0, 8, n)
     centres = radius * np.stack([np.cos(k * np.pi / 4), np.sin(k * np.pi / 4)], axis=1)
     return (centres + std * rng.standard_normal((n, 2))).astype(dtype)
@@ -51,6 +55,7 @@ def eight_gaussians(n, rng, radius=2.0, std=0.2, dtype=np.float64):
 
 def checkerboard(n, rng, dtype=np.float64):
     """Uniform on the 8 dark squares of a 4x4 checkerboard on [-2, 2]^2 (density 1/8 there)."""
+    n, rng = check_count("checkerboard", n), check_rng("checkerboard", rng)
     x1 = rng.uniform(-2.0, 2.0, n)
     x2 = rng.uniform(0.0, 1.0, n) - rng.integers(0, 2, n) * 2.0   # in [-2,-1) or [0,1)
     x2 = x2 + (np.floor(x1) % 2)                                     # shift by one on odd columns

@@ -43,9 +43,10 @@ class Distribution:
     def log_prob(self, params, z, xp=np):
         """:math:`\\log p(z)`, shape ``(N,)``; ``-inf`` only outside a bounded support."""
         self._check(z)
-        lp = self._log_prob(params, z, xp)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):    # the result is checked below
+            lp = self._log_prob(params, z, xp)
         if not all_finite(lp):
-            check_finite_result(f"{self.name} log_prob", lp, "log-density", allow_neg_inf=self.bounded_support,
+            check_finite_result(f"{self.name} log_prob", lp, "the log-density", allow_neg_inf=self.bounded_support,
                                 hint=f"its magnitude exceeds the range of {np.dtype(unbox(z).dtype).name} "
                                      f"(the point is too far out; compute in float64 or rescale the data)")
         return lp

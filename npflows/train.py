@@ -5,15 +5,22 @@ import time
 
 import numpy as np
 
+from ._checks import check_array, check_count, check_positive, check_rng
 from .optim import adam, adam_init
 
 
 def split_train_val(x, val_fraction, rng):
     """Shuffle the rows of ``x`` and split off ``val_fraction`` of them: ``(train, val)``."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"split_train_val: val_fraction must lie in (0, 1), got {val_fraction}")
+    owner = "split_train_val"
+    check_array(owner, x, ndim=2, what="data")
+    check_rng(owner, rng)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.floating)) \
+            or not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"{owner}: val_fraction must lie in (0, 1), got {val_fraction!r}")
+    if x.shape[0] < 2:
+        raise ValueError(f"{owner}: needs at least 2 rows (one for each split), got {x.shape[0]}")
     idx = rng.permutation(x.shape[0])
-    n_val = max(1, int(round(val_fraction * x.shape[0])))
+    n_val = min(x.shape[0] - 1, max(1, int(round(val_fraction * x.shape[0]))))
     return x[idx[n_val:]], x[idx[:n_val]]
 
 
@@ -54,6 +61,16 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
         Print one line per evaluation: step, mean training loss since the last line, validation loss,
         steps per second.
 
+    Raises
+    ------
+    ValueError
+        For a bad argument, before the first step: ``steps``, ``batch_size`` and ``eval_every`` must be
+        integers >= 1, ``warmup`` an integer >= 0, ``patience`` None or an integer >= 1, ``lr`` and
+        ``clip_norm`` (when given) finite and > 0, ``rng`` a ``numpy.random.Generator``, ``data`` (when given) a
+        finite float array ``(N, D)`` with ``N >= batch_size``.
+    FloatingPointError
+        When training diverges (a non-finite loss or gradient after the first step).
+
     Returns
     -------
     params : dict
@@ -61,6 +78,30 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
     history : dict
         ``step``, ``train_loss`` and ``val_loss`` lists, one entry per evaluation, and ``stopped_at``.
     """
+    owner = "fit"
+    if not callable(loss_and_grad):
+        raise ValueError(f"{owner}: loss_and_grad must be callable, got {type(loss_and_grad).__name__}")
+    if not isinstance(params, dict) or not params:
+        raise ValueError(f"{owner}: params must be a non-empty dict of arrays, got {type(params).__name__}")
+    check_rng(owner, rng)
+    steps = check_count(owner, steps, "steps", minimum=1)
+    eval_every = check_count(owner, eval_every, "eval_every", minimum=1)
+    warmup = check_count(owner, warmup, "warmup", minimum=0)
+    lr = check_positive(owner, lr, "lr")
+    if clip_norm is not None:
+        clip_norm = check_positive(owner, clip_norm, "clip_norm")
+    if patience is not None:
+        patience = check_count(owner, patience, "patience", minimum=1)
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"{owner}: unknown lr schedule {schedule!r}; choose 'constant' or 'cosine'")
+    if val_loss is not None and not callable(val_loss):
+        raise ValueError(f"{owner}: val_loss must be callable or None, got {type(val_loss).__name__}")
+    if data is not None:
+        check_array(owner, data, ndim=2, what="data")
+        batch_size = check_count(owner, batch_size, "batch_size", minimum=1)
+        if data.shape[0] < batch_size:
+            raise ValueError(f"{owner}: batch_size {batch_size} exceeds the {data.shape[0]} rows of data; lower "
+                             f"batch_size or pass more data")
     out = out or sys.stdout
     state = adam_init(params)
     history = {"step": [], "train_loss": [], "val_loss": [], "stopped_at": steps}
