@@ -50,8 +50,8 @@ def mul_exp(a, s, xp=np, e=None):
     The plain product ``a * exp(s)`` is exact to an ulp or two while :math:`e^{s}` is a normal number.  Outside
     that range it fails although the product may be representable: :math:`e^{s}` overflows (``1e-300 *
     exp(710)`` is inf, ``0 * exp(710)`` NaN; the exact value is 2e8 or 0) or underflows (``1e300 * exp(-1000)``
-    gives 0; the exact value is 5e-135).  Only then (one min and one max over ``s`` decide it) is the product
-    recomputed as :math:`\\mathrm{sign}(a)\\,e^{\\log|a| + s}` (0 where a = 0), whose relative error is about
+    gives 0; the exact value is 5e-135).  Only there (one min and one max over ``s`` decide whether to look) is
+    the product computed as :math:`\\mathrm{sign}(a)\\,e^{\\log|a| + s}` (0 where a = 0), whose relative error is about
     :math:`|\\log|a| + s|\\,\\epsilon` (below 2e-13 in float64 for any representable result).  A product that
     itself overflows stays inf, for the caller's result check to refuse.
     """
@@ -60,9 +60,14 @@ def mul_exp(a, s, xp=np, e=None):
     lo, hi = exp_range(raw_s.dtype)
     if raw_s.size == 0 or (float(np.min(raw_s)) > lo and float(np.max(raw_s)) < hi):
         return a * e
+    # elementwise: the plain product wherever exp(s) is normal (an ulp or two), the log form only elsewhere;
+    # the discarded branch of each where is made finite (e -> 1, s -> 0, a -> 1) so that autograd, which
+    # multiplies its zero cotangent by the branch's derivative, never meets 0 * inf
+    ok = (s > lo) & (s < hi)
     zero = a == 0
-    a_safe = xp.where(zero, 1.0, a)
-    return xp.where(zero, 0.0 * a_safe, xp.sign(a_safe) * xp.exp(xp.log(xp.abs(a_safe)) + s))
+    a_log = xp.where(zero | ok, 1.0, a)
+    far = xp.sign(a_log) * xp.exp(xp.log(xp.abs(a_log)) + xp.where(ok, 0.0, s))
+    return xp.where(ok, a * xp.where(ok, e, 1.0), xp.where(zero, 0.0 * a_log, far))
 
 
 def explain_log_scale(owner, logs, direction, hint):

@@ -68,8 +68,19 @@ class _Flow:
             raise ValueError(f"{type(self).__name__} base ({self.base.name}, keys under 'base.'): {e}") from None
         return pb, pd
 
-    def _param_dtype(self, params):
-        return next(iter(params.values())).dtype if params else np.dtype(np.float64)
+    def _sample_dtype(self, params, dtype, owner):
+        """The dtype of samples: the parameters' (checked to be one), or ``dtype`` for a flow without
+        parameters (float64 by default); a ``dtype`` that contradicts the parameters raises ``ValueError``."""
+        have = np.dtype(next(iter(params.values())).dtype) if params else None
+        if dtype is None:
+            return have or np.dtype(np.float64)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"{owner}: dtype must be float32 or float64, got {dtype}")
+        if have is not None and have != dtype:
+            raise ValueError(f"{owner}: dtype {dtype} differs from the parameters' {have}; cast them with "
+                             f"npflows.cast_params(params, {dtype.name!r})")
+        return dtype
 
     def _bij(self, method, where, *args):
         """Call a bijector method, the error prefixed with the flow's method that made the call."""
@@ -218,13 +229,15 @@ class NormalizingFlow(_Flow):
             return logps[0], dxs[0]
         return np.concatenate(logps), np.concatenate(dxs)
 
-    def sample(self, params, n, rng):
-        """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`, in the parameters' dtype: shape ``(n, D)``.
-        ``n`` is an integer >= 0 and ``rng`` a ``numpy.random.Generator`` (``ValueError`` otherwise)."""
+    def sample(self, params, n, rng, dtype=None):
+        """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`, shape ``(n, D)``, in the parameters' dtype
+        (``dtype`` for a flow without parameters).  ``n`` is an integer >= 0 and ``rng`` a
+        ``numpy.random.Generator`` (``ValueError`` otherwise)."""
         owner = "NormalizingFlow.sample"
         n, rng = check_count(owner, n), check_rng(owner, rng)
-        pb, pd = self.checked_split(params)
-        z = self.base.sample(pd, n, rng, self._param_dtype(params))
+        dtype = self._sample_dtype(params, dtype, owner)
+        pb, pd = self.checked_split(params, dtype)
+        z = self.base.sample(pd, n, rng, dtype)
         return self._bij("_call_inverse", owner, pb, z)[0]
 
 
@@ -251,16 +264,18 @@ class PushForward(_Flow):
         dtype = np.dtype(dtype)
         return {**self.bijector.init(rng, dtype=dtype), **prefixed(BASE, self.base.init(rng, dtype=dtype))}
 
-    def sample_and_log_prob(self, params, n, rng):
-        """``(x, log q(x))`` for ``n`` fresh samples; shapes ``(n, D)`` and ``(n,)``.  ``n`` is an integer
-        >= 0 and ``rng`` a ``numpy.random.Generator``."""
-        x, logq, _ = self._sample(params, n, rng, "PushForward.sample_and_log_prob")
+    def sample_and_log_prob(self, params, n, rng, dtype=None):
+        """``(x, log q(x))`` for ``n`` fresh samples; shapes ``(n, D)`` and ``(n,)``, in the parameters' dtype
+        (``dtype`` for a flow without parameters).  ``n`` is an integer >= 0 and ``rng`` a
+        ``numpy.random.Generator``."""
+        x, logq, _ = self._sample(params, n, rng, "PushForward.sample_and_log_prob", dtype=dtype)
         return x, logq
 
-    def _sample(self, params, n, rng, owner, minimum=0):
+    def _sample(self, params, n, rng, owner, minimum=0, dtype=None):
         n, rng = check_count(owner, n, minimum=minimum), check_rng(owner, rng)
-        pb, pd = self.checked_split(params)
-        z, scache = self.base.rsample(pd, n, rng, self._param_dtype(params))
+        dtype = self._sample_dtype(params, dtype, owner)
+        pb, pd = self.checked_split(params, dtype)
+        z, scache = self.base.rsample(pd, n, rng, dtype)
         check_finite_result(owner, z, f"the base sample ({self.base.name})",
                             hint="the base's scale overflows; its log_scale is too large")
         x, logdet, cache = self._bij("_call_forward", owner, pb, z)
