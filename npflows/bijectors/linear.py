@@ -6,6 +6,7 @@ import numpy as np
 
 from .._checks import unbox
 from ..core.bijector import Bijector, zeros_logdet
+from .elementwise import explain_log_scale
 
 
 class Permutation(Bijector):
@@ -173,9 +174,17 @@ class LULinear(Bijector):
         from scipy.linalg import solve_triangular
         L, M = self._factors(params, np)
         r = (y - params["bias"])[:, self._inv].T      # P^T (y - b), one column per sample
-        x = solve_triangular(M, solve_triangular(L, r, lower=True, unit_diagonal=True, check_finite=False), lower=False,
-                             check_finite=False).T   # a non-finite result is refused by the caller
+        try:
+            x = solve_triangular(M, solve_triangular(L, r, lower=True, unit_diagonal=True, check_finite=False),
+                                 lower=False, check_finite=False).T   # a non-finite result is refused by the caller
+        except np.linalg.LinAlgError:                  # exp(s) underflowed to 0 on the diagonal of M
+            raise FloatingPointError(f"{self.name} inverse: the weight is singular in {L.dtype}: "
+                                     f"{self._explain('inverse', params, y)}") from None
         return x.astype(y.dtype, copy=False), -xp.sum(params["log_scale"]) + xp.zeros(y.shape[0], dtype=y.dtype)
+
+    def _explain(self, direction, params, x):
+        return explain_log_scale(self.name, params["log_scale"], direction,
+                                 "the parameter log_scale has diverged (lower the learning rate)")
 
     def _backward(self, params, dy, dlogdet, cache):
         x, L, M, W = cache

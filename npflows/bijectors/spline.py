@@ -830,7 +830,7 @@ class SplineCoupling(_Coupling):
         sc, nc = cache
         dy1, dy2 = self._split(dy)
         dx2, (drw, drh, drd) = self.spline.backward(dy2, np.broadcast_to(dlogdet[:, None], dy2.shape), sc)
-        dout = np.concatenate([drw, drh, drd], axis=-1).reshape(dy.shape[0], -1)
+        dout = np.concatenate([drw, drh, drd], axis=-1).reshape(dy.shape[0], self.d2 * self.spline.n_raw)
         dx1, grads = self.net.backward(params, dout, nc)
         return self._join(dy1 + dx1, dx2, np), grads
 
@@ -953,7 +953,8 @@ class MaskedSplineAutoregressive(Bijector):
     def _backward(self, params, dy, dlogdet, cache):
         sc, nc = cache
         dx, (drw, drh, drd) = self.spline.backward(dy, np.broadcast_to(dlogdet[:, None], dy.shape), sc)
-        dout = np.concatenate([drw, drh, drd], axis=-1).transpose(0, 2, 1).reshape(dy.shape[0], -1)
+        dout = np.concatenate([drw, drh, drd], axis=-1).transpose(0, 2, 1).reshape(dy.shape[0],
+                                                                                      self.dim * self.spline.n_raw)
         dnet, grads = self.net.backward(params, dout, nc)
         return dnet + dx, grads
 

@@ -71,7 +71,8 @@ class _Flow:
     def _sample_dtype(self, params, dtype, owner):
         """The dtype of samples: the parameters' (checked to be one), or ``dtype`` for a flow without
         parameters (float64 by default); a ``dtype`` that contradicts the parameters raises ``ValueError``."""
-        have = np.dtype(next(iter(params.values())).dtype) if params else None
+        first = next(iter(params.values()), None) if isinstance(params, dict) else None
+        have = np.dtype(first.dtype) if isinstance(first, (np.ndarray, np.generic)) else None
         if dtype is None:
             return have or np.dtype(np.float64)
         dtype = np.dtype(dtype)
