@@ -39,8 +39,11 @@ def sigmoid_prime(x):
 def exp_range(dtype):
     """``(lo, hi)``: exp(s) is a normal, finite number of ``dtype`` for lo < s < hi (float64: -708.4, 709.8;
     float32: -87.3, 88.7)."""
-    fi = np.finfo(dtype)
-    return math.log(float(fi.tiny)), math.log(float(fi.max))
+    return _EXP_RANGE[np.dtype(dtype)]
+
+
+_EXP_RANGE = {np.dtype(t): (math.log(float(np.finfo(t).tiny)), math.log(float(np.finfo(t).max)))
+              for t in (np.float16, np.float32, np.float64)}
 
 
 def mul_exp(a, s, xp=np, e=None):
@@ -58,7 +61,7 @@ def mul_exp(a, s, xp=np, e=None):
     e = xp.exp(s) if e is None else e
     raw_s = unbox(s)
     lo, hi = exp_range(raw_s.dtype)
-    if raw_s.size == 0 or (float(np.min(raw_s)) > lo and float(np.max(raw_s)) < hi):
+    if raw_s.size == 0 or (np.minimum.reduce(raw_s, axis=None) > lo and np.maximum.reduce(raw_s, axis=None) < hi):
         return a * e
     # elementwise: the plain product wherever exp(s) is normal (an ulp or two), the log form only elsewhere;
     # the discarded branch of each where is made finite (e -> 1, s -> 0, a -> 1) so that autograd, which

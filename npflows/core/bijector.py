@@ -23,7 +23,7 @@ composite prefixes the position of the layer where the problem arose: ``"Sequent
 """
 import numpy as np
 
-from .._checks import all_finite, check_array, check_finite_result, check_params, unbox
+from .._checks import all_finite, all_finite_many, check_array, check_finite_result, check_params, unbox
 
 ERRORS = (ValueError, FloatingPointError)
 """The two documented exception types (``FloatingPointError`` includes its subclasses
@@ -31,7 +31,9 @@ ERRORS = (ValueError, FloatingPointError)
 
 QUIET = dict(over="ignore", invalid="ignore", divide="ignore")
 """Floating-point warnings are silenced inside a layer: every result is checked afterwards, and a non-finite
-one raises an error that names the layer, which a RuntimeWarning printed from deep inside NumPy does not."""
+one raises an error that names the layer, which a RuntimeWarning printed from deep inside NumPy does not.
+Set once per public call (``forward``, ``inverse``, ``backward``, the flows' methods); the ``_call_*`` methods
+that containers use run inside it."""
 
 
 def in_layer(e, where):
@@ -128,28 +130,45 @@ class Bijector:
         """``(y, logdet, cache)`` for ``y = f(x)``; ``x`` is ``(N, D)``, logdet ``(N,)``."""
         self._check_forward_input(x)
         self.check_params(params, unbox(x).dtype)
-        return self._call_forward(params, x, xp, checked_input=True)
+        with np.errstate(**QUIET):
+            return self._call_forward(params, x, xp, checked_input=True)
 
     def inverse(self, params, y, xp=np):
         """``(x, logdet)`` with ``x = f^{-1}(y)`` and ``logdet = log|det dx/dy|`` of shape ``(N,)``."""
         self._check_inverse_input(y)
         self.check_params(params, unbox(y).dtype)
-        return self._call_inverse(params, y, xp, checked_input=True)
+        with np.errstate(**QUIET):
+            return self._call_inverse(params, y, xp, checked_input=True)
 
     def backward(self, params, dy, dlogdet, cache):
         """Vector-Jacobian product of ``forward``: cotangents ``(dy, dlogdet)`` -> ``(dx, grads)``."""
         with np.errstate(**QUIET):
-            dx, grads = self._backward(params, dy, dlogdet, cache)
-        self._check_results("backward", params, None, [("input cotangent", dx)] +
-                            [(f"gradient of {k!r}", g) for k, g in grads.items()])
+            dx, grads = self._call_backward(params, dy, dlogdet, cache)
+        if not all_finite_many(grads.values()):          # one pass over every gradient; the key on failure
+            for k, g in grads.items():
+                check_finite_result(f"{self.name} backward", g, f"the gradient of {k!r}",
+                                    hint=self._explain("backward", params, None) or "the layer's derivative "
+                                         "overflows at this input and these parameters")
         return dx, grads
+
+    def _call_backward(self, params, dy, dlogdet, cache):
+        """``backward`` whose parameter gradients the caller checks (once, for a whole composite); the input
+        cotangent is checked here, so a composite names the layer where it overflowed."""
+        dx, grads = self._backward(params, dy, dlogdet, cache)
+        self._check_results("backward", params, None, [("input cotangent", dx)])
+        return dx, grads
+
+    def _trusts_container(self, direction):
+        """True when this layer's input check is the generic one (rank, size, dtype, finiteness), which the
+        previous layer's checked output already satisfies: a container may then skip it."""
+        hook = "_check_forward_input" if direction == "forward" else "_check_inverse_input"
+        return getattr(type(self), hook) is getattr(Bijector, hook)
 
     def _call_forward(self, params, x, xp=np, checked_input=False):
         """``forward`` with the parameters already validated by the caller."""
         if not checked_input:
             self._check_forward_input(x)
-        with np.errstate(**QUIET):
-            y, logdet, cache = self._forward(params, x, xp)
+        y, logdet, cache = self._forward(params, x, xp)
         self._check_results("forward", params, x, (("output", y), ("log-determinant", logdet)))
         return y, logdet, cache
 
@@ -157,8 +176,7 @@ class Bijector:
         """``inverse`` with the parameters already validated by the caller."""
         if not checked_input:
             self._check_inverse_input(y)
-        with np.errstate(**QUIET):
-            x, logdet = self._inverse(params, y, xp)
+        x, logdet = self._inverse(params, y, xp)
         self._check_results("inverse", params, y, (("output", x), ("log-determinant", logdet)))
         return x, logdet
 

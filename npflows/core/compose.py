@@ -35,6 +35,9 @@ class Sequential(Bijector):
         self.dim = dims.pop() if dims else None
         # (full key, child key) pairs per layer, fixed by the structure: computed once, not per call.
         self._keys = [[(f"{i}.{k}", k) for k in b.param_shapes()] for i, b in enumerate(self.layers)]
+        # (forward, inverse): may the layer's input check be skipped? Only where it is the generic one, which
+        # the Sequential's own input check (first layer) or the previous layer's result check already did
+        self._trusted = [(b._trusts_container("forward"), b._trusts_container("inverse")) for b in self.layers]
 
     def __len__(self):
         return len(self.layers)
@@ -67,6 +70,8 @@ class Sequential(Bijector):
 
     def _check_param_values(self, params):
         for i, b in enumerate(self.layers):
+            if type(b)._check_param_values is Bijector._check_param_values:
+                continue                     # no constraints beyond keys, shapes, dtype and finiteness
             try:
                 b._check_param_values(self._sub(params, i))
             except ValueError as e:
@@ -76,7 +81,7 @@ class Sequential(Bijector):
         caches, logdet = [], None
         for i, b in enumerate(self.layers):
             try:
-                x, ld, c = b._call_forward(self._sub(params, i), x, xp)
+                x, ld, c = b._call_forward(self._sub(params, i), x, xp, checked_input=self._trusted[i][0])
             except ERRORS as e:
                 raise in_layer(e, self._where(i, "forward")) from None
             logdet = ld if logdet is None else logdet + ld
@@ -87,7 +92,7 @@ class Sequential(Bijector):
         logdet = None
         for i in range(len(self.layers) - 1, -1, -1):
             try:
-                y, ld = self.layers[i]._call_inverse(self._sub(params, i), y, xp)
+                y, ld = self.layers[i]._call_inverse(self._sub(params, i), y, xp, checked_input=self._trusted[i][1])
             except ERRORS as e:
                 raise in_layer(e, self._where(i, "inverse")) from None
             logdet = ld if logdet is None else logdet + ld
@@ -97,7 +102,7 @@ class Sequential(Bijector):
         grads = {}
         for i in range(len(self.layers) - 1, -1, -1):
             try:
-                dy, g = self.layers[i].backward(self._sub(params, i), dy, dlogdet, cache[i])
+                dy, g = self.layers[i]._call_backward(self._sub(params, i), dy, dlogdet, cache[i])
             except ERRORS as e:
                 raise in_layer(e, self._where(i, "backward")) from None
             for fk, k in self._keys[i]:
@@ -106,7 +111,8 @@ class Sequential(Bijector):
 
     def _check_results(self, direction, params, x, outputs):
         """Every layer checked its own results (so the error names it); only the sum of the layers'
-        logdets is new here, and it can overflow although each term is finite."""
+        logdets is new here, and it can overflow although each term is finite.  (The gradients of every layer
+        are checked once, by ``backward``, under their full keys.)"""
         if direction != "backward":
             super()._check_results(direction, params, x, [o for o in outputs if o[0] == "log-determinant"])
 

@@ -10,7 +10,7 @@ Parameters of both live in one flat dict: the bijector's keys as they are, the b
 import numpy as np
 
 from .._checks import all_finite, check_array, check_count, check_finite_result, check_rng, unbox
-from .bijector import ERRORS, in_layer
+from .bijector import ERRORS, QUIET, in_layer
 from .compose import prefixed
 
 BASE = "base."
@@ -33,6 +33,9 @@ class _Flow:
         self.dim = bijector.dim if bijector.dim is not None else base.dim
         self._bkeys = [(BASE + k, k) for k in base.param_shapes()]
         self._fkeys = list(bijector.param_shapes())
+        # the flow checks its data (rank, size, dtype, finiteness) and its base's samples are finite floats, so
+        # the bijector's input check is skipped where it is only that generic check
+        self._trust_fwd, self._trust_inv = bijector._trusts_container("forward"), bijector._trusts_container("inverse")
         self._n_keys = len(self._fkeys) + len(self._bkeys)
 
     def param_shapes(self):
@@ -86,7 +89,8 @@ class _Flow:
     def _bij(self, method, where, *args):
         """Call a bijector method, the error prefixed with the flow's method that made the call."""
         try:
-            return getattr(self.bijector, method)(*args)
+            with np.errstate(**QUIET):
+                return getattr(self.bijector, method)(*args)
         except ERRORS as e:
             raise in_layer(e, where) from None
 
@@ -173,7 +177,7 @@ class NormalizingFlow(_Flow):
         pb, pd = self._check(params, x, owner)
         parts = []
         for s in self._chunks(x.shape[0]):
-            z, logdet, _ = self._bij("_call_forward", owner, pb, x[s])
+            z, logdet, _ = self._bij("_call_forward", owner, pb, x[s], np, self._trust_fwd)
             parts.append(self._total(owner, self.base.log_prob(pd, z), logdet))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -196,7 +200,7 @@ class NormalizingFlow(_Flow):
         n = x.shape[0]
         total, grads = 0.0, None
         for s in self._chunks(n):
-            z, logdet, cache = self._bij("_call_forward", owner, pb, x[s])
+            z, logdet, cache = self._bij("_call_forward", owner, pb, x[s], np, self._trust_fwd)
             logp = self._total(owner, self.base.log_prob(pd, z), logdet)
             check_finite_result(owner, logp, "the log-likelihood", hint="the data lie outside the base's support")
             total += float(np.sum(logp, dtype=np.float64))
@@ -205,8 +209,8 @@ class NormalizingFlow(_Flow):
             _, gb = self._bij("backward", owner, pb, dz, w, cache)
             g = self._merge(gb, gd)
             grads = g if grads is None else {k: grads[k] + g[k] for k in grads}
-        for k, g in grads.items():
-            check_finite_result(owner, g, f"the gradient of {k!r}")
+        for fk, _ in self._bkeys:        # the bijector's backward checked its own gradients
+            check_finite_result(owner, grads[fk], f"the gradient of {fk!r}")
         return sign * total / n, grads
 
     def log_prob_and_grad_x(self, params, x):
@@ -217,7 +221,7 @@ class NormalizingFlow(_Flow):
         pb, pd = self._check(params, x, owner)
         logps, dxs = [], []
         for s in self._chunks(x.shape[0]):
-            z, logdet, cache = self._bij("_call_forward", owner, pb, x[s])
+            z, logdet, cache = self._bij("_call_forward", owner, pb, x[s], np, self._trust_fwd)
             logp = check_finite_result(owner, self._total(owner, self.base.log_prob(pd, z), logdet), "log_prob",
                                        hint="the point lies outside the base's support, where the gradient of "
                                             "log p is undefined")
@@ -238,8 +242,9 @@ class NormalizingFlow(_Flow):
         n, rng = check_count(owner, n), check_rng(owner, rng)
         dtype = self._sample_dtype(params, dtype, owner)
         pb, pd = self.checked_split(params, dtype)
-        z = self.base.sample(pd, n, rng, dtype)
-        return self._bij("_call_inverse", owner, pb, z)[0]
+        z = check_finite_result(owner, self.base.sample(pd, n, rng, dtype), f"the base sample ({self.base.name})",
+                                hint="the base's scale overflows; its log_scale is too large")
+        return self._bij("_call_inverse", owner, pb, z, np, self._trust_inv)[0]
 
 
 class PushForward(_Flow):
@@ -279,7 +284,7 @@ class PushForward(_Flow):
         z, scache = self.base.rsample(pd, n, rng, dtype)
         check_finite_result(owner, z, f"the base sample ({self.base.name})",
                             hint="the base's scale overflows; its log_scale is too large")
-        x, logdet, cache = self._bij("_call_forward", owner, pb, z)
+        x, logdet, cache = self._bij("_call_forward", owner, pb, z, np, self._trust_fwd)
         logq = check_finite_result(owner, self._total(owner, self.base.log_prob(pd, z), logdet, sign=-1.0), "log q")
         return x, logq, (pb, pd, z, scache, cache)
 
@@ -288,7 +293,7 @@ class PushForward(_Flow):
         owner = "PushForward.log_prob"
         check_array(owner, x, ndim=2, size=self.dim, what="point")
         pb, pd = self.checked_split(params, x.dtype)
-        z, logdet_inv = self._bij("_call_inverse", owner, pb, x)
+        z, logdet_inv = self._bij("_call_inverse", owner, pb, x, np, self._trust_inv)
         return self._total(owner, self.base.log_prob(pd, z), logdet_inv)
 
     def reverse_kl_and_grad(self, params, target, n, rng):
