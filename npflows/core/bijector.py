@@ -60,8 +60,10 @@ class Bijector:
       passed on to the next layer.
 
     Containers (``Sequential``, the flows) validate the whole parameter dict once and then call their
-    children's ``_call_forward``/``_call_inverse``, which check the input and the results but not the
-    parameters again.  ``_forward``/``_inverse`` take ``xp`` (``numpy`` or ``autograd.numpy``), use only
+    children's ``_call_forward``/``_call_inverse``/``_call_backward``, which check the results (and the input,
+    unless it is the generic check that the previous layer's checked output already passed,
+    :meth:`_trusts_container`) but not the parameters again; the gradients of a whole composite are checked
+    once, in one pass, by its public ``backward``.  ``_forward``/``_inverse`` take ``xp`` (``numpy`` or ``autograd.numpy``), use only
     ``xp.`` functions and never write into arrays, so the harness can trace them.
 
     Attributes
