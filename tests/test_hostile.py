@@ -252,14 +252,24 @@ def _run_bijector(case, op, p, valid, pts, rng, dtype):
     return "returned"
 
 
-def _run_flow(case, op, p, valid, pts, rng, dtype, n):
+BASES = {"standard": lambda d: nf.StandardNormal(d), "diag": lambda d: nf.DiagNormal(d),
+         "uniform": lambda d: nf.UniformBox(d, -3.0, 3.0)}
+
+
+def _run_flow(case, op, p, valid, pts, rng, dtype, n, base_kind="standard", scale=1.0, scaled=False):
     b = case.bijector
-    base = nf.StandardNormal(b.dim)
-    names = _names(b) | {"NormalizingFlow", "PushForward", "StandardNormal"}
+    base = BASES[base_kind](b.dim)
+    if base_kind == "diag" and isinstance(p, dict):     # the base's own parameters, perturbed (and scaled)
+        for k, shape in base.param_shapes().items():
+            v = 0.5 * rng.standard_normal(shape) * (scale if scaled else 1.0)
+            p = {**p, "base." + k: v.astype(dtype)}
+    names = _names(b) | {"NormalizingFlow", "PushForward", base.name}
+    # -inf is the one non-finite value allowed: a log-density outside a bounded base's support
+    neg_inf_ok = base.bounded_support and op in ("flow.log_prob", "push.log_prob")
     try:
         if op == "flow.log_prob":
             lp = nf.NormalizingFlow(b, base).log_prob(p, pts)
-            _finite("NormalizingFlow.log_prob", lp, dtype=dtype)
+            _finite("NormalizingFlow.log_prob", np.where(lp == -np.inf, 0.0, lp) if neg_inf_ok else lp, dtype=dtype)
         elif op == "flow.loss_and_grad":
             loss, g = nf.NormalizingFlow(b, base).loss_and_grad(p, pts)
             _finite("NormalizingFlow.loss_and_grad", loss, *g.values())
@@ -273,7 +283,7 @@ def _run_flow(case, op, p, valid, pts, rng, dtype, n):
             assert x.shape == (n, b.dim) and lq.shape == (n,)
         elif op == "push.log_prob":
             lq = nf.PushForward(b, base).log_prob(p, pts)
-            _finite("PushForward.log_prob", lq, dtype=dtype)
+            _finite("PushForward.log_prob", np.where(lq == -np.inf, 0.0, lq) if neg_inf_ok else lq, dtype=dtype)
         else:
             raise AssertionError(op)
     except Exception as e:  # noqa: BLE001
@@ -294,7 +304,7 @@ PARAM_KINDS = ["case"] * 4 + ["scaled"] * 4 + ["nonfinite", "broadcast_shape", "
 COUNTS = [0, 1, 3, -1, 2.5, True, "3", None, np.int64(2)]
 
 
-def _sweep(name, seed, op, point_kind, param_kind, dtype, scale, n):
+def _sweep(name, seed, op, point_kind, param_kind, dtype, scale, n, base="standard"):
     STATS["examples"] += 1
     case = REGISTRY[name](np.random.default_rng(0))
     rng = np.random.default_rng(seed)
@@ -306,10 +316,10 @@ def _sweep(name, seed, op, point_kind, param_kind, dtype, scale, n):
         if op in FLOW_OPS:
             if op in ("flow.sample", "push.sample_and_log_prob"):
                 ok = valid and isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0
-                return _run_flow(case, op, p, ok, pts, rng, dtype, n)
+                return _run_flow(case, op, p, ok, pts, rng, dtype, n, base, scale, param_kind == "scaled")
             # an empty batch has an empty density; a mean over it (the loss) is undefined and refused
             ok = valid and (point_ok or (point_kind == "empty" and op != "flow.loss_and_grad"))
-            return _run_flow(case, op, p, ok, pts, rng, dtype, n)
+            return _run_flow(case, op, p, ok, pts, rng, dtype, n, base, scale, param_kind == "scaled")
         if point_kind == "empty":
             point_ok = True                # an empty batch is a valid input to a bijector: empty outputs
         return _run_bijector(case, op, p, valid and point_ok, pts, rng, dtype)
@@ -340,13 +350,13 @@ def test_no_silent_non_finite_result_and_only_documented_errors(name):
     @given(seed=st.integers(0, 2 ** 32 - 1), op=st.sampled_from(BIJECTOR_OPS + FLOW_OPS),
            point_kind=st.sampled_from(POINT_KINDS), param_kind=st.sampled_from(PARAM_KINDS),
            dtype=st.sampled_from(["float64", "float32"]), scale=st.sampled_from([10.0, 100.0, 1000.0]),
-           n=st.sampled_from(COUNTS))
-    def sweep(seed, op, point_kind, param_kind, dtype, scale, n):
-        r = _sweep(name, seed, op, point_kind, param_kind, dtype, scale, n)
+           n=st.sampled_from(COUNTS), base=st.sampled_from(["standard", "standard", "diag", "uniform"]))
+    def sweep(seed, op, point_kind, param_kind, dtype, scale, n, base):
+        r = _sweep(name, seed, op, point_kind, param_kind, dtype, scale, n, base)
         log = os.environ.get("NPFLOWS_SWEEP_LOG")
         if log:
             with open(log, "a") as f:
-                f.write(f"{name} {seed} {op} {point_kind} {param_kind} {dtype} {scale} {n!r} {r}\n")
+                f.write(f"{name} {seed} {op} {point_kind} {param_kind} {dtype} {scale} {n!r} {base} {r}\n")
 
     t0 = time.perf_counter()
     sweep()
