@@ -43,3 +43,9 @@ def test_demo_cnf_quick_runs(tmp_path, trace):
 def test_bench_cnf_quick_runs():
     out = run("scripts/bench_cnf.py", "--quick", "--methods", "RK45", "--batch", "64", timeout=120)
     assert "adjoint NFE" in out and "RK45" in out
+
+
+def test_bench_checks_quick_runs_and_the_checks_change_no_number():
+    out = run("scripts/bench_checks.py", "--quick", "--dims", "2", "--batches", "64", "--dtypes", "float64",
+              timeout=120)
+    assert "ratio = checked / unchecked" in out and out.rstrip().endswith("yes")
