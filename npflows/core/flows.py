@@ -54,16 +54,10 @@ class _Flow:
                              f"{sorted(want - set(raw))}, unexpected {sorted(set(raw) - want)}")
         return {k: params[k] for k in self._fkeys}, {k: params[fk] for fk, k in self._bkeys}
 
-    def checked_split(self, params, dtype=None):
+    def checked_split(self, params, dtype):
         """:meth:`split` after validating every parameter once for the whole call: keys, exact shapes,
-        ``dtype`` (the data's; by default the parameters' common dtype) and finiteness (``ValueError``)."""
+        ``dtype`` (the data's, or the samples') and finiteness (``ValueError``)."""
         pb, pd = self.split(params)
-        if dtype is None:
-            dtypes = {np.dtype(unbox(v).dtype) for v in unbox(params).values() if hasattr(unbox(v), "dtype")}
-            dtype = dtypes.pop() if len(dtypes) == 1 else None
-            if dtype is None and params:
-                raise ValueError(f"{type(self).__name__}: the parameters mix dtypes {sorted(map(str, dtypes))}; "
-                                 f"cast them together with npflows.cast_params")
         self.bijector.check_params(pb, dtype)
         try:
             self.base.check_params(pd, dtype)
