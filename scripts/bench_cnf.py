@@ -59,7 +59,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     flow0 = make(args, "RK45")
     if args.params:
-        params, config = npflows.load(args.params)
+        _, params, config = npflows.load(args.params)
         if tuple(config["bijector"]["hidden"]) != (64, 64):
             sys.exit("bench_cnf: --params must hold a CNF with hidden (64, 64), tanh")
         source = f"trained parameters from {args.params}"

@@ -10,7 +10,8 @@ training points and on 10,000 held-out test points, next to the same mean under 
 
 * ``<dataset>.png``: data, model samples, learned density and true density;
 * ``<dataset>_history.png``: the training curve;
-* ``<dataset>_realnvp.npz``: the trained parameters and the configuration (``npflows.save``, no pickle).
+* ``<dataset>_realnvp.npz``: the trained model, its parameters and the configuration (``npflows.save``, no pickle;
+  ``flow, params, config = npflows.load(path)``).
 
 Every random draw comes from an explicit ``numpy.random.default_rng([seed, dataset id, purpose])``.
 matplotlib is optional: without it the plots are skipped with a message.
@@ -129,9 +130,9 @@ def run(name, ds_id, args, have_plots):
               "train": {"steps": steps, "stopped_at": history["stopped_at"], "batch": batch, "lr": lr,
                         "schedule": "cosine", "clip_norm": args.clip_norm, "patience": args.patience},
               "results": {"train_ll": train_ll, "test_ll": test_ll, "limit": limit}}
-    npflows.save(path, params, config)
-    loaded, _ = npflows.load(path)                       # the saved file reproduces the model exactly
-    assert np.array_equal(flow.log_prob(loaded, x_test[:100]), flow.log_prob(params, x_test[:100]))
+    npflows.save(path, flow, params, config)
+    loaded_flow, loaded, _ = npflows.load(path)          # the saved file rebuilds the model exactly
+    assert np.array_equal(loaded_flow.log_prob(loaded, x_test[:100]), flow.log_prob(params, x_test[:100]))
     written = [path]
 
     if have_plots:

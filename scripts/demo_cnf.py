@@ -14,7 +14,7 @@ mixture's density).  Writes into ``--out`` (default ``out/``):
 
 * ``<data>_cnf.png``: data, model samples, learned and true density (if matplotlib is installed);
 * ``<data>_cnf_trajectories.png``: paths of a few base points from t0 (base) to t1 (data) over the density;
-* ``<data>_cnf.npz``: parameters and configuration (``npflows.save``, no pickle).
+* ``<data>_cnf.npz``: the model, its parameters and configuration (``npflows.save``, no pickle).
 
 Every random draw comes from ``numpy.random.default_rng([seed, dataset, purpose])``.  BLAS is limited to one
 thread unless ``OPENBLAS_NUM_THREADS`` etc. are set.
@@ -168,7 +168,7 @@ def run(name, args, have_plots):
               "data": {"name": name, "n_train": n_train, "n_test": args.n_test, "seed": args.seed},
               "train": {"steps": steps, "batch": args.batch, "lr": lr, "schedule": "cosine", "seconds": seconds},
               "results": {"test_ll": test_ll, "test_ll_rtol_1e-8": test_ll_tight, "limit": limit}}
-    npflows.save(path, params, config)
+    npflows.save(path, flow, params, config)
     written = [path]
     if have_plots:
         from npflows.plotting import plot_density_and_samples

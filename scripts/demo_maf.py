@@ -165,9 +165,9 @@ def main(argv=None):
               "train": {"steps": steps, "stopped_at": history["stopped_at"], "batch": args.batch, "lr": args.lr,
                         "schedule": "cosine", "patience": args.patience, "seconds": seconds},
               "results": {"train_ll": train_ll, "test_ll": test_ll, "limit": limit}}
-    npflows.save(path, params, config)
-    loaded, _ = npflows.load(path)                       # the saved file reproduces the model exactly
-    assert np.array_equal(flow.log_prob(loaded, x_test[:100]), flow.log_prob(params, x_test[:100]))
+    npflows.save(path, flow, params, config)
+    loaded_flow, loaded, _ = npflows.load(path)          # the saved file rebuilds the model exactly
+    assert np.array_equal(loaded_flow.log_prob(loaded, x_test[:100]), flow.log_prob(params, x_test[:100]))
     written = [path]
     try:
         import matplotlib  # noqa: F401

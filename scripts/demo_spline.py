@@ -10,7 +10,7 @@ points and on 10,000 held-out test points, next to the exact density's mean on t
 limit, ``npflows.data.two_moons_log_density``).  Writes into ``--out`` (default ``out/``):
 
 * ``two_moons_nsf.png`` and ``two_moons_nsf_history.png`` (if matplotlib is installed);
-* ``two_moons_nsf.npz``: parameters and configuration (``npflows.save``, no pickle).
+* ``two_moons_nsf.npz``: the model, its parameters and configuration (``npflows.save``, no pickle).
 
 Every random draw comes from ``numpy.random.default_rng([seed, purpose])``.  BLAS is limited to one thread
 unless ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` are set: the GEMMs here are small
@@ -124,9 +124,9 @@ def main(argv=None):
               "train": {"steps": steps, "stopped_at": history["stopped_at"], "batch": args.batch, "lr": args.lr,
                         "schedule": "cosine", "patience": args.patience, "seconds": seconds},
               "results": {"train_ll": train_ll, "test_ll": test_ll, "limit": limit}}
-    npflows.save(path, params, config)
-    loaded, _ = npflows.load(path)
-    assert np.array_equal(flow.log_prob(loaded, x_test[:100]), flow.log_prob(params, x_test[:100]))
+    npflows.save(path, flow, params, config)
+    loaded_flow, loaded, _ = npflows.load(path)
+    assert np.array_equal(loaded_flow.log_prob(loaded, x_test[:100]), flow.log_prob(params, x_test[:100]))
     written = [path]
     try:
         import matplotlib  # noqa: F401

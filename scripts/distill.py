@@ -123,7 +123,7 @@ def build(arch, flow_cls):
 def train_teacher(args, rng, x_train, x_val):
     """The MAF teacher by maximum likelihood, demo_maf.py's recipe (or loaded from ``--teacher``)."""
     if args.teacher:
-        params, config = npflows.load(args.teacher)
+        _, params, config = npflows.load(args.teacher)
         arch = {k: config["bijector"][k] for k in ("n_layers", "hidden", "scale", "order", "activation")
                 if k in config["bijector"]}
         seed = config.get("data", {}).get("seed", config.get("seed"))
@@ -312,11 +312,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     base = {"name": "StandardNormal", "dim": 2}
     written = [os.path.join(args.out, "teacher.npz"), os.path.join(args.out, "student.npz")]
-    npflows.save(written[0], tparams, {"model": "NormalizingFlow", "base": base, "seed": args.seed,
+    npflows.save(written[0], teacher, tparams, {"model": "NormalizingFlow", "base": base, "seed": args.seed,
                                        "bijector": {"builder": "npflows.maf", "dim": 2, **trecipe["arch"]},
                                        "train": {k: v for k, v in trecipe.items() if k != "arch"},
                                        "test_ll": teacher_ll})
-    npflows.save(written[1], sparams, {"model": "PushForward", "base": base, "seed": args.seed,
+    npflows.save(written[1], student, sparams, {"model": "PushForward", "base": base, "seed": args.seed,
                                        "bijector": {"builder": "npflows.maf", "dim": 2, **srecipe["arch"]},
                                        "train": {k: v for k, v in srecipe.items() if k != "arch"},
                                        "test_ll": student_ll, "kl": kl, "kl_se": kl_se})

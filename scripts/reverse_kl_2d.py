@@ -110,7 +110,7 @@ def run(kind, name, args, pid, fid, out):
     train_time = time.perf_counter() - t0
     kl, se, samples = kl_estimate(flow, params, target, log_z, args.n_eval,
                                   np.random.default_rng([args.seed, pid, fid, EVAL]))
-    npflows.save(os.path.join(out, f"{kind}_{name}.npz"), params,
+    npflows.save(os.path.join(out, f"{kind}_{name}.npz"), flow, params,
                  {**config, "flow": kind, "potential": name, "base": "StandardNormal(2)", **recipe,
                   "seed": args.seed, "kl": kl, "kl_se": se, "log_z": log_z})
     return dict(kind=kind, name=name, kl=kl, se=se, log_z=log_z, time=train_time, flow=flow, params=params,

@@ -263,8 +263,9 @@ def test_reverse_kl_script_smoke(tmp_path, capsys):
     for r in results:
         assert np.isfinite(r["kl"]) and r["kl"] > 0
     assert (tmp_path / "planar_U2.npz").exists()
-    params, config = nf.load(tmp_path / "planar_U2.npz")
+    flow, params, config = nf.load(tmp_path / "planar_U2.npz")
     assert config["potential"] == "U2" and set(params) == set(results[0]["params"])
+    assert isinstance(flow, nf.PushForward) and set(flow.param_shapes()) == set(params)
     assert "KL(q||p)" in capsys.readouterr().out
 
 

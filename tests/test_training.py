@@ -73,20 +73,6 @@ def test_fit_is_deterministic_given_seed():
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_save_and_load_round_trip_without_pickle(tmp_path):
-    rng = np.random.default_rng(4)
-    p = nf.realnvp(2, n_layers=2).init(rng)
-    path = tmp_path / "model.npz"
-    nf.save(path, p, {"builder": "realnvp", "n_layers": 2})
-    q, cfg = nf.load(path)
-    assert cfg == {"builder": "realnvp", "n_layers": 2}
-    assert q.keys() == p.keys() and all(np.array_equal(p[k], q[k]) for k in p)
-    with np.load(path, allow_pickle=False) as f:      # the file itself opens without pickle
-        assert "__config__" in f.files
-    with pytest.raises(ValueError, match="numeric"):
-        nf.save(path, {"a": np.array([object()])})
-
-
 def test_two_moons_matches_its_exact_density():
     """The generator and the quadrature density agree: the mean log-density of samples is the
     (negative) entropy, about -1.0085 nats at noise 0.1, and histogram mass matches the density."""

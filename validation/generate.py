@@ -130,7 +130,7 @@ def make_case(spec):
     y2, ld2, _ = b2.forward(p, x)
     if not (np.array_equal(y, y2) and np.array_equal(ld, ld2)):
         raise RuntimeError(f"{spec.name}: the description {T} does not rebuild the same transform; "
-                           f"add a rule to validation/describe.py")
+                           f"add a rule to npflows/describe.py")
     if y.dtype != dtype or ld.dtype != dtype:
         raise RuntimeError(f"{spec.name}: {dtype} in gave {y.dtype} out")
     rng = np.random.default_rng(seed_of(spec.name))
