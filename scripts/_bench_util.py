@@ -99,3 +99,7 @@ def fmt_table(header, rows, align=None):
 
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
+
+
+if __name__ == "__main__":
+    print(__doc__)       # a helper module, not a script: its --help is this text

@@ -34,6 +34,8 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np
 import scipy
 
@@ -46,9 +48,10 @@ DIM, N_LAYERS, HIDDEN, PARAM_NOISE = 8, 5, (64, 64), 0.02
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--batch", help="rows per call of log_prob and sampling", type=int, default=1024)
+    p.add_argument("--dtype", help="float dtype of the model and the data", default="float64", choices=["float64", "float32"])
     p.add_argument("--quick", action="store_true", help="5 timed calls per cell: a smoke run")
     p.add_argument("--block", type=int, default=5,
                    help="consecutive calls of one operation per rotation (5: steady state; 1: cold caches)")

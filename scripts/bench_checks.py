@@ -19,6 +19,8 @@ import contextlib
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np
 import scipy
 
@@ -61,7 +63,7 @@ def step(flow, params, x, checks):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few repeats: a smoke run, numbers are noisy")
     ap.add_argument("--dims", type=int, nargs="+", default=[2, 64], help="event sizes D (default: 2 64)")
     ap.add_argument("--batches", type=int, nargs="+", default=[256, 4096], help="batch sizes (default: 256 4096)")

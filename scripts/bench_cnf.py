@@ -26,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np
 import scipy
 
@@ -44,10 +46,10 @@ def make(args, method):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=512)
+                                 formatter_class=HelpFormatter)
+    ap.add_argument("--batch", help="two-moons points per solve", type=int, default=512)
     ap.add_argument("--tol", type=float, default=1e-5, help="rtol = atol of every solve")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(npflows.bijectors.continuous.METHODS))
+    ap.add_argument("--methods", help="solve_ivp methods to time", nargs="+", default=list(METHODS), choices=list(npflows.bijectors.continuous.METHODS))
     ap.add_argument("--params", help="an .npz written by scripts/demo_cnf.py (default: perturbed initialisation)")
     ap.add_argument("--quick", action="store_true", help="2 calls per cell: a smoke run, numbers are noisy")
     args = ap.parse_args(argv)

@@ -56,6 +56,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np
 import scipy
 
@@ -251,7 +253,7 @@ def torch_default_dtype(torch, dtype):
 # ----------------------------------------------------------------------------- timing
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few repeats: a smoke run, numbers are noisy")
     ap.add_argument("--batches", type=int, nargs="+", default=[256, 4096], help="batch sizes (default 256 4096)")
     ap.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES),

@@ -32,6 +32,8 @@ import time
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
@@ -152,12 +154,12 @@ def run(name, ds_id, args, have_plots):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), choices=npflows.data.DATASETS)
+                                formatter_class=HelpFormatter)
+    p.add_argument("--datasets", help="toy datasets to train on, in order", nargs="+", default=list(DEFAULT_DATASETS), choices=npflows.data.DATASETS)
     p.add_argument("--steps", type=int, help="Adam steps (default: per dataset, see RECIPES)")
     p.add_argument("--batch", type=int, help="batch size (default: per dataset)")
     p.add_argument("--lr", type=float, help="peak learning rate of the cosine schedule (default: per dataset)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", help="seed of every random draw (data, init, minibatches, samples)", type=int, default=0)
     p.add_argument("--n-train", type=int, default=200_000, help="training points (plus 5,000 for validation)")
     p.add_argument("--quick", action="store_true", help="200 steps per dataset: a smoke test")
     p.add_argument("--out", default="out", help="directory for PNGs and saved parameters")

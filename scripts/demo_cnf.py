@@ -49,6 +49,8 @@ import time
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -187,12 +189,12 @@ def run(name, args, have_plots):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+                                formatter_class=HelpFormatter)
+    p.add_argument("--data", help="toy datasets to train on", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--hidden", help="hidden widths of the ODE field's MLP", type=int, nargs="+", default=[64, 64])
     p.add_argument("--steps", type=int, help="Adam steps (default: the dataset's recipe)")
     p.add_argument("--lr", type=float, help="peak learning rate of the cosine schedule (default: the recipe)")
-    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--batch", help="training points per Adam step", type=int, default=512)
     p.add_argument("--tol", type=float, default=1e-5, help="rtol = atol of the solves during training")
     p.add_argument("--trace", default="exact", choices=["exact", "hutchinson"],
                    help="divergence during training (FFJORD's Hutchinson estimator: a fresh probe per step); "
@@ -200,10 +202,10 @@ def main(argv=None):
     p.add_argument("--probe", default="rademacher", choices=["gaussian", "rademacher"],
                    help="Hutchinson's probe distribution")
     p.add_argument("--n-test", type=int, default=10_000, help="held-out points for the test log-likelihood")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", help="steps between progress lines", type=int, default=50)
+    p.add_argument("--seed", help="seed of every random draw", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="20 steps, 1,000 test points: a smoke test")
-    p.add_argument("--out", default="out")
+    p.add_argument("--out", help="directory for the PNGs and the saved models", default="out")
     p.add_argument("--no-plots", action="store_true", help="skip the plots even if matplotlib is installed")
     args = p.parse_args(argv)
     if args.quick:

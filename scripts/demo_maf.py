@@ -42,6 +42,8 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -105,20 +107,20 @@ def single_thread_blas():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=8000)
-    p.add_argument("--batch", type=int, default=512)
+                                formatter_class=HelpFormatter)
+    p.add_argument("--steps", help="Adam steps (early stopping may end sooner)", type=int, default=8000)
+    p.add_argument("--batch", help="training points per Adam step", type=int, default=512)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
-    p.add_argument("--layers", type=int, default=5)
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
-    p.add_argument("--scale", default="exp", choices=["exp", "tanh", "sigmoid"])
+    p.add_argument("--layers", help="MADE layers", type=int, default=5)
+    p.add_argument("--hidden", help="hidden widths of each MADE", type=int, nargs="+", default=[64, 64])
+    p.add_argument("--scale", help="how MADE's raw output becomes the log-scale (exp: MAF's; tanh, sigmoid: bounded)", default="exp", choices=["exp", "tanh", "sigmoid"])
     p.add_argument("--bias-init", default="uniform", choices=["uniform", "zero"],
                    help="hidden biases of the MADEs: PyTorch-style uniform on the unmasked fan-in "
                         "(redrawn from the demo's bias stream) or zeros (an ablation)")
     p.add_argument("--patience", type=int, default=20, help="early stopping: evaluations (100 steps each)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", help="seed of every random draw", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="200 steps: a smoke test")
-    p.add_argument("--out", default="out")
+    p.add_argument("--out", help="directory for the PNGs and the saved model", default="out")
     args = p.parse_args(argv)
     steps = 200 if args.quick else args.steps
     rng = lambda purpose: np.random.default_rng([args.seed, DS_ID, purpose])  # noqa: E731

@@ -41,6 +41,8 @@ import time
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -70,20 +72,20 @@ def spread_hidden_biases(bijector, params, rng):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--kind", default="coupling", choices=["coupling", "autoregressive"],
                    help="spline couplings (nsf) or MADE-conditioned autoregressive splines (autoregressive_nsf)")
     p.add_argument("--layers", type=int, default=5, help="spline layers (a 2-D coupling transforms one coordinate)")
-    p.add_argument("--bins", type=int, default=8)
+    p.add_argument("--bins", help="rational-quadratic bins per spline", type=int, default=8)
     p.add_argument("--bound", type=float, default=4.0, help="the splines act on [-bound, bound]")
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--hidden", help="hidden widths of each coupling's MLP", type=int, nargs="+", default=[64, 64])
+    p.add_argument("--steps", help="Adam steps (early stopping may end sooner)", type=int, default=4000)
+    p.add_argument("--batch", help="training points per Adam step", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the cosine schedule")
     p.add_argument("--patience", type=int, default=20, help="early stopping: evaluations (100 steps each)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", help="seed of every random draw", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="100 steps and 2,000 test points: a smoke test")
-    p.add_argument("--out", default="out")
+    p.add_argument("--out", help="directory for the PNGs and the saved model", default="out")
     p.add_argument("--no-plots", action="store_true", help="skip the plots even if matplotlib is installed")
     args = p.parse_args(argv)
     steps, n_test = (100, 2000) if args.quick else (args.steps, N_TEST)

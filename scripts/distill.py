@@ -96,6 +96,8 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -236,8 +238,8 @@ def plot(path, x_test, teacher, tparams, student, sparams, t_samples, s_samples,
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--teacher-steps", type=int, default=TEACHER["steps"])
+                                formatter_class=HelpFormatter)
+    p.add_argument("--teacher-steps", help="Adam steps of the MAF teacher", type=int, default=TEACHER["steps"])
     p.add_argument("--student-candidates", type=int, default=None,
                    help=f"independent student initialisations probed (default {STUDENT['candidates']})")
     p.add_argument("--student-probe-steps", type=int, default=None,
@@ -252,10 +254,10 @@ def main(argv=None):
                         "teacher.npz, or demo_maf.py --scale tanh's out/two_moons_maf.npz)")
     p.add_argument("--n-eval", type=int, default=100_000, help="student samples for the KL estimate")
     p.add_argument("--batch-time", type=int, default=4096, help="samples per call in the timing")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", help="seed of every random draw", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny training and evaluation: a smoke test")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--out", default=os.path.join("out", "distill"))
+    p.add_argument("--no-plots", help="skip the PNG even when matplotlib is installed", action="store_true")
+    p.add_argument("--out", help="directory for the PNG and the saved models", default=os.path.join("out", "distill"))
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     malloc_kept = npflows.perf.keep_freed_memory()

@@ -49,6 +49,8 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter  # noqa: E402
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -165,15 +167,16 @@ def plot(results, names, kinds, out):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--potentials", nargs="+", default=list(POTENTIALS), choices=POTENTIALS)
-    ap.add_argument("--flows", nargs="+", default=list(FLOWS), choices=FLOWS)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormatter)
+    ap.add_argument("--potentials", help="target energies of Rezende & Mohamed (2015), table 1", nargs="+", default=list(POTENTIALS), choices=POTENTIALS)
+    ap.add_argument("--flows", help="flows to fit to each target", nargs="+", default=list(FLOWS), choices=FLOWS)
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's number of Adam steps")
     ap.add_argument("--n-eval", type=int, default=100_000, help="samples of q for the KL estimate")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=os.path.join("out", "reverse_kl_2d"))
+    ap.add_argument("--seed", help="seed of every random draw", type=int, default=0)
+    ap.add_argument("--out", help="directory for the PNGs and the saved models", default=os.path.join("out", "reverse_kl_2d"))
     ap.add_argument("--quick", action="store_true", help="300 steps per fit: a smoke test")
-    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-plots", help="skip the PNGs even when matplotlib is installed", action="store_true")
     ap.add_argument("--verbose", action="store_true", help="print fit's progress lines")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)

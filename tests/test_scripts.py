@@ -1,4 +1,5 @@
 """The runnable scripts still run (smoke tests with tiny settings; timings are not asserted)."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,16 @@ def test_bench_checks_quick_runs_and_the_checks_change_no_number():
     out = run("scripts/bench_checks.py", "--quick", "--dims", "2", "--batches", "64", "--dtypes", "float64",
               timeout=120)
     assert "ratio = checked / unchecked" in out and out.rstrip().endswith("yes")
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "scripts").glob("*.py")))
+def test_help_documents_every_option_once(script):
+    """Every option has help text, and no default is printed twice (``(default: ...) (default: None)``)."""
+    out = run(f"scripts/{script}", "--help", timeout=60)
+    assert out.strip(), f"{script} --help printed nothing"
+    blocks = re.split(r"\n(?=  -)", out.split("options:", 1)[1]) if "options:" in out else []
+    for block in (b for b in blocks if b.strip()):
+        first, *rest = block.strip("\n").split("\n")
+        has_help = len(re.split(r"\s{2,}", first.strip())) > 1 or any(line.strip() for line in rest)
+        assert has_help, f"{script}: option without help text: {block.strip()}"
+        assert block.count("(default:") <= 1, f"{script}: default printed twice: {block.strip()}"
