@@ -97,7 +97,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter  # noqa: E402
+from _cli import HelpFormatter, exit_status, target_verdict  # noqa: E402
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -306,9 +306,9 @@ def main(argv=None):
     print(f"training: teacher {t_teacher:.1f} s ({trecipe.get('stopped_at', 'loaded')} steps), student "
           f"{t_student:.1f} s ({srecipe['candidates']} x {srecipe['probe_steps']} + {srecipe['steps']} steps, "
           f"candidate {srecipe['chosen']} chosen); student self-consistency max|err| {err:.1e}")
-    verdict = "meets" if gap <= GAP_TARGET else "MISSES"
+    verdict = target_verdict(gap <= GAP_TARGET, args.quick)
     print(f"distill summary: teacher test LL {teacher_ll:.4f}, student test LL {student_ll:.4f}, gap {gap:.4f} "
-          f"nats (target <= {GAP_TARGET}: {verdict} it), KL {kl:.4f} +- {kl_se:.4f}, sampling "
+          f"nats (target <= {GAP_TARGET}: {verdict}), KL {kl:.4f} +- {kl_se:.4f}, sampling "
           f"{ms_t / ms_s:.2f}x faster")
 
     os.makedirs(args.out, exist_ok=True)
@@ -335,8 +335,8 @@ def main(argv=None):
                  f"(limit {limit:.3f}); KL(student||teacher) {kl:.3f}", args.quick)
     print("wrote " + ", ".join(written) + f"   [{time.perf_counter() - t_start:.0f} s in all]")
     return dict(teacher_ll=teacher_ll, student_ll=student_ll, limit=limit, kl=kl, kl_se=kl_se,
-                ms_student=ms_s, ms_teacher=ms_t)
+                ms_student=ms_s, ms_teacher=ms_t, exit_status=exit_status(gap > GAP_TARGET, args.quick))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main()["exit_status"])

@@ -21,12 +21,14 @@ def test_bench_train_quick_runs_and_checks_gradients():
     rows = [line.split() for line in out.splitlines()]
     assert ["npflows", "float64", "64"] in [r[:3] for r in rows]
     assert ["GEMMs", "only,", "numpy", "float64", "64"] in [r[:5] for r in rows]
+    assert "(a --quick smoke run: the targets are not meant to be met)" in out      # and the exit status was 0
 
 
 def test_distill_quick_runs(tmp_path):
     """scripts/distill.py end to end with tiny settings (the measured figures are in its docstring)."""
     out = run("scripts/distill.py", "--quick", "--out", str(tmp_path), timeout=60)
     assert "distill summary: teacher test LL" in out and "KL(student || teacher)" in out
+    assert "(a --quick smoke run: not meant to meet it)" in out and "MISSES" not in out
     assert (tmp_path / "student.npz").exists()
 
 
@@ -63,3 +65,16 @@ def test_help_documents_every_option_once(script):
         has_help = len(re.split(r"\s{2,}", first.strip())) > 1 or any(line.strip() for line in rest)
         assert has_help, f"{script}: option without help text: {block.strip()}"
         assert block.count("(default:") <= 1, f"{script}: default printed twice: {block.strip()}"
+
+
+def test_a_missed_target_fails_a_full_run_and_not_a_smoke_run(capsys):
+    """One rule for every script's stated targets (scripts/_cli.py): exit status 1 only for a full run."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from _cli import exit_status, target_verdict
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert exit_status(True, quick=False) == 1 and "exit status 1" in capsys.readouterr().out
+    assert exit_status(True, quick=True) == 0 and exit_status(False, quick=False) == 0
+    assert target_verdict(False, quick=False) == "MISSES it" and target_verdict(True, quick=False) == "meets it"
+    assert "smoke run" in target_verdict(False, quick=True)
