@@ -171,7 +171,30 @@ class MLP:
         return h, acts
 
     def backward(self, params, dout, cache, need_dx=True):
-        """``(dx, grads)`` for the cotangent ``dout`` of the output; ``dx`` is None if not ``need_dx``."""
+        """``(dx, grads)`` for the cotangent ``dout`` ``(N, n_out)`` of the output; ``dx`` ``(N, n_in)`` is None
+        if not ``need_dx``; ``grads`` has the keys and shapes of the parameters.
+
+        Notes
+        -----
+        Reverse-mode differentiation of the forward pass, one layer at a time from the last.  With
+        :math:`a_0 = x`, :math:`h_l = a_l W_l + b_l` (batch first: :math:`a_l` is ``(N, n_l)``, :math:`W_l` is
+        ``(n_l, n_{l+1})``), :math:`a_{l+1} = \\phi(h_l)` and the output :math:`h_L`, the cotangent
+        :math:`g = \\bar h_l` of each pre-activation gives, for :math:`l = L, \\dots, 0`:
+
+        1. :math:`\\bar W_l = a_l^T g` and :math:`\\bar b_l = \\mathbf 1^T g` (the bias is added to every row, so its
+           cotangent is the column sum; computed as the product ``ones @ g``, one BLAS call).  For an augmented
+           first layer (:math:`[x, 1]\\,[W_0; b_0]`, see ``forward``) one product :math:`[x, 1]^T g` gives both,
+           its last row being :math:`\\bar b_0`.
+        2. :math:`\\bar a_l = g W_l^T`, since :math:`\\partial h_l / \\partial a_l` is multiplication by :math:`W_l`
+           on the right.
+        3. :math:`\\bar h_{l-1} = \\bar a_l \\odot \\phi'(h_{l-1})`: the activation acts elementwise, so its
+           Jacobian is diagonal.  :math:`\\phi'` is read off the stored output :math:`a_l = \\phi(h_{l-1})`
+           (``activation_grad_``): ReLU :math:`[a > 0]`, leaky ReLU :math:`1` or the slope, tanh :math:`1 - a^2`,
+           ELU :math:`1` for :math:`a > 0` and :math:`a + 1` otherwise (:math:`\\phi' = e^h = \\phi(h) + 1` there).
+
+        At :math:`l = 0`, :math:`\\bar a_0 = \\bar x` is the input cotangent (skipped when ``need_dx`` is
+        False, as for a MADE whose input cotangent its caller adds itself).
+        """
         grads = {}
         g = dout
         ones = np.ones(dout.shape[0], dout.dtype)   # batch sums as a BLAS product: faster than .sum(0)
