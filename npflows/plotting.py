@@ -91,13 +91,14 @@ def _scatter(ax, pts, title, color, max_points):
     ax.set_title(f"{title} ({pts.shape[0]} points)")
 
 
-def _density(ax, log_prob_fn, xlim, ylim, n_grid, title):
-    xx, yy, logp = density_grid(log_prob_fn, xlim, ylim, n_grid)
-    dens = np.exp(logp)
-    finite = dens[np.isfinite(dens)]
-    vmax = np.percentile(finite, 99.5) if finite.size else None  # a thin spike must not wash out the rest
-    ax.pcolormesh(xx, yy, dens, shading="auto", cmap="viridis", vmin=0.0, vmax=vmax or None, rasterized=True)
-    ax.set_title(title)
+def _density_grids(fns, xlim, ylim, n_grid):
+    """The densities ``exp(log_prob)`` of every function in ``fns`` on one grid, and the colour-scale top they
+    share: the largest 99.5th percentile among them (a thin spike must not wash out the rest)."""
+    grids = [density_grid(fn, xlim, ylim, n_grid) for fn in fns]
+    dens = [np.exp(lp) for _, _, lp in grids]
+    tops = [np.percentile(d[np.isfinite(d)], 99.5) for d in dens if np.isfinite(d).any()]
+    vmax = max(tops) if tops and max(tops) > 0 else None
+    return grids[0][0], grids[0][1], dens, vmax
 
 
 def plot_density_and_samples(path, data, samples, log_prob_fn, true_log_prob_fn=None, title=None,
@@ -106,7 +107,9 @@ def plot_density_and_samples(path, data, samples, log_prob_fn, true_log_prob_fn=
 
     Panels, left to right: the data; samples from the model (same axes, so the two sit side by side);
     the learned density :math:`\\exp\\log p(x)` on a grid; and, when ``true_log_prob_fn`` is given, the
-    true density on the same grid.
+    true density on the same grid.  Both densities share one colour scale (from 0 to the larger of their
+    99.5th percentiles) and one colour bar, so equal colours mean equal densities; every panel has axis
+    labels.
 
     Parameters
     ----------
@@ -135,19 +138,26 @@ def plot_density_and_samples(path, data, samples, log_prob_fn, true_log_prob_fn=
     fig, axes = _figure(3 if true_log_prob_fn is None else 4, 3.6, 3.6 * min(max(aspect, 0.4), 1.5) + 0.8)
     _scatter(axes[0], data, "data", "tab:blue", max_points)
     _scatter(axes[1], samples, "model samples", "tab:orange", max_points)
-    _density(axes[2], log_prob_fn, xlim, ylim, n_grid, "learned density")
-    if true_log_prob_fn is not None:
-        _density(axes[3], true_log_prob_fn, xlim, ylim, n_grid, "true density")
+    fns = [log_prob_fn] + ([true_log_prob_fn] if true_log_prob_fn is not None else [])
+    xx, yy, dens, vmax = _density_grids(fns, xlim, ylim, n_grid)
+    mesh = None
+    for ax, d, name in zip(axes[2:], dens, ("learned density", "true density")):
+        mesh = ax.pcolormesh(xx, yy, d, shading="auto", cmap="viridis", vmin=0.0, vmax=vmax, rasterized=True)
+        ax.set_title(name)
+    fig.colorbar(mesh, ax=list(axes[2:]), shrink=0.8,
+                 label="density" + (", shared scale" if len(dens) > 1 else ""))
     for ax in axes:
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
         ax.set_aspect("equal")
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=110)
 
 
-def plot_history(path, history, title=None, limit=None):
+def plot_history(path, history, title=None, limit=None, limit_label="true density, validation points"):
     """Write the training curve of :func:`npflows.fit` to a PNG.
 
     Parameters
@@ -160,8 +170,16 @@ def plot_history(path, history, title=None, limit=None):
     title : str, optional
         Axes title.
     limit : float, optional
-        A reference loss drawn as a dashed line, e.g. the negative mean log-likelihood of the true
-        density on the validation points.
+        A reference loss drawn as a dashed line: the negative mean log-likelihood of the true density on
+        the validation points, the points whose loss the validation curve shows.
+    limit_label : str
+        The legend entry of that line.
+
+    Notes
+    -----
+    The y-axis spans the curves from their lowest point to the 90th percentile of the values drawn: the
+    first evaluations of a run are far above the rest and would flatten everything else.  When that hides
+    points, the axis label says so.
     """
     step = np.asarray(history["step"])
     train, val = np.asarray(history["train_loss"], float), np.asarray(history["val_loss"], float)
@@ -170,12 +188,14 @@ def plot_history(path, history, title=None, limit=None):
     if np.isfinite(val).any():
         ax.plot(step, val, label="validation")
     if limit is not None:
-        ax.axhline(limit, color="k", ls="--", lw=1, label="true density")
+        ax.axhline(limit, color="k", ls="--", lw=1, label=limit_label)
     finite = np.concatenate([train, val[np.isfinite(val)]] + ([[limit]] if limit is not None else []))
     lo, hi = finite.min(), np.percentile(finite, 90)       # ignore the first, steep evaluations
     ax.set_ylim(lo - 0.05 * (hi - lo + 1e-12), hi + 0.05 * (hi - lo + 1e-12))
     ax.set_xlabel("step")
-    ax.set_ylabel("negative log-likelihood (nats)")
+    clipped = int((finite > hi + 0.05 * (hi - lo + 1e-12)).sum())
+    ax.set_ylabel("negative log-likelihood (nats)" + (f"\n(clipped at the 90th percentile: {clipped} early "
+                                                      f"value(s) above)" if clipped else ""))
     ax.grid(alpha=0.3)
     ax.legend()
     if title:
