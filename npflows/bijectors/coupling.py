@@ -225,10 +225,10 @@ class AffineCoupling(_Coupling):
     :math:`s'(r)` of each scale map (``SCALES``), in forms that keep their digits where the map saturates:
 
     * ``"exp"``: 1;
-    * ``"tanh"``: :math:`c(1 - \\tanh^2 r) = c/\\cosh^2 r = 4c\\,e/(1+e)^2` with :math:`e = e^{-2|r|}`
+    * ``"tanh"``: :math:`c(1 - \\tanh^2 r) = c/\\cosh^2 r = 4c\\,q/(1+q)^2` with :math:`q = e^{-2|r|}`
       (``1 - th**2`` from a rounded ``th`` cancels: ~3 digits left at :math:`|r| = 15`);
     * ``"sigmoid"``: :math:`s = \\log(\\sigma(u) + 10^{-3})`, :math:`u = r + 2`, so
-      :math:`s' = \\sigma'(u)/(\\sigma(u) + 10^{-3})` with :math:`\\sigma'(u) = e/(1+e)^2`, :math:`e = e^{-|u|}`
+      :math:`s' = \\sigma'(u)/(\\sigma(u) + 10^{-3})` with :math:`\\sigma'(u) = q/(1+q)^2`, :math:`q = e^{-|u|}`
       (:func:`~npflows.bijectors.elementwise.sigmoid_prime`);
     * ``"softplus"``: :math:`s = \\log(\\mathrm{softplus}(r) + 10^{-3})` and
       :math:`\\mathrm{softplus}' = \\sigma`, so :math:`s' = \\sigma(r)/(\\mathrm{softplus}(r) + 10^{-3})`

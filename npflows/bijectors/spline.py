@@ -185,7 +185,7 @@ class RQSpline:
     :math:`g > 0` since :math:`s, \\delta > 0` (every term of :math:`M` is positive and
     :math:`D = s(1 - 2\\tau) + (\\delta_0 + \\delta_1)\\tau`, :math:`1 - 2\\tau \\ge 1/2`): the map is strictly
     increasing.  At :math:`\\xi = 0` and :math:`1`, :math:`g = \\delta_0` and :math:`\\delta_1`: the value and
-    the derivative are continuous at every knot, and at :math:`\\pm B` they join the identity tails
+    the derivative are continuous at every knot, and at :math:`\\pm B` they join the linear (identity) tails
     (value :math:`\\pm B`, slope 1).  The second derivative is generally *not* continuous at the knots.
     Outside :math:`[-B, B]`: :math:`y = x`, :math:`\\ell = 0` (``tails=None``: an error; an output that
     rounding puts one ulp past an end of the interval is set to that end, which the exact value is not past).
