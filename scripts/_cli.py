@@ -26,6 +26,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text + " (default: %(default)s)"
 
 
+def announce_quick(args):
+    """Print, first thing, that a ``--quick`` run is a smoke run (``args.quick``)."""
+    if getattr(args, "quick", False):
+        print("--quick: a smoke run with tiny settings, to check that everything runs; its numbers are not "
+              "this script's results", flush=True)
+
+
 def target_verdict(met, quick):
     """The words after a stated target: "meets it" / "MISSES it", or, in a --quick smoke run, which of the two
     it would be and that the run is not meant to meet it."""

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter  # noqa: E402
+from _cli import HelpFormatter, announce_quick  # noqa: E402
 import numpy as np
 import scipy
 
@@ -58,6 +58,7 @@ def main(argv=None):
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc's malloc trimming as it is (default: npflows.perf.keep_freed_memory())")
     args = p.parse_args(argv)
+    announce_quick(args)
     malloc_kept = False if args.default_malloc else npflows.perf.keep_freed_memory()
     from threadpoolctl import threadpool_info, threadpool_limits
 

@@ -19,13 +19,12 @@ import contextlib
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter  # noqa: E402
 import numpy as np
 import scipy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import npflows as nf  # noqa: E402
+from _cli import HelpFormatter, announce_quick  # noqa: E402
 from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved  # noqa: E402
 from npflows.bijectors import autoregressive, coupling  # noqa: E402
 from npflows.core import bijector  # noqa: E402
@@ -70,6 +69,7 @@ def main():
     ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"],
                     help="dtypes (default: float64 float32)")
     args = ap.parse_args()
+    announce_quick(args)
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
     except ImportError:

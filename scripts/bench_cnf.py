@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter  # noqa: E402
+from _cli import HelpFormatter, announce_quick  # noqa: E402
 import numpy as np
 import scipy
 
@@ -53,6 +53,7 @@ def main(argv=None):
     ap.add_argument("--params", help="an .npz written by scripts/demo_cnf.py (default: perturbed initialisation)")
     ap.add_argument("--quick", action="store_true", help="2 calls per cell: a smoke run, numbers are noisy")
     args = ap.parse_args(argv)
+    announce_quick(args)
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
     except ImportError:

@@ -57,7 +57,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter, exit_status, target_verdict  # noqa: E402
+from _cli import HelpFormatter, announce_quick, exit_status, target_verdict  # noqa: E402
 import numpy as np
 import scipy
 
@@ -266,6 +266,7 @@ def main(argv=None):
                     help="leave glibc's malloc trimming as it is (default: npflows.perf.keep_freed_memory() "
                          "for the whole process, so every implementation reuses freed memory)")
     args = ap.parse_args(argv)
+    announce_quick(args)
     t_start = time.perf_counter()
     malloc_kept = False if args.default_malloc else npflows.perf.keep_freed_memory()
 

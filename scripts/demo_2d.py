@@ -33,7 +33,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter  # noqa: E402
+from _cli import HelpFormatter, announce_quick  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
@@ -169,6 +169,7 @@ def main(argv=None):
     p.add_argument("--clip-norm", type=float, default=None, help="gradient-norm clipping")
     p.add_argument("--patience", type=int, default=20, help="early stopping: evaluations (100 steps each)")
     args = p.parse_args(argv)
+    announce_quick(args)
 
     try:
         import matplotlib  # noqa: F401

@@ -50,7 +50,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter  # noqa: E402
+from _cli import HelpFormatter, announce_quick  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -208,6 +208,7 @@ def main(argv=None):
     p.add_argument("--out", help="directory for the PNGs and the saved models", default="out")
     p.add_argument("--no-plots", action="store_true", help="skip the plots even if matplotlib is installed")
     args = p.parse_args(argv)
+    announce_quick(args)
     if args.quick:
         args.steps, args.n_test, args.log_every, args.hidden = args.steps or 20, 1000, 10, [16, 16]
     try:

@@ -43,7 +43,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter, exit_status, target_verdict  # noqa: E402
+from _cli import HelpFormatter, announce_quick, exit_status, target_verdict  # noqa: E402
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -122,6 +122,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="200 steps: a smoke test")
     p.add_argument("--out", help="directory for the PNGs and the saved model", default="out")
     args = p.parse_args(argv)
+    announce_quick(args)
     steps = 200 if args.quick else args.steps
     rng = lambda purpose: np.random.default_rng([args.seed, DS_ID, purpose])  # noqa: E731
 

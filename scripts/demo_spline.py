@@ -42,7 +42,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter  # noqa: E402
+from _cli import HelpFormatter, announce_quick  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -88,6 +88,7 @@ def main(argv=None):
     p.add_argument("--out", help="directory for the PNGs and the saved model", default="out")
     p.add_argument("--no-plots", action="store_true", help="skip the plots even if matplotlib is installed")
     args = p.parse_args(argv)
+    announce_quick(args)
     steps, n_test = (100, 2000) if args.quick else (args.steps, N_TEST)
     rng = lambda purpose: np.random.default_rng([args.seed, purpose])   # noqa: E731
 

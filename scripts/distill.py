@@ -97,7 +97,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter, exit_status, target_verdict  # noqa: E402
+from _cli import HelpFormatter, announce_quick, exit_status, target_verdict  # noqa: E402
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -259,6 +259,7 @@ def main(argv=None):
     p.add_argument("--no-plots", help="skip the PNG even when matplotlib is installed", action="store_true")
     p.add_argument("--out", help="directory for the PNG and the saved models", default=os.path.join("out", "distill"))
     args = p.parse_args(argv)
+    announce_quick(args)
     t_start = time.perf_counter()
     malloc_kept = npflows.perf.keep_freed_memory()
     rng = lambda purpose: np.random.default_rng([args.seed, dm.DS_ID, purpose])  # noqa: E731

@@ -50,7 +50,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter  # noqa: E402
+from _cli import HelpFormatter, announce_quick  # noqa: E402
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -179,6 +179,7 @@ def main(argv=None):
     ap.add_argument("--no-plots", help="skip the PNGs even when matplotlib is installed", action="store_true")
     ap.add_argument("--verbose", action="store_true", help="print fit's progress lines")
     args = ap.parse_args(argv)
+    announce_quick(args)
     os.makedirs(args.out, exist_ok=True)
     results = []
     print(f"{'flow':<7} {'target':<6} {'steps':>6} {'batch':>5} {'lr':>7} {'log Z':>8} "

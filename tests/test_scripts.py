@@ -29,6 +29,7 @@ def test_distill_quick_runs(tmp_path):
     out = run("scripts/distill.py", "--quick", "--out", str(tmp_path), timeout=60)
     assert "distill summary: teacher test LL" in out and "KL(student || teacher)" in out
     assert "(a --quick smoke run: not meant to meet it)" in out and "MISSES" not in out
+    assert out.startswith("--quick: a smoke run")
     assert (tmp_path / "student.npz").exists()
 
 
@@ -45,7 +46,7 @@ def test_demo_cnf_quick_runs(tmp_path, trace):
 
 def test_bench_cnf_quick_runs():
     out = run("scripts/bench_cnf.py", "--quick", "--methods", "RK45", "--batch", "64", timeout=120)
-    assert "adjoint NFE" in out and "RK45" in out
+    assert "adjoint NFE" in out and "RK45" in out and out.startswith("--quick: a smoke run")
 
 
 def test_bench_checks_quick_runs_and_the_checks_change_no_number():
