@@ -42,14 +42,13 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter, announce_quick, exit_status, target_verdict  # noqa: E402
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 import npflows  # noqa: E402
 from npflows.nn.mlp import hidden_bias_init  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import HelpFormatter, announce_quick, exit_status, target_verdict  # noqa: E402
 from demo_2d import mean_log_prob  # noqa: E402
 
 NAME, DS_ID = "two_moons", npflows.data.DATASETS.index("two_moons")
