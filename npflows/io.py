@@ -40,7 +40,7 @@ def save(path, model, params, config=None):
     arrays = dict(params)
     arrays[FORMAT_KEY] = np.array(str(FORMAT_VERSION))
     arrays[MODEL_KEY] = np.array(json.dumps(describe_model(model)))
-    arrays[CONFIG_KEY] = np.array(json.dumps(config if config is not None else {}))
+    arrays[CONFIG_KEY] = np.array(json.dumps(config))        # None comes back as None
     np.savez(path, **arrays)
 
 
@@ -57,7 +57,7 @@ def load(path):
             raise ValueError(f"load: {path} has format version {version}; this npflows reads version "
                              f"{FORMAT_VERSION}")
         desc = json.loads(str(f[MODEL_KEY]))
-        config = json.loads(str(f[CONFIG_KEY])) if CONFIG_KEY in files else {}
+        config = json.loads(str(f[CONFIG_KEY])) if CONFIG_KEY in files else None
         params = {k: f[k] for k in f.files if k not in RESERVED}
     try:
         model = build_model(desc)
