@@ -5,7 +5,31 @@ Nothing here imports torch; the caller passes the module when it has one.
 import os
 import platform
 import statistics
+import sys
 import time
+
+FORCED_KERNEL = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+KEEP_KERNEL = "NPFLOWS_BENCH_KEEP_KERNEL"
+REEXEC = "NPFLOWS_BENCH_REEXEC"
+
+
+def use_native_kernel(script):
+    """Measure what a user's machine does: if the environment forces an OpenBLAS kernel
+    (``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE``), re-execute this script without it, so OpenBLAS picks its
+    own kernel for this CPU (on these machines the forced Haswell kernel makes float32 GEMMs ~1.7x slower).
+    Set ``NPFLOWS_BENCH_KEEP_KERNEL=1`` to measure the forced kernel instead.  :func:`env_lines` reports
+    which happened.  Call it first thing in ``main()`` with the script's ``__file__``: the new process starts
+    from scratch, and only a process that runs that script as its program is replaced (never a test runner
+    that imported it)."""
+    if not sys.argv or os.path.realpath(sys.argv[0]) != os.path.realpath(script):
+        return
+    forced = {k: os.environ[k] for k in FORCED_KERNEL if k in os.environ}
+    if forced and not os.environ.get(KEEP_KERNEL):
+        env = {k: v for k, v in os.environ.items() if k not in FORCED_KERNEL}
+        env[REEXEC] = ", ".join(f"{k}={v}" for k, v in forced.items())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
 def time_call(fn, min_repeats=20, min_time=1.0, warmup=3, max_repeats=10_000):
@@ -82,8 +106,14 @@ def env_lines(numpy, scipy, torch=None, extra=()):
     if hasattr(os, "getloadavg"):
         lines.append("load average (1, 5, 15 min) at start: %.2f %.2f %.2f" % os.getloadavg()
                      + " (anything else running skews the timings)")
-    core = os.environ.get("OPENBLAS_CORETYPE")
-    lines.append(f"OPENBLAS_CORETYPE is {'set to ' + repr(core) if core is not None else 'not set'} (left as is)")
+    core, undone = os.environ.get("OPENBLAS_CORETYPE"), os.environ.get(REEXEC)
+    if undone:
+        lines.append(f"the environment forced {undone}; re-executed without it, so OpenBLAS chose its kernel "
+                     f"itself (set {KEEP_KERNEL}=1 to measure the forced one)")
+    elif core is not None:
+        lines.append(f"OPENBLAS_CORETYPE is set to {core!r} and kept ({KEEP_KERNEL}): the forced kernel is measured")
+    else:
+        lines.append("OPENBLAS_CORETYPE is not set: OpenBLAS chose its kernel itself")
     return lines
 
 

@@ -42,12 +42,13 @@ import scipy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's npflows
 import npflows  # noqa: E402
 import npflows.perf  # noqa: E402
-from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved  # noqa: E402
+from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved, use_native_kernel  # noqa: E402
 
 DIM, N_LAYERS, HIDDEN, PARAM_NOISE = 8, 5, (64, 64), 0.02
 
 
 def main(argv=None):
+    use_native_kernel(__file__)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--batch", help="rows per call of log_prob and sampling", type=int, default=1024)

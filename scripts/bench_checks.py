@@ -25,7 +25,7 @@ import scipy
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import npflows as nf  # noqa: E402
 from _cli import HelpFormatter, announce_quick  # noqa: E402
-from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved  # noqa: E402
+from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved, use_native_kernel  # noqa: E402
 from npflows.bijectors import autoregressive, coupling  # noqa: E402
 from npflows.core import bijector  # noqa: E402
 
@@ -61,6 +61,7 @@ def step(flow, params, x, checks):
 
 
 def main():
+    use_native_kernel(__file__)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=HelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few repeats: a smoke run, numbers are noisy")

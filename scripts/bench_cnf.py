@@ -34,7 +34,7 @@ import scipy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's npflows
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import npflows  # noqa: E402
-from _bench_util import blas_lines, env_lines, fmt_table, time_call  # noqa: E402
+from _bench_util import blas_lines, env_lines, fmt_table, time_call, use_native_kernel  # noqa: E402
 
 METHODS = ("RK45", "DOP853", "LSODA")
 
@@ -45,6 +45,7 @@ def make(args, method):
 
 
 def main(argv=None):
+    use_native_kernel(__file__)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=HelpFormatter)
     ap.add_argument("--batch", help="two-moons points per solve", type=int, default=512)

@@ -64,7 +64,7 @@ import scipy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's npflows
 import npflows  # noqa: E402
 import npflows.perf  # noqa: E402
-from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved  # noqa: E402
+from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved, use_native_kernel  # noqa: E402
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 FLOOR_NP, FLOOR_TORCH = "GEMMs only, numpy", "GEMMs only, torch"
@@ -252,6 +252,7 @@ def torch_default_dtype(torch, dtype):
 
 # ----------------------------------------------------------------------------- timing
 def main(argv=None):
+    use_native_kernel(__file__)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=HelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few repeats: a smoke run, numbers are noisy")
