@@ -20,6 +20,12 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _sum = np.add.reduce
 
+QUIET = dict(over="ignore", invalid="ignore", divide="ignore")
+"""Floating-point warnings are silenced inside a layer: every result is checked afterwards, and a non-finite
+one raises an error that names the layer, which a RuntimeWarning printed from deep inside NumPy does not.
+Set once per public call (``forward``, ``inverse``, ``backward``, the flows' methods); the ``_call_*`` methods
+that containers use run inside it."""
+
 
 def unbox(x):
     """The concrete ndarray behind ``x`` (autograd wraps traced arrays in boxes with ``_value``)."""

@@ -13,7 +13,7 @@ Every distribution has the same interface as a bijector's parameters (a flat dic
 """
 import numpy as np
 
-from ._checks import all_finite, check_array, check_finite_result, check_params, unbox
+from ._checks import QUIET, all_finite, check_array, check_finite_result, check_params, unbox
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -43,7 +43,7 @@ class Distribution:
     def log_prob(self, params, z, xp=np):
         """:math:`\\log p(z)`, shape ``(N,)``; ``-inf`` only outside a bounded support."""
         self._check(z)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):    # the result is checked below
+        with np.errstate(**QUIET):    # the result is checked below
             lp = self._log_prob(params, z, xp)
         if not all_finite(lp):
             check_finite_result(f"{self.name} log_prob", lp, "the log-density", allow_neg_inf=self.bounded_support,

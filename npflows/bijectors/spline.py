@@ -21,7 +21,7 @@ tails) are those of nflows (Durkan et al.'s reference code), so values agree wit
 import numpy as np
 from scipy.special import expit
 
-from .._checks import check_finite_result, unbox
+from .._checks import QUIET, check_finite_result, unbox
 from ..core.bijector import Bijector
 from ..core.compose import Sequential
 from ..nn.made import HIDDEN_DEGREES, MADE
@@ -632,7 +632,7 @@ def rational_quadratic_spline(x, raw_widths, raw_heights, raw_derivatives, inver
     K = np.shape(raw_widths)[-1] if np.ndim(raw_widths) else 0
     sp = RQSpline(K, bound, min_bin_width, min_bin_height, min_derivative, owner="rational_quadratic_spline",
                   tails=tails, interval=interval)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):     # results checked below
+    with np.errstate(**QUIET):     # results checked below
         out, ld = (sp.inverse(x, raw_widths, raw_heights, raw_derivatives) if inverse else
                    sp.forward(x, raw_widths, raw_heights, raw_derivatives)[:2])
     _check_result(f"rational_quadratic_spline{' inverse' if inverse else ''}", out, ld)
@@ -669,7 +669,7 @@ def rational_quadratic_spline_knots(x, x_knots, y_knots, derivatives, inverse=Fa
     """
     K = np.shape(x_knots)[-1] - 1 if np.ndim(x_knots) else 0
     sp = RQSpline(K, owner="rational_quadratic_spline_knots", tails=tails)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):     # results checked below
+    with np.errstate(**QUIET):     # results checked below
         out, ld = (sp.inverse_knots(y=x, x_knots=x_knots, y_knots=y_knots, derivatives=derivatives) if inverse else
                    sp.forward_knots(x, x_knots, y_knots, derivatives)[:2])
     _check_result(f"rational_quadratic_spline_knots{' inverse' if inverse else ''}", out, ld)

@@ -23,18 +23,11 @@ composite prefixes the position of the layer where the problem arose: ``"Sequent
 """
 import numpy as np
 
-from .._checks import all_finite, all_finite_many, check_array, check_finite_result, check_params, unbox
+from .._checks import QUIET, all_finite, all_finite_many, check_array, check_finite_result, check_params, unbox
 
 ERRORS = (ValueError, FloatingPointError)
 """The two documented exception types (``FloatingPointError`` includes its subclasses
 ``InverseNotConverged`` and ``ODESolveError``): every refusal of npflows is one of them."""
-
-QUIET = dict(over="ignore", invalid="ignore", divide="ignore")
-"""Floating-point warnings are silenced inside a layer: every result is checked afterwards, and a non-finite
-one raises an error that names the layer, which a RuntimeWarning printed from deep inside NumPy does not.
-Set once per public call (``forward``, ``inverse``, ``backward``, the flows' methods); the ``_call_*`` methods
-that containers use run inside it."""
-
 
 def in_layer(e, where):
     """The exception ``e`` (a ValueError or FloatingPointError) again, of the same type, its message

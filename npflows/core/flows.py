@@ -9,8 +9,8 @@ Parameters of both live in one flat dict: the bijector's keys as they are, the b
 """
 import numpy as np
 
-from .._checks import all_finite, check_array, check_count, check_finite_result, check_rng, unbox
-from .bijector import ERRORS, QUIET, in_layer
+from .._checks import QUIET, all_finite, check_array, check_count, check_finite_result, check_rng, unbox
+from .bijector import ERRORS, in_layer
 from .compose import prefixed
 
 BASE = "base."
