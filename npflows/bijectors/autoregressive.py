@@ -16,7 +16,7 @@ from ..core.bijector import Bijector
 from ..core.compose import Sequential
 from ..nn.made import HIDDEN_DEGREES, MADE
 from .coupling import SCALES
-from .elementwise import explain_log_scale, mul_exp
+from .elementwise import exp_range, explain_log_scale, mul_exp
 from .linear import Permutation
 
 UPDATES = ("affine", "gated")
@@ -150,7 +150,10 @@ class MaskedAffineAutoregressive(Bijector):
     def _coefficients(self, out, xp):
         """``(logs, t, aux)`` of the map ``z = x * exp(logs) + t`` from MADE's output ``out``."""
         D = self.dim
-        r, b = out[:, :D], out[:, D:]
+        return self._coefficients_of(out[:, :D], out[:, D:], xp)
+
+    def _coefficients_of(self, r, b, xp):
+        """``_coefficients`` from the two halves of MADE's output (any shape: elementwise)."""
         if self.update == "affine":
             logs = self._s(r, xp, self.scale_bound)
             return logs, b, (r,)
@@ -184,7 +187,36 @@ class MaskedAffineAutoregressive(Bijector):
         return x, -xp.sum(logs, axis=1)
 
     def _inverse(self, params, z, xp):
-        return self.solve(params, z, self.dim, xp)      # the caller refuses a non-finite solution
+        if xp is not np:                                 # traceable: the reference D-pass solve
+            return self.solve(params, z, self.dim, xp)
+        return self._inverse_by_degree(params, z)        # the caller refuses a non-finite solution
+
+    def _inverse_by_degree(self, params, z, block=None):
+        """:meth:`solve` with ``n_passes = D``, each MADE unit computed once (NumPy only; see Notes);
+        ``block``: :meth:`MADE.solve_by_degree`'s."""
+        n, D = z.shape
+        zt = np.ascontiguousarray(z.T)                   # rows: coordinates, in their index order
+        logs = np.empty((D, n), z.dtype)                 # log-scales, by degree
+        order, affine, exact = self.net.order, self.update == "affine", []
+
+        def step(t, out, x_t):                           # out[0] = r, out[1] = t (or m) of coordinate order[t]
+            if affine:
+                logs[t], shift = self._s(out[0], np, self.scale_bound), out[1]
+            else:
+                logs[t], shift, _ = self._coefficients_of(out[0], out[1], np)
+            np.subtract(zt[order[t]], shift, out=x_t)
+            np.negative(logs[t], out=out[0])             # out[0] is scratch from here
+            if exact:
+                x_t[...] = mul_exp(x_t, out[0], np)
+            else:                                        # mul_exp's own product where e^{-s} is normal
+                x_t *= np.exp(out[0], out=out[0])
+
+        x = self.net.solve_by_degree(params, step, n, z.dtype, block)
+        lo, hi = exp_range(z.dtype)
+        if logs.size and not (-logs.max() > lo and -logs.min() < hi):
+            exact.append(True)                           # some e^{-s} is not normal: again, with mul_exp
+            x = self.net.solve_by_degree(params, step, n, z.dtype, block)
+        return x, -np.sum(logs, axis=0)
 
     def _explain(self, direction, params, x):
         if direction == "backward":

@@ -13,10 +13,11 @@ parameter ``j`` for all ``D`` coordinates in their original (not autoregressive)
 """
 import numpy as np
 
-from .mlp import ACTIVATIONS, MLP, hidden_bias_init
+from .mlp import ACTIVATIONS, MLP, activate_, hidden_bias_init
 
 ORDERS = ("natural", "reversed", "random")
 HIDDEN_DEGREES = ("equal", "random")
+UNITS_PER_BLOCK = 16   # solve_by_degree: hidden units per block of degrees (measured best at D = 64; see there)
 
 
 def _input_order(dim, order, rng):
@@ -153,6 +154,28 @@ class MADE:
         self.activation, self.zero_last, self.prefix = activation, bool(zero_last), self.mlp.prefix
         self.sizes, self.n_layers = self.mlp.sizes, self.mlp.n_layers
         self._W, self._b = self.mlp._W, self.mlp._b
+        self._plan_by_degree()
+
+    def _plan_by_degree(self):
+        """Fixed index structure of :meth:`solve_by_degree` (no parameters): every layer's units sorted by
+        the step that computes them, and the input prefixes they read."""
+        D, L = self.dim, self.n_layers
+        steps = np.arange(D + 1)
+        # units[l]: layer l's output units (hidden units, or output columns) in the order they are computed;
+        # bounds[l][t]: how many of them are computed before step t (units of step t: bounds[t]:bounds[t+1]).
+        self._units, self._bounds = [], []
+        for deg in self.hidden_degree_list:
+            u = np.argsort(deg, kind="stable")
+            self._units.append(u)
+            self._bounds.append(np.searchsorted(deg[u], steps))        # units of degree < t
+        self._units.append((self.order[:, None] + D * np.arange(self.k)[None, :]).ravel())
+        self._bounds.append(self.k * steps)                            # coordinate order[t]'s k columns
+        # inputs[l]: layer l's input units in the same order (the coordinates by degree for l = 0);
+        # need[l][t]: the input prefix that the units of step t read (their whole unmasked support).
+        self._inputs = [self.order] + self._units[:-1]
+        self._need = [steps[:D]] + [b[1:] for b in self._bounds[:-1]]   # x of degree <= t; units of degree <= t
+        self._known = [steps[:D]] + [b[:D] for b in self._bounds[:-1]]  # ... of degree < t (known before step t)
+        self.units_per_step = max(int(np.diff(b).max()) for b in self._bounds)
 
     def check_autoregressive(self):
         """The boolean product of the masks, ``(D, k*D)``, after checking that it connects no input to an
@@ -206,6 +229,110 @@ class MADE:
         mp = self.masked_params(params, xp)
         out, c = self.apply(mp, x, xp)
         return out, (mp, c)
+
+    def solve_by_degree(self, params, step, n, dtype, block=None):
+        """Evaluate the network one degree at a time while its own input is being produced: the sequential
+        inverse of an autoregressive layer, each unit computed once (NumPy only; see Notes).
+
+        Parameters
+        ----------
+        params : dict
+            The network's parameters (unmasked: only entries that the masks keep are read).
+        step : callable
+            ``step(t, out, x_t)`` for ``t = 0, ..., D-1``: ``out`` ``(k, n)`` holds the outputs of coordinate
+            ``order[t]`` (``out[j]`` is parameter ``j``; a scratch row the callee may overwrite), computed from
+            the coordinates before it; the callee writes the value of that coordinate into ``x_t`` ``(n,)``.
+        n : int
+            Batch size.
+        dtype : numpy dtype
+            Of the work arrays and the result.
+        block : int, optional
+            Degrees per block (see Notes); by default about ``UNITS_PER_BLOCK`` hidden units per block.
+
+        Returns
+        -------
+        x : ndarray, shape (n, D)
+            The coordinates that ``step`` produced, in their original index order.
+
+        Notes
+        -----
+        **Each unit once.**  A hidden unit of degree :math:`d` depends only on the inputs of degree
+        :math:`\\le d` (the masks keep a weight only where the degree does not decrease), and the outputs of
+        the coordinate of degree :math:`t+1` only on hidden units of degree :math:`\\le t`.  So at step
+        :math:`t = 0, \\dots, D-1`, once the coordinates of degree :math:`\\le t` are known, the hidden units of
+        degree :math:`t` (layer by layer) and then the outputs of coordinate ``order[t]`` have their final
+        values, and ``step`` turns those into coordinate ``order[t]`` (degree :math:`t+1`).  Every unit is
+        computed once, from values that never change afterwards, instead of the whole network once per
+        coordinate (:math:`D` passes).  In total that is one forward pass of arithmetic (less: the masked
+        weights are never multiplied), in :math:`D` steps of small products.
+
+        **The same sums.**  Sort every layer's units by the step that computes them and its inputs likewise
+        (the coordinates by degree).  Then the kept weights of the units of step :math:`t` are exactly a
+        prefix of their input rows: the inputs of degree :math:`\\le t` (hidden layers, and the first layer's
+        coordinates) or :math:`\\le t` hidden units for the outputs of degree :math:`t+1`, whose mask is
+        strict.  The product with that prefix is the masked product :math:`a\\tilde W` of :meth:`forward` with
+        the masked zeros left out; only the order of summation differs, so each value agrees with the dense
+        forward pass to rounding (the usual dot-product bound, a few units in the last place of
+        :math:`\\sum|w||a|`), not bitwise.
+
+        **Blocks.**  The inputs of the units of steps :math:`s \\le t < s + B` split into those known before
+        step :math:`s` and those produced inside the block.  The first part is one product per layer at the
+        start of the block (a GEMM of the block's units against every earlier input), the second a small
+        product at each step.  :math:`B = 1` and :math:`B = D` are the two ends: many large products, or a
+        product that grows to the full prefix at each step.  With about 16 hidden units per block the
+        sampling of a 5-layer MAF at D = 64 ran 1.3-1.5x faster than with none (``block=D``), at hidden
+        widths 64 and 128 (``scripts/bench_autoregressive.py``).
+
+        All work arrays are feature-major (``(units, n)``), so the units of a step are contiguous rows and
+        every product writes into them in place (``matmul(out=)``); no cache is kept: nothing here is
+        differentiated.
+        """
+        D, L, k = self.dim, self.n_layers, self.k
+        dtype = np.dtype(dtype)
+        if block is None:
+            block = max(1, UNITS_PER_BLOCK * D // max(self.hidden))
+        block = max(1, int(block))
+        # W[l]: (units of layer l, inputs of layer l), both in step order; b[l] a column.
+        W = [params[self._W[l]].T.take(self._units[l], axis=0).take(self._inputs[l], axis=1) for l in range(L)]
+        b = [params[self._b[l]].take(self._units[l])[:, None] for l in range(L)]
+        xs = np.empty((D, n), dtype)                                 # coordinates by degree, feature-major
+        acts = [np.empty((w, n), dtype) for w in self.sizes[1:]]     # every unit, in step order
+        part = [np.empty((w, n), dtype) for w in self.sizes[1:]]     # the sums over inputs known before a block
+        ins = [xs] + acts[:-1]
+        relu = self.activation == "relu"
+        zeros = np.zeros((self.units_per_step, n), dtype) if relu else None
+        for s in range(0, D, block):
+            e = min(s + block, D)
+            for l in range(L):                 # the known part of every unit of the block: one product per layer
+                lo, hi, r = self._bounds[l][s], self._bounds[l][e], self._known[l][s]
+                if hi > lo:
+                    p = part[l][lo:hi]
+                    if r:
+                        np.matmul(W[l][lo:hi, :r], ins[l][:r], out=p)
+                        p += b[l][lo:hi]
+                    else:
+                        p[...] = b[l][lo:hi]
+            for t in range(s, e):              # the rest, one step at a time
+                for l in range(L):
+                    lo, hi = self._bounds[l][t], self._bounds[l][t + 1]
+                    if hi == lo:
+                        continue
+                    h = acts[l][lo:hi]
+                    r0, r1 = self._known[l][s], self._need[l][t]
+                    if r1 > r0:
+                        np.matmul(W[l][lo:hi, r0:r1], ins[l][r0:r1], out=h)
+                        h += part[l][lo:hi]
+                    else:
+                        h[...] = part[l][lo:hi]
+                    if l < L - 1:
+                        if relu:
+                            np.maximum(h, zeros[:hi - lo], out=h)     # an array operand: several times faster than 0.0
+                        else:
+                            activate_(self.activation, h)
+                step(t, acts[-1][k * t:k * (t + 1)], xs[t])
+        x = np.empty((n, D), dtype)
+        x[:, self.order] = xs.T
+        return x
 
     def backward(self, params, dout, cache, need_dx=True):
         """``(dx, grads)`` for the cotangent ``dout`` of the output; ``dx`` is None if not ``need_dx``."""
