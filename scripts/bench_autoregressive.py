@@ -1,68 +1,86 @@
-"""Benchmark: the MAF/IAF asymmetry.  One masked affine autoregressive bijector, two flows, D = 8.
+"""Benchmark: the MAF/IAF asymmetry at D = 8, and MAF sampling at D = 64 against zuko's.
 
 What is measured
 ----------------
-``b = npflows.maf(8, n_layers=5, hidden=(64, 64))`` (5 MADE layers 8 -> 64 -> 64 -> 16, ReLU, orders
-reversed between layers), its parameters the initialisation plus Gaussian noise (std 0.02) on every entry
-so the flow is not the identity.  The *same* ``b`` and the same parameter dict serve
+**1. MAF vs IAF, D = 8.**  ``b = npflows.maf(8, n_layers=5, hidden=(64, 64))`` (5 MADE layers 8 -> 64 -> 64 -> 16,
+ReLU, orders reversed between layers), its parameters the initialisation plus Gaussian noise (std 0.02) on
+every entry so the flow is not the identity.  The *same* ``b`` and the same parameter dict serve
 
 * **MAF** = ``NormalizingFlow(b, StandardNormal(8))``:
   density = ``log_prob(x)``, one parallel MADE pass per layer (``b.forward``);
-  sampling = ``sample(n)``, base noise then ``b.inverse``: D = 8 sequential MADE passes per layer.
+  sampling = ``sample(n)``, base noise then ``b.inverse``: D = 8 sequential steps per layer.
 * **IAF** = ``PushForward(b, StandardNormal(8))``:
   sampling = ``sample_and_log_prob(n)``, base noise then ``b.forward``: one pass per layer, and the density
   of the samples comes with it;
-  density = ``log_prob(x)`` of a new point, ``b.inverse``: D sequential passes per layer.
+  density = ``log_prob(x)`` of a new point, ``b.inverse``: D sequential steps per layer.
 
-So the expected ratio of the slow to the fast operation is about D = 8 (each sequential pass is a full
-MADE evaluation, like the one parallel pass), slightly less because the fixed costs (validation, base
-density, noise) are shared.  Batch 1024 (``--batch``), float64 (``--dtype``).
+The sequential side computes each MADE unit once, degree by degree (``MADE.solve_by_degree``): about one
+pass of arithmetic, in D steps of small products per layer.  So the slow/fast ratio is no longer about D
+(as it is for D full passes, the textbook sequential inverse): it is the cost of D small steps against one
+large product per layer.  Batch 1024 (``--batch``), float64 (``--dtype``).
 
-Every time is the MEDIAN over repeated calls after 3 warm-up calls (at least 20 calls and 1 s per cell;
-``--quick``: 5 calls), the four operations timed in rotation (``--block`` consecutive calls each per round)
-so drift on a shared machine hits them alike.  BLAS is pinned to one thread with
-``threadpoolctl.threadpool_limits(1)`` and the setting is printed.  As in ``bench_train.py``, glibc is asked
-to keep freed memory (``npflows.perf.keep_freed_memory``; ``--default-malloc`` to skip): the parallel pass
-keeps its activations in the cache it returns, and with default trimming every call would fault in fresh
-pages, which costs more than the arithmetic at this size and blurs the comparison.
+**2. MAF sampling, D = 64, against zuko.**  npflows: ``NormalizingFlow(maf(64, n_layers=5, hidden=(64, 64),
+scale="softclip", scale_bound=-log(1e-3)), StandardNormal(64)).sample(n)`` (``--maf-hidden``), which is zuko's
+elementwise map (``maf_zuko_softclip`` in the validation cases); zuko: ``zuko.flows.MAF(features=64,
+transforms=5, hidden_features=(64, 64))`` (its defaults but for the number of transforms: MADE 64 -> 64 -> 64
+-> 128, ReLU, orders ascending then descending, soft-clipped affine) timed as ``flow().sample((n,))`` under
+``torch.no_grad()``; zuko inverts each layer with D full passes of its masked MLP.  Both in float32 and
+float64, the same batch (``--batch``).  npflows' own D-pass reference solve (``solve(params, z, D)`` per layer,
+what ``sample`` did before the by-degree solve) is timed beside them.  Each has its own parameters
+(npflows': perturbed as above; zuko's: its initialisation): the work per call does not depend on the values.
+Target: npflows' sampling at least 1.5x faster than zuko's in both dtypes.  Without torch or zuko
+(or with ``--no-peers``) the section times npflows alone and says that the peer is absent.
+
+Every time is the MEDIAN over repeated calls after warm-up calls.  Section 1: at least 20 calls and 1 s per
+cell (``--quick``: 5 calls), the four operations timed in rotation (``--block`` consecutive calls each per
+round) so drift on a shared machine hits them alike.  Section 2: at least 7 calls and 2 s per cell after one
+warm-up call (``--quick``: 2), the three samplers of a dtype in rotation, one call at a time.  BLAS is pinned
+to one thread with ``threadpoolctl.threadpool_limits(1)`` and torch with ``torch.set_num_threads(1)``; the
+settings are printed.  As in ``bench_train.py``, glibc is asked to keep freed memory
+(``npflows.perf.keep_freed_memory``; ``--default-malloc`` to skip): the parallel pass keeps its activations in
+the cache it returns, and with default trimming every call would fault in fresh pages, which costs more than
+the arithmetic at this size and blurs the comparison.
 
     python scripts/bench_autoregressive.py
     python scripts/bench_autoregressive.py --quick
 """
 import argparse
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cli import HelpFormatter, announce_quick  # noqa: E402
+from _cli import HelpFormatter, announce_quick, exit_status, target_verdict  # noqa: E402
 import numpy as np
 import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's npflows
 import npflows  # noqa: E402
 import npflows.perf  # noqa: E402
+from npflows.bijectors.coupling import ZUKO_SOFTCLIP_BOUND  # noqa: E402
 from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved, use_native_kernel  # noqa: E402
 
 DIM, N_LAYERS, HIDDEN, PARAM_NOISE = 8, 5, (64, 64), 0.02
+MAF_DIM, MAF_LAYERS, MAF_HIDDEN, MAF_TARGET = 64, 5, (64, 64), 1.5
+PEER_INSTALL = ("install the CPU build of torch first with `pip install torch==2.13.0`, then `pip install zuko` "
+                "(or `pip install -e .[peers]` after torch)")
 
 
-def main(argv=None):
-    use_native_kernel(__file__)
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=HelpFormatter)
-    p.add_argument("--batch", help="rows per call of log_prob and sampling", type=int, default=1024)
-    p.add_argument("--dtype", help="float dtype of the model and the data", default="float64", choices=["float64", "float32"])
-    p.add_argument("--quick", action="store_true", help="5 timed calls per cell: a smoke run")
-    p.add_argument("--block", type=int, default=5,
-                   help="consecutive calls of one operation per rotation (5: steady state; 1: cold caches)")
-    p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc's malloc trimming as it is (default: npflows.perf.keep_freed_memory())")
-    args = p.parse_args(argv)
-    announce_quick(args)
-    malloc_kept = False if args.default_malloc else npflows.perf.keep_freed_memory()
-    from threadpoolctl import threadpool_info, threadpool_limits
+def import_peer(want):
+    """``(torch, zuko, None)``, or ``(None, None, why)`` when the peer is absent."""
+    if not want:
+        return None, None, "skipped by --no-peers"
+    try:
+        import torch
+        import zuko
+    except ImportError as e:
+        return None, None, f"not importable ({e}); {PEER_INSTALL}"
+    return torch, zuko, None
 
+
+def section_maf_iaf(args, threadpool_info, threadpool_limits):
+    """Section 1: the same bijector as MAF and IAF at D = 8, its density and sampling on both sides."""
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     b = npflows.maf(DIM, n_layers=N_LAYERS, hidden=HIDDEN)
@@ -91,31 +109,172 @@ def main(argv=None):
         t = time_interleaved(fns, block=args.block, **reps)
 
     n_used = sum(int(m.sum()) + m.shape[1] for layer in b.layers for m in layer.net.masks)
-    print("MAF vs IAF: the same masked affine autoregressive bijector in NormalizingFlow and PushForward")
-    for line in env_lines(np, scipy, extra=[f"BLAS pinned to 1 thread with threadpoolctl.threadpool_limits(1); "
-                                            f"pools during timing:"] + blas_lines(info)):
+    print(f"\n1. MAF vs IAF at D = {DIM}: the same masked affine autoregressive bijector in NormalizingFlow and "
+          f"PushForward")
+    print("BLAS pools during timing:")
+    for line in blas_lines(info):
         print(line)
     print(f"model: maf({DIM}, n_layers={N_LAYERS}, hidden={HIDDEN}), MADE {DIM}-{'-'.join(map(str, HIDDEN))}-"
           f"{2 * DIM} ReLU, {n_used} parameters in use ({sum(v.size for v in params.values())} stored, the rest "
           f"masked); {dtype.name}, batch {n}; "
           f"median of >= {reps['min_repeats']} calls, in rotation, {args.block} consecutive per round; "
-          f"IAF self-consistency max|err| = {err:.1e}")
-    print("malloc: " + ("glibc keeps freed memory (npflows.perf.keep_freed_memory())" if malloc_kept else
-                        "default glibc trimming (freed memory returns to the OS: page faults on every call)") + "\n")
+          f"IAF self-consistency max|err| = {err:.1e}\n")
 
     def ms(k):
         return f"{t[k][0]:.2f}"
 
-    rows = [["MAF = NormalizingFlow(b)", ms("maf_density"), "1 x 5", ms("maf_sample"), f"{DIM} x 5",
+    one, seq = "1 pass x 5", f"{DIM} steps x 5"
+    rows = [["MAF = NormalizingFlow(b)", ms("maf_density"), one, ms("maf_sample"), seq,
              f"{t['maf_sample'][0] / t['maf_density'][0]:.1f}x slower"],
-            ["IAF = PushForward(b)", ms("iaf_density"), f"{DIM} x 5", ms("iaf_sample"), "1 x 5",
+            ["IAF = PushForward(b)", ms("iaf_density"), seq, ms("iaf_sample"), one,
              f"{t['iaf_density'][0] / t['iaf_sample'][0]:.1f}x slower"]]
-    print(fmt_table(["flow", "density ms", "passes", "sampling ms", "passes", "slow side / fast side"], rows))
+    print(fmt_table(["flow", "density ms", "work", "sampling ms", "work", "slow side / fast side"], rows))
     print(f"\ndensity: log_prob of {n} points (parallel for MAF, sequential for IAF); sampling: "
           f"{n} draws (MAF: sample, sequential; IAF: sample_and_log_prob, parallel, density included).\n"
-          f"passes: MADE evaluations per call = per layer x layers.  Expected slow/fast ratio ~ D = {DIM}.")
-    print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}" if hasattr(os, "getloadavg") else "")
+          f"work per layer: one parallel MADE pass, or a sequential solve in D = {DIM} steps that computes each "
+          f"MADE unit once (about one pass of arithmetic in small products; D full passes before).")
+
+
+def _layer_params(params, i):
+    prefix = f"{i}."
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def section_maf_vs_zuko(args, threadpool_info, threadpool_limits, torch, zuko, why_absent):
+    """Section 2: MAF sampling at D = 64, npflows (by-degree solve and the D-pass reference) against zuko.
+    Returns the list of dtypes whose target was missed."""
+    hidden = tuple(args.maf_hidden)
+    n, D = args.batch, MAF_DIM
+    b = npflows.maf(D, n_layers=MAF_LAYERS, hidden=hidden, scale="softclip", scale_bound=ZUKO_SOFTCLIP_BOUND)
+    base = npflows.StandardNormal(D)
+    flow = npflows.NormalizingFlow(b, base)
+    reps = dict(min_repeats=2, min_time=0.0, warmup=1) if args.quick else dict(min_repeats=7, min_time=2.0, warmup=1)
+    rows, missed, checks = [], [], []
+    for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+        rng = np.random.default_rng(0)
+        params = {k: (v + PARAM_NOISE * rng.standard_normal(v.shape)).astype(dtype)
+                  for k, v in flow.init(rng).items()}
+        layers = [(i, layer, _layer_params(params, i)) for i, layer in enumerate(b.layers)][::-1]
+
+        def reference(rng):              # what sample did before: D full MADE passes per layer
+            x = base.sample({}, n, rng, dtype)
+            for _, layer, p in layers:
+                x = layer.solve(p, x, D)[0]
+            return x
+
+        # Correctness before timing: the same draws give the same samples both ways, and map back to the draws.
+        xs, xr = flow.sample(params, n, np.random.default_rng(3)), reference(np.random.default_rng(3))
+        z = base.sample({}, n, np.random.default_rng(3), dtype)
+        scale = max(1.0, float(np.abs(xr).max()))
+        diff, back = float(np.abs(xs - xr).max()) / scale, float(np.abs(b.forward(params, xs)[0] - z).max())
+        tol = 1e-12 if dtype == np.float64 else 1e-4
+        assert diff < tol and back < 1e3 * tol, f"{dtype}: by-degree vs D-pass {diff:.1e}, round trip {back:.1e}"
+        checks.append(f"{dtype.name}: by-degree vs D-pass sample max|diff| / max|x| = {diff:.1e}, "
+                      f"max|f(x) - z| = {back:.1e}")
+        fns = {"npflows": lambda: flow.sample(params, n, np.random.default_rng(3)),
+               "npflows_ref": lambda: reference(np.random.default_rng(3))}
+        if torch is not None:
+            tdt = torch.float32 if dtype == np.float32 else torch.float64
+            zflow = zuko.flows.MAF(features=D, transforms=MAF_LAYERS, hidden_features=hidden).to(tdt)
+
+            def zuko_sample(zflow=zflow):
+                with torch.no_grad():
+                    return zflow().sample((n,))
+            out = zuko_sample()
+            assert out.dtype == tdt and tuple(out.shape) == (n, D), (out.dtype, out.shape)
+            fns["zuko"] = zuko_sample
+        with threadpool_limits(limits=1):
+            info = threadpool_info()
+            t = time_interleaved(fns, block=1, **reps)
+        row = [dtype.name, f"{t['npflows'][0]:.1f}", f"{t['npflows_ref'][0]:.1f}",
+               f"{t['npflows_ref'][0] / t['npflows'][0]:.1f}x"]
+        if torch is not None:
+            ratio = t["zuko"][0] / t["npflows"][0]
+            row += [f"{t['zuko'][0]:.1f}", f"{ratio:.2f}x"]
+            if ratio < MAF_TARGET:
+                missed.append(dtype.name)
+            rows.append((row, ratio))
+        else:
+            rows.append((row + ["absent", "-"], None))
+
+    print(f"\n2. MAF sampling at D = {D} against zuko: {n} draws, {MAF_LAYERS} layers, MADE {D}-"
+          f"{'-'.join(map(str, hidden))}-{2 * D} ReLU, soft-clipped affine (zuko's MAF, scale_bound = -log(1e-3))")
+    print("BLAS pools during timing:")
+    for line in blas_lines(info):
+        print(line)
+    print(f"npflows: NormalizingFlow(maf({D}, n_layers={MAF_LAYERS}, hidden={hidden}, scale='softclip'), "
+          f"StandardNormal({D})).sample; 'D-pass reference': the same draws through layer.solve(params, z, {D}) "
+          f"per layer (the sequential inverse before, and the traceable path's)")
+    if torch is not None:
+        print(f"zuko {_dist_version('zuko')}: zuko.flows.MAF(features={D}, transforms={MAF_LAYERS}, "
+              f"hidden_features={hidden}).to(dtype); flow().sample(({n},)) under torch.no_grad(), "
+              f"{D} passes per layer")
+    else:
+        print(f"zuko: ABSENT, {why_absent}: npflows is timed alone and the target is not judged")
+    print(f"median of >= {reps['min_repeats']} calls after {reps['warmup']} warm-up, in rotation; checks: "
+          + "; ".join(checks) + "\n")
+    header = ["dtype", "npflows ms", "D-pass ref ms", "ref / npflows", "zuko ms", "zuko / npflows"]
+    print(fmt_table(header, [r for r, _ in rows]))
+    print()
+    for (row, ratio) in rows:
+        if ratio is None:
+            print(f"target: MAF sampling at D = {D} at least {MAF_TARGET}x faster than zuko's ({row[0]}): "
+                  f"not judged, zuko absent")
+        else:
+            print(f"target: MAF sampling at D = {D} at least {MAF_TARGET}x faster than zuko's ({row[0]}): "
+                  f"{ratio:.2f}x, {target_verdict(ratio >= MAF_TARGET, args.quick)}")
+    return missed
+
+
+def _dist_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def main(argv=None):
+    use_native_kernel(__file__)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--batch", help="rows per call of log_prob and sampling", type=int, default=1024)
+    p.add_argument("--dtype", help="section 1: float dtype of the model and the data", default="float64",
+                   choices=["float64", "float32"])
+    p.add_argument("--quick", action="store_true", help="few timed calls per cell (5; 2 in section 2): a smoke run")
+    p.add_argument("--block", type=int, default=5,
+                   help="section 1: consecutive calls of one operation per rotation (5: steady state; 1: cold "
+                        "caches)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc trimming as it is (default: npflows.perf.keep_freed_memory())")
+    p.add_argument("--maf-hidden", type=int, nargs="+", default=list(MAF_HIDDEN),
+                   help="section 2: the MADE hidden widths of both flows (default 64 64, zuko's)")
+    p.add_argument("--no-peers", action="store_true", help="section 2 without torch and zuko (npflows alone)")
+    p.add_argument("--sections", type=int, nargs="+", choices=[1, 2], default=[1, 2],
+                   help="which sections to run (default 1 2)")
+    args = p.parse_args(argv)
+    announce_quick(args)
+    malloc_kept = False if args.default_malloc else npflows.perf.keep_freed_memory()
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch, zuko, why_absent = import_peer(2 in args.sections and not args.no_peers)
+    if torch is not None:
+        torch.set_num_threads(1)
+    print("MAF and IAF: the sequential side of a masked affine autoregressive flow")
+    for line in env_lines(np, scipy, torch=torch,
+                          extra=["BLAS pinned to 1 thread with threadpoolctl.threadpool_limits(1)"
+                                 + (", torch with torch.set_num_threads(1)" if torch is not None else "")]):
+        print(line)
+    print("malloc: " + ("glibc keeps freed memory (npflows.perf.keep_freed_memory())" if malloc_kept else
+                        "default glibc trimming (freed memory returns to the OS: page faults on every call)"))
+    missed = []
+    if 1 in args.sections:
+        section_maf_iaf(args, threadpool_info, threadpool_limits)
+    if 2 in args.sections:
+        missed = section_maf_vs_zuko(args, threadpool_info, threadpool_limits, torch, zuko, why_absent)
+    if hasattr(os, "getloadavg"):
+        print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return exit_status(bool(missed), args.quick)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

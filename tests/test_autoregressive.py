@@ -297,6 +297,31 @@ def test_solve_by_degree_hands_each_step_the_final_outputs(k, activation):
             close(x[:, i], np.tanh(dense[:, i::6].sum(axis=1)) + 0.5 * t, 1e-12, f"x_{i}")
 
 
+def test_by_degree_reads_the_degrees_and_masks_of_the_moment():
+    """Degrees and masks assigned after construction are honoured: npflows.describe.build (which nf.load
+    uses) rebuilds a layer with "equal" degrees and then sets the stored random ones.  Masks that the degrees
+    do not describe (here: hidden degrees relabelled one lower, so the masks keep weights the labels would
+    drop) take the D-pass fallback, handing each step the same final outputs.  Tolerances as in
+    test_inverse_by_degree_equals_the_D_pass_reference (float64)."""
+    from npflows.describe import build, describe
+    rng = np.random.default_rng(4)
+    b = nf.MaskedAffineAutoregressive(6, hidden=(9, 7), order="random", rng=rng, hidden_degrees="random",
+                                      activation="tanh")
+    p = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in b.init(rng).items()}
+    z = rng.standard_normal((10, 6))
+    x_ref = b.solve(p, z, 6)[0]
+    b2 = build(describe(b))
+    equal = nf.MaskedAffineAutoregressive(6, hidden=(9, 7)).net.hidden_degree_list      # what build starts from
+    assert not all(np.array_equal(u, v) for u, v in zip(b2.net.hidden_degree_list, equal))
+    close(b2.inverse(p, z)[0], x_ref, 1e-13, "rebuilt from its description")
+    b3 = copy.deepcopy(b)
+    b3.net.hidden_degree_list = [np.maximum(d - 1, 1) for d in b.net.hidden_degree_list]
+    assert b3.net._plan_by_degree() is None and b.net._plan_by_degree() is not None
+    calls = _count_passes(b3)
+    close(b3.inverse(p, z)[0], x_ref, 1e-13, "masks the degrees do not describe: D-pass fallback")
+    assert calls == [6, 1]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_maf_sampling_at_D64_round_trips(dtype):
     """The benchmark's model (maf(64), 5 layers, MADE 64-128-128-128, parameters perturbed by 0.02):

@@ -3,9 +3,12 @@
 One bijector, two flows (see ``npflows.core.flows``):
 
 * ``NormalizingFlow(maf(D), base)`` is MAF (Papamakarios et al. 2017, arXiv:1705.07057): the density of a
-  data point is one parallel pass per layer, sampling is ``D`` sequential passes per layer.
+  data point is one parallel pass per layer, sampling is ``D`` sequential steps per layer.
 * ``PushForward(maf(D), base)`` is IAF (Kingma et al. 2016, arXiv:1606.04934): a sample and its density are
-  one parallel pass per layer, the density of a *new* point (``log_prob``) is ``D`` sequential passes.
+  one parallel pass per layer, the density of a *new* point (``log_prob``) is ``D`` sequential steps.
+
+A sequential inverse computes each unit of the network once, degree by degree (about one pass of
+arithmetic in ``D`` small steps), not ``D`` full passes; see the class Notes.
 
 The conditioner is a :class:`~npflows.nn.MADE` (Germain et al. 2015, arXiv:1502.03509).  The scale maps are
 those of the affine coupling (:data:`npflows.bijectors.coupling.SCALES`), imported, not copied.
@@ -74,8 +77,8 @@ class MaskedAffineAutoregressive(Bijector):
 
     **Forward is one parallel pass**: all of :math:`r, t` come from one MADE evaluation on :math:`x`.
 
-    **Inverse is D sequential passes.**  Solve :math:`x = (z - t(x))\\odot e^{-s(x)}` pass by pass:
-    :math:`x^{(0)} = 0` and
+    **Inverse, the reference: D sequential passes.**  Solve :math:`x = (z - t(x))\\odot e^{-s(x)}` pass by
+    pass: :math:`x^{(0)} = 0` and
 
     .. math:: x^{(p+1)}_i = (z_i - t_i(x^{(p)}))\\,e^{-s_i(x^{(p)})} \\text{ if } m(i) \\le p + 1,
               \\quad x^{(p+1)}_i = 0 \\text{ otherwise.}
@@ -91,6 +94,27 @@ class MaskedAffineAutoregressive(Bijector):
     weight times an infinite input is NaN, not 0.  Holding them at 0 changes no exact coordinate (they enter
     only through masked, zero weights), so MADE only ever sees solved coordinates and zeros; overflow in the
     discarded entries is ignored, and a solution that is itself not finite raises ``FloatingPointError``.
+
+    **The same solve, each unit once** (the NumPy path of :meth:`inverse`; the traceable ``xp`` path is the
+    reference above, :meth:`solve`).  Pass :math:`p+1` above recomputes every unit of MADE, but the only
+    values it changes are those that read the coordinate of degree :math:`p+1`, just solved: a hidden unit of
+    degree :math:`d` reads only coordinates of degree :math:`\\le d` (through the masks), so it takes its
+    final value in pass :math:`d + 1` and keeps it.  :meth:`MADE.solve_by_degree` therefore computes, at
+    step :math:`k = 0, \\dots, D-1`, the hidden units of degree :math:`k` (from final values) and then
+    :math:`r_i, t_i` of the coordinate of degree :math:`m(i) = k+1` from the hidden units of degree
+    :math:`\\le k`, exactly the values that pass :math:`k+1` of the reference uses for that coordinate, and
+    sets
+
+    .. math:: x_i = (z_i - t_i)\\,e^{-s_i}, \\qquad m(i) = k + 1,
+
+    the reference's update of the one coordinate that the pass solves.  Each value is the same sum of the
+    same products as in the reference, with the masked zeros left out and the terms grouped differently
+    (by block), so the result agrees with the reference to rounding, not bitwise; the log-scales
+    :math:`s_i` are those of the last pass, so the logdet is :math:`-\\sum_i s_i` as before.  The arithmetic is
+    about one MADE pass instead of :math:`D`, and no cache is built.  No unsolved coordinate is ever read, so
+    no garbage arises at all; the product :math:`(z_i - t_i)e^{-s_i}` is the plain one unless some
+    :math:`e^{-s_i}` leaves the normal range, in which case the solve is repeated with ``mul_exp``'s exact
+    form (as the reference uses everywhere).
 
     **Backward** for cotangents :math:`(\\bar z, \\bar\\ell)` (:math:`\\bar\\ell` per sample, broadcast over
     the coordinates), affine update, from :math:`z = x e^{s} + t`, :math:`\\ell = \\sum_i s_i`:
@@ -171,8 +195,9 @@ class MaskedAffineAutoregressive(Bijector):
 
     def solve(self, params, z, n_passes, xp=np):
         """The first ``n_passes`` passes of the sequential inverse: ``(x, logdet)``, exact on the
-        coordinates of degree ``<= n_passes`` and 0 on the others (see Notes).  ``n_passes = D`` is
-        :meth:`inverse` (without its finiteness check)."""
+        coordinates of degree ``<= n_passes`` and 0 on the others (see Notes).  ``n_passes = D`` is the
+        reference for :meth:`inverse` (without its finiteness check): its traceable path runs it, its NumPy
+        path computes the same solve with each MADE unit once."""
         mp = self.net.masked_params(params, xp)
         x, logs = xp.zeros_like(z), None
         deg = self.net.degrees

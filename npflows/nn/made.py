@@ -154,28 +154,39 @@ class MADE:
         self.activation, self.zero_last, self.prefix = activation, bool(zero_last), self.mlp.prefix
         self.sizes, self.n_layers = self.mlp.sizes, self.mlp.n_layers
         self._W, self._b = self.mlp._W, self.mlp._b
-        self._plan_by_degree()
 
     def _plan_by_degree(self):
-        """Fixed index structure of :meth:`solve_by_degree` (no parameters): every layer's units sorted by
-        the step that computes them, and the input prefixes they read."""
-        D, L = self.dim, self.n_layers
+        """The index structure of :meth:`solve_by_degree`, from the current degrees (no parameters): each
+        layer's units sorted by the step that computes them, and the input prefixes they read; None when a
+        mask keeps a weight that the degrees would drop (masks set by hand), as only then the prefixes miss
+        a term.  Computed per call (microseconds), so degrees and masks assigned after construction (as
+        :func:`npflows.describe.build` does) are honoured."""
+        D = self.dim
         steps = np.arange(D + 1)
-        # units[l]: layer l's output units (hidden units, or output columns) in the order they are computed;
-        # bounds[l][t]: how many of them are computed before step t (units of step t: bounds[t]:bounds[t+1]).
-        self._units, self._bounds = [], []
+        units, bounds, rules = [], [], []
+        prev = self.degrees
         for deg in self.hidden_degree_list:
             u = np.argsort(deg, kind="stable")
-            self._units.append(u)
-            self._bounds.append(np.searchsorted(deg[u], steps))        # units of degree < t
-        self._units.append((self.order[:, None] + D * np.arange(self.k)[None, :]).ravel())
-        self._bounds.append(self.k * steps)                            # coordinate order[t]'s k columns
+            units.append(u)
+            bounds.append(np.searchsorted(deg[u], steps))              # units of degree < t
+            rules.append(prev[:, None] <= deg[None, :])
+            prev = deg
+        rules.append(prev[:, None] < self.output_degrees[None, :])
+        if len(rules) != len(self.masks) or any(m.shape != r.shape or np.any(m & ~r)
+                                                for m, r in zip(self.masks, rules)):
+            return None
+        # units[l]: layer l's output units (hidden units, or output columns) in the order they are computed;
+        # bounds[l][t]: how many of them are computed before step t (units of step t: bounds[t]:bounds[t+1]).
+        units.append((self.order[:, None] + D * np.arange(self.k)[None, :]).ravel())
+        bounds.append(self.k * steps)                                  # coordinate order[t]'s k columns
         # inputs[l]: layer l's input units in the same order (the coordinates by degree for l = 0);
-        # need[l][t]: the input prefix that the units of step t read (their whole unmasked support).
-        self._inputs = [self.order] + self._units[:-1]
-        self._need = [steps[:D]] + [b[1:] for b in self._bounds[:-1]]   # x of degree <= t; units of degree <= t
-        self._known = [steps[:D]] + [b[:D] for b in self._bounds[:-1]]  # ... of degree < t (known before step t)
-        self.units_per_step = max(int(np.diff(b).max()) for b in self._bounds)
+        # need[l][t]: the input prefix that the units of step t read (their whole support under the degrees);
+        # known[l][s]: the part of it known before step s.
+        inputs = [self.order] + units[:-1]
+        need = [steps[:D]] + [b[1:] for b in bounds[:-1]]              # x of degree <= t; units of degree <= t
+        known = [steps[:D]] + [b[:D] for b in bounds[:-1]]             # ... of degree < t
+        per_step = max(int(np.diff(b).max()) for b in bounds)
+        return units, bounds, inputs, need, known, per_step
 
     def check_autoregressive(self):
         """The boolean product of the masks, ``(D, k*D)``, after checking that it connects no input to an
@@ -289,22 +300,27 @@ class MADE:
         """
         D, L, k = self.dim, self.n_layers, self.k
         dtype = np.dtype(dtype)
+        plan = self._plan_by_degree()
+        if plan is None:
+            return self._solve_by_passes(params, step, n, dtype)
+        units, bounds, inputs, need, known, per_step = plan
         if block is None:
             block = max(1, UNITS_PER_BLOCK * D // max(self.hidden))
         block = max(1, int(block))
-        # W[l]: (units of layer l, inputs of layer l), both in step order; b[l] a column.
-        W = [params[self._W[l]].T.take(self._units[l], axis=0).take(self._inputs[l], axis=1) for l in range(L)]
-        b = [params[self._b[l]].take(self._units[l])[:, None] for l in range(L)]
+        # W[l]: the masked weights (units of layer l, inputs of layer l), both in step order; b[l] a column.
+        W = [(params[self._W[l]] * self.masks[l]).T.take(units[l], axis=0).take(inputs[l], axis=1)
+             for l in range(L)]
+        b = [params[self._b[l]].take(units[l])[:, None] for l in range(L)]
         xs = np.empty((D, n), dtype)                                 # coordinates by degree, feature-major
         acts = [np.empty((w, n), dtype) for w in self.sizes[1:]]     # every unit, in step order
         part = [np.empty((w, n), dtype) for w in self.sizes[1:]]     # the sums over inputs known before a block
         ins = [xs] + acts[:-1]
         relu = self.activation == "relu"
-        zeros = np.zeros((self.units_per_step, n), dtype) if relu else None
+        zeros = np.zeros((per_step, n), dtype) if relu else None
         for s in range(0, D, block):
             e = min(s + block, D)
             for l in range(L):                 # the known part of every unit of the block: one product per layer
-                lo, hi, r = self._bounds[l][s], self._bounds[l][e], self._known[l][s]
+                lo, hi, r = bounds[l][s], bounds[l][e], known[l][s]
                 if hi > lo:
                     p = part[l][lo:hi]
                     if r:
@@ -314,11 +330,11 @@ class MADE:
                         p[...] = b[l][lo:hi]
             for t in range(s, e):              # the rest, one step at a time
                 for l in range(L):
-                    lo, hi = self._bounds[l][t], self._bounds[l][t + 1]
+                    lo, hi = bounds[l][t], bounds[l][t + 1]
                     if hi == lo:
                         continue
                     h = acts[l][lo:hi]
-                    r0, r1 = self._known[l][s], self._need[l][t]
+                    r0, r1 = known[l][s], need[l][t]
                     if r1 > r0:
                         np.matmul(W[l][lo:hi, r0:r1], ins[l][r0:r1], out=h)
                         h += part[l][lo:hi]
@@ -332,6 +348,21 @@ class MADE:
                 step(t, acts[-1][k * t:k * (t + 1)], xs[t])
         x = np.empty((n, D), dtype)
         x[:, self.order] = xs.T
+        return x
+
+    def _solve_by_passes(self, params, step, n, dtype):
+        """:meth:`solve_by_degree` by ``D`` full passes (masks that the degrees do not describe): pass ``t``
+        evaluates the whole network on the coordinates solved so far (zeros elsewhere) and hands ``step`` the
+        outputs of coordinate ``order[t]``, final because its inputs of lower degree all are."""
+        D, k = self.dim, self.k
+        mp = self.masked_params(params)
+        x = np.zeros((n, D), dtype)
+        x_t = np.empty(n, dtype)
+        cols = np.arange(k) * D
+        for t, i in enumerate(self.order):
+            out = self.apply(mp, x)[0]
+            step(t, np.ascontiguousarray(out[:, cols + i].T), x_t)
+            x[:, i] = x_t
         return x
 
     def backward(self, params, dout, cache, need_dx=True):
