@@ -29,6 +29,8 @@ that containers use run inside it."""
 
 def unbox(x):
     """The concrete ndarray behind ``x`` (autograd wraps traced arrays in boxes with ``_value``)."""
+    if type(x) is np.ndarray:      # the common case, without hasattr's failed attribute lookup
+        return x
     while hasattr(x, "_value"):
         x = x._value
     return x
@@ -46,14 +48,23 @@ def all_finite(a):
     return bool(np.isfinite(raw).all())
 
 
+CONCAT_MAX = 1 << 17
+"""Up to this many entries in all, :func:`all_finite_many` sums one concatenated copy: a reduction's fixed
+cost (about 1.5 us) then counts once instead of once per array (48 arrays for an 8-coupling RealNVP: 37
+instead of 74 us).  Beyond it the copy would cost more than the calls it saves."""
+
+
 def all_finite_many(arrays):
-    """:func:`all_finite` over several arrays: one reduction each, summed into one Python float, then one
-    test (no concatenated copy: a large temporary costs more in allocation than the reductions do)."""
+    """:func:`all_finite` over several arrays: their sum (of one concatenated copy when they are small,
+    else one reduction each, summed into one Python float), then one test."""
     arrays = [unbox(a) for a in arrays]
-    total = 0.0
-    for a in arrays:
-        if a.size:
-            total += float(_sum(a, axis=None))
+    if len(arrays) > 1 and sum(a.size for a in arrays) <= CONCAT_MAX:
+        total = float(_sum(np.concatenate(arrays, axis=None)))
+    else:
+        total = 0.0
+        for a in arrays:
+            if a.size:
+                total += float(_sum(a, axis=None))
     if math.isfinite(total):
         return True
     return all(all_finite(a) for a in arrays)      # a sum of finite terms can overflow too
@@ -100,11 +111,16 @@ def check_params(owner, params, shapes, dtype=None):
     params = unbox(params)     # autograd traces a dict of parameters as a DictBox
     if not isinstance(params, Mapping):
         raise ValueError(f"{owner}: expected the parameters as a dict of arrays, got {type(params).__name__}")
-    if len(params) != len(shapes) or any(k not in params for k in shapes):
+    if params.keys() != shapes.keys():
         raise ValueError(f"{owner}: parameter keys do not match the model: missing "
                          f"{sorted(set(shapes) - set(params))}, unexpected {sorted(set(params) - set(shapes))}")
+    want = None if dtype is None else np.dtype(dtype)
     for k, shape in shapes.items():
-        v = unbox(params[k])
+        v = params[k]
+        if type(v) is np.ndarray and v.shape == shape and (v.dtype == want if want is not None
+                                                           else v.dtype in FLOAT_DTYPES):
+            continue                    # the common case in one test; the diagnosis below otherwise
+        v = unbox(v)
         if not isinstance(v, (np.ndarray, np.generic)):
             raise ValueError(f"{owner}: parameter {k!r} must be a numpy array of shape {tuple(shape)}, got "
                              f"{type(v).__name__}")

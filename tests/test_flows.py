@@ -112,7 +112,7 @@ def test_normalizing_flow_gradient_matches_autograd(base, chunk_rows):
 
 
 def test_chunk_rows_is_validated():
-    for bad in (0, -1, 2.5, "8"):
+    for bad in (0, -1, 2.5, "8", True, "Auto"):
         with pytest.raises(ValueError, match="chunk_rows"):
             _flow(nf.StandardNormal(3), bad)
 

@@ -24,6 +24,7 @@ composite prefixes the position of the layer where the problem arose: ``"Sequent
 import numpy as np
 
 from .._checks import QUIET, all_finite, all_finite_many, check_array, check_finite_result, check_params, unbox
+from ..perf import managed
 
 ERRORS = (ValueError, FloatingPointError)
 """The two documented exception types (``FloatingPointError`` includes its subclasses
@@ -121,6 +122,7 @@ class Bijector:
                                     hint=why or "the layer overflows at this input and these parameters")
 
     # ------------------------------------------------------------------ the contract
+    @managed
     def forward(self, params, x, xp=np):
         """``(y, logdet, cache)`` for ``y = f(x)``; ``x`` is ``(N, D)``, logdet ``(N,)``."""
         self._check_forward_input(x)
@@ -128,6 +130,7 @@ class Bijector:
         with np.errstate(**QUIET):
             return self._call_forward(params, x, xp, checked_input=True)
 
+    @managed
     def inverse(self, params, y, xp=np):
         """``(x, logdet)`` with ``x = f^{-1}(y)`` and ``logdet = log|det dx/dy|`` of shape ``(N,)``."""
         self._check_inverse_input(y)
@@ -135,6 +138,7 @@ class Bijector:
         with np.errstate(**QUIET):
             return self._call_inverse(params, y, xp, checked_input=True)
 
+    @managed
     def backward(self, params, dy, dlogdet, cache):
         """Vector-Jacobian product of ``forward``: cotangents ``(dy, dlogdet)`` -> ``(dx, grads)``."""
         with np.errstate(**QUIET):
@@ -159,13 +163,19 @@ class Bijector:
         hook = "_check_forward_input" if direction == "forward" else "_check_inverse_input"
         return getattr(type(self), hook) is getattr(Bijector, hook)
 
-    def _call_forward(self, params, x, xp=np, checked_input=False):
-        """``forward`` with the parameters already validated by the caller."""
+    def _call_forward(self, params, x, xp=np, checked_input=False, keep_cache=True):
+        """``forward`` with the parameters already validated by the caller.  ``keep_cache=False`` (an
+        evaluation that nothing will differentiate, such as ``log_prob``) returns the cache as None and lets
+        a container free each layer's intermediate arrays as soon as the next layer has its input."""
         if not checked_input:
             self._check_forward_input(x)
-        y, logdet, cache = self._forward(params, x, xp)
+        y, logdet, cache = self._forward(params, x, xp) if keep_cache else self._forward_value(params, x, xp)
         self._check_results("forward", params, x, (("output", y), ("log-determinant", logdet)))
-        return y, logdet, cache
+        return y, logdet, (cache if keep_cache else None)
+
+    def _forward_value(self, params, x, xp):
+        """``_forward`` for a caller that discards the cache; containers override it to keep none."""
+        return self._forward(params, x, xp)
 
     def _call_inverse(self, params, y, xp=np, checked_input=False):
         """``inverse`` with the parameters already validated by the caller."""

@@ -77,16 +77,20 @@ class Sequential(Bijector):
             except ValueError as e:
                 raise in_layer(e, self._where(i, "parameters")) from None
 
-    def _forward(self, params, x, xp):
+    def _forward(self, params, x, xp, keep_cache=True):
         caches, logdet = [], None
         for i, b in enumerate(self.layers):
             try:
-                x, ld, c = b._call_forward(self._sub(params, i), x, xp, checked_input=self._trusted[i][0])
+                x, ld, c = b._call_forward(self._sub(params, i), x, xp, checked_input=self._trusted[i][0],
+                                           keep_cache=keep_cache)
             except ERRORS as e:
                 raise in_layer(e, self._where(i, "forward")) from None
             logdet = ld if logdet is None else logdet + ld
             caches.append(c)
         return x, logdet, caches
+
+    def _forward_value(self, params, x, xp):
+        return self._forward(params, x, xp, keep_cache=False)
 
     def _inverse(self, params, y, xp):
         logdet = None
@@ -159,7 +163,7 @@ class Inverse(Bijector):
         return y, logdet, (x, y)
 
     def _inverse(self, params, y, xp):
-        x, logdet, _ = self.base._call_forward(params, y, xp, checked_input=True)
+        x, logdet, _ = self.base._call_forward(params, y, xp, checked_input=True, keep_cache=False)
         return x, logdet
 
     def _check_results(self, direction, params, x, outputs):

@@ -10,16 +10,22 @@ Parameters of both live in one flat dict: the bijector's keys as they are, the b
 import numpy as np
 
 from .._checks import QUIET, all_finite, check_array, check_count, check_finite_result, check_rng, unbox
+from ..perf import managed
 from .bijector import ERRORS, in_layer
 from .compose import prefixed
 
 BASE = "base."
-CHUNK_ROWS = 1024
-"""Default rows per pass of :class:`NormalizingFlow`'s batch methods.  A (1024, 64) float64 activation is
-512 KiB, so a chunk's working set stays in a core's L2 cache; at batch 4096 this makes the RealNVP train
-step of ``scripts/bench_train.py`` about 15% faster in float64 than one pass over the whole batch (31
-instead of 36 ms; its arrays spill to L3), float32 unchanged, and it caps the memory that the caches of a
-large evaluation take."""
+CHUNK_ROWS = "auto"
+"""Default rows per pass of :class:`NormalizingFlow`'s batch methods: ``"auto"`` is
+:data:`AUTO_CHUNK_ROWS` for the data's dtype."""
+AUTO_CHUNK_ROWS = {np.dtype(np.float32): 4096, np.dtype(np.float64): 2048}
+"""Rows per pass for ``chunk_rows="auto"``: the same 1 MiB per 64-wide activation in both dtypes.  Measured
+with ``scripts/bench_train.py``'s RealNVP on a 2-core AMD EPYC (512 KiB L2, 32 MiB L3), train step: at
+batch 4096 one pass beat chunks of 1024 rows (float32 21.3 against 24.2 ms, float64 44.6 against 50.3),
+chunks of 2048 matched one pass in float64; at batch 16384 chunks of 4096 were best in float32 (97 against
+107 ms for 1024 and 120 for one pass) and 1024-2048 in float64.  Smaller chunks pay the per-layer Python
+cost more often; larger ones spill the activations that the backward reads back out of the caches, and
+hold more memory (the caches of one pass are about 40 activations of the chunk's size for that model)."""
 
 
 class _Flow:
@@ -36,7 +42,7 @@ class _Flow:
         # the flow checks its data (rank, size, dtype, finiteness) and its base's samples are finite floats, so
         # the bijector's input check is skipped where it is only that generic check
         self._trust_fwd, self._trust_inv = bijector._trusts_container("forward"), bijector._trusts_container("inverse")
-        self._n_keys = len(self._fkeys) + len(self._bkeys)
+        self._all_keys = set(self._fkeys) | {fk for fk, _ in self._bkeys}
 
     def param_shapes(self):
         return {**self.bijector.param_shapes(), **prefixed(BASE, self.base.param_shapes())}
@@ -47,8 +53,7 @@ class _Flow:
         if not isinstance(raw, dict):
             raise ValueError(f"{type(self).__name__}: expected the parameters as a dict of arrays, got "
                              f"{type(raw).__name__}")
-        if len(raw) != self._n_keys or any(k not in raw for k in self._fkeys) \
-                or any(fk not in raw for fk, _ in self._bkeys):
+        if raw.keys() != self._all_keys:
             want = set(self.param_shapes())
             raise ValueError(f"{type(self).__name__}: parameter keys do not match the model: missing "
                              f"{sorted(want - set(raw))}, unexpected {sorted(set(raw) - want)}")
@@ -121,13 +126,14 @@ class NormalizingFlow(_Flow):
         Its ``forward`` maps data to the base space.
     base : distribution
         The base density :math:`p_Z`.
-    chunk_rows : int or None, default :data:`CHUNK_ROWS`
+    chunk_rows : int, None or "auto", default :data:`CHUNK_ROWS`
         ``log_prob``, ``loss_and_grad``, ``log_likelihood_and_grad`` and ``log_prob_and_grad_x`` pass at
         most this many rows through the bijector at a time (faster for large batches, whose arrays would
         spill out of the CPU's cache, and lighter on memory); the results equal one pass over the whole
         batch up to the order of floating-point sums.  ``None``: one pass.  Where a bijector's result
         for a sample depends on the rest of its batch (an adaptive ODE solver shares one step size over
         the batch), chunks change the result within the solver's tolerance; pass ``None`` to avoid it.
+        ``"auto"``: :data:`AUTO_CHUNK_ROWS` for the data's dtype (2048 rows in float64, 4096 in float32).
 
     Notes
     -----
@@ -141,9 +147,10 @@ class NormalizingFlow(_Flow):
 
     def __init__(self, bijector, base, chunk_rows=CHUNK_ROWS):
         super().__init__(bijector, base)
-        if chunk_rows is not None and not (isinstance(chunk_rows, (int, np.integer)) and chunk_rows >= 1):
-            raise ValueError(f"NormalizingFlow: chunk_rows must be a positive int or None, got {chunk_rows!r}")
-        self.chunk_rows = None if chunk_rows is None else int(chunk_rows)
+        if not (chunk_rows is None or (isinstance(chunk_rows, str) and chunk_rows == "auto") or (
+                isinstance(chunk_rows, (int, np.integer)) and not isinstance(chunk_rows, bool) and chunk_rows >= 1)):
+            raise ValueError(f"NormalizingFlow: chunk_rows must be a positive int, None or 'auto', got {chunk_rows!r}")
+        self.chunk_rows = chunk_rows if chunk_rows is None or isinstance(chunk_rows, str) else int(chunk_rows)
 
     def init(self, rng, x=None, dtype=np.float64):
         """Parameters for the bijector (data-dependent when ``x`` is given) and the base."""
@@ -157,11 +164,16 @@ class NormalizingFlow(_Flow):
             raise ValueError(f"{owner}: the batch is empty (shape {x.shape}); a mean over no samples is undefined")
         return self.checked_split(params, x.dtype)
 
-    def _chunks(self, n):
+    def _chunks(self, n, dtype):
         """Row slices of at most ``chunk_rows`` rows covering ``range(n)`` (one slice if not chunking)."""
-        step = n if self.chunk_rows is None else self.chunk_rows
+        step = self.chunk_rows
+        if step is None:
+            step = n
+        elif step == "auto":
+            step = AUTO_CHUNK_ROWS.get(np.dtype(dtype), n)
         return [slice(lo, min(lo + step, n)) for lo in range(0, max(n, 1), max(step, 1))]
 
+    @managed
     def log_prob(self, params, x):
         """:math:`\\log p(x)`, shape ``(N,)``.  ``-inf`` only where the base has no support; never NaN.
 
@@ -170,15 +182,17 @@ class NormalizingFlow(_Flow):
         owner = "NormalizingFlow.log_prob"
         pb, pd = self._check(params, x, owner)
         parts = []
-        for s in self._chunks(x.shape[0]):
-            z, logdet, _ = self._bij("_call_forward", owner, pb, x[s], np, self._trust_fwd)
+        for s in self._chunks(x.shape[0], x.dtype):
+            z, logdet, _ = self._bij("_call_forward", owner, pb, x[s], np, self._trust_fwd, False)
             parts.append(self._total(owner, self.base.log_prob(pd, z), logdet))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    @managed
     def log_likelihood_and_grad(self, params, x):
         """Mean log-likelihood of the batch ``x`` ``(N, D)`` and its gradient for every parameter by name."""
         return self._mean_and_grad(params, x, 1.0)
 
+    @managed
     def loss_and_grad(self, params, x):
         """The training objective: negative mean log-likelihood (nats) and its gradient."""
         return self._mean_and_grad(params, x, -1.0)
@@ -193,7 +207,7 @@ class NormalizingFlow(_Flow):
         pb, pd = self._check(params, x, owner, nonempty=True)
         n = x.shape[0]
         total, grads = 0.0, None
-        for s in self._chunks(n):
+        for s in self._chunks(n, x.dtype):
             z, logdet, cache = self._bij("_call_forward", owner, pb, x[s], np, self._trust_fwd)
             logp = self._total(owner, self.base.log_prob(pd, z), logdet)
             check_finite_result(owner, logp, "the log-likelihood", hint="the data lie outside the base's support")
@@ -207,6 +221,7 @@ class NormalizingFlow(_Flow):
             check_finite_result(owner, grads[fk], f"the gradient of {fk!r}")
         return sign * total / n, grads
 
+    @managed
     def log_prob_and_grad_x(self, params, x):
         """``(log p(x), d log p(x) / dx)``, shapes ``(N,)`` and ``(N, D)``: the density as a target for
         another flow (distillation, reverse KL).  One forward and one backward pass with cotangents
@@ -214,7 +229,7 @@ class NormalizingFlow(_Flow):
         owner = "NormalizingFlow.log_prob_and_grad_x"
         pb, pd = self._check(params, x, owner)
         logps, dxs = [], []
-        for s in self._chunks(x.shape[0]):
+        for s in self._chunks(x.shape[0], x.dtype):
             z, logdet, cache = self._bij("_call_forward", owner, pb, x[s], np, self._trust_fwd)
             logp = check_finite_result(owner, self._total(owner, self.base.log_prob(pd, z), logdet), "log_prob",
                                        hint="the point lies outside the base's support, where the gradient of "
@@ -228,6 +243,7 @@ class NormalizingFlow(_Flow):
             return logps[0], dxs[0]
         return np.concatenate(logps), np.concatenate(dxs)
 
+    @managed
     def sample(self, params, n, rng, dtype=None):
         """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`, shape ``(n, D)``, in the parameters' dtype
         (``dtype`` for a flow without parameters).  ``n`` is an integer >= 0 and ``rng`` a
@@ -264,6 +280,7 @@ class PushForward(_Flow):
         dtype = np.dtype(dtype)
         return {**self.bijector.init(rng, dtype=dtype), **prefixed(BASE, self.base.init(rng, dtype=dtype))}
 
+    @managed
     def sample_and_log_prob(self, params, n, rng, dtype=None):
         """``(x, log q(x))`` for ``n`` fresh samples; shapes ``(n, D)`` and ``(n,)``, in the parameters' dtype
         (``dtype`` for a flow without parameters).  ``n`` is an integer >= 0 and ``rng`` a
@@ -282,6 +299,7 @@ class PushForward(_Flow):
         logq = check_finite_result(owner, self._total(owner, self.base.log_prob(pd, z), logdet, sign=-1.0), "log q")
         return x, logq, (pb, pd, z, scache, cache)
 
+    @managed
     def log_prob(self, params, x):
         """Density of an arbitrary point: needs the bijector's inverse (sequential or numerical)."""
         owner = "PushForward.log_prob"
@@ -290,6 +308,7 @@ class PushForward(_Flow):
         z, logdet_inv = self._bij("_call_inverse", owner, pb, x, np, self._trust_inv)
         return self._total(owner, self.base.log_prob(pd, z), logdet_inv)
 
+    @managed
     def reverse_kl_and_grad(self, params, target, n, rng):
         """Monte Carlo reverse-KL objective and its gradient.
 
