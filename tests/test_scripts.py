@@ -24,6 +24,22 @@ def test_bench_train_quick_runs_and_checks_gradients():
     assert "(a --quick smoke run: the targets are not meant to be met)" in out      # and the exit status was 0
 
 
+def test_bench_train_quick_times_the_products_of_the_step_and_the_thread_policy_row():
+    out = run("scripts/bench_train.py", "--quick", "--no-peers", "--batches", "64", "--dtypes", "float32",
+              "--threads", "2")
+    rows = [line.split() for line in out.splitlines()]
+    assert ["npflows,", "1", "BLAS", "thread", "float32", "64"] in [r[:6] for r in rows]
+    assert ["all", "npflows'", "products", "float32", "64"] in [r[:5] for r in rows]
+
+
+def test_bench_threads_quick_runs_the_use_block_quiet_and_loaded():
+    """Smoke run: 3 settings x {quiet, every core busy} in fresh processes, and the products table."""
+    out = run("scripts/bench_threads.py", "--quick", "--steps", "3", timeout=300)
+    for setting in ("npflows default", "pinned (OPENBLAS_NUM_THREADS=1)", "BLAS default (NPFLOWS_BLAS_THREADS=default)"):
+        assert out.count(setting) >= 3, setting        # quiet line, loaded line, table row
+    assert "target: with every core busy" in out and "(a --quick smoke run: not meant to meet it)" in out
+
+
 def test_distill_quick_runs(tmp_path):
     """scripts/distill.py end to end with tiny settings (the measured figures are in its docstring)."""
     out = run("scripts/distill.py", "--quick", "--out", str(tmp_path), timeout=60)
