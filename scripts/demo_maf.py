@@ -177,7 +177,7 @@ def main(argv=None):
         print("matplotlib is not installed: skipping the plots (pip install 'npflows[plot]')")
     else:
         from npflows.plotting import plot_density_and_samples, plot_history
-        samples = flow.sample(params, 5000, rng(SAMPLES))        # MAF sampling: D = 2 sequential passes
+        samples = flow.sample(params, 5000, rng(SAMPLES))        # MAF sampling: D = 2 sequential steps
         written.append(os.path.join(args.out, f"{NAME}_maf.png"))
         plot_density_and_samples(written[-1], x_test, samples, lambda g: flow.log_prob(params, g),
                                  lambda g: true_log_density(g, n_quad=401),   # pictures only

@@ -15,11 +15,12 @@ distillation").  Here both are ``npflows.maf`` bijectors, used in the two flows 
   them, so the teacher's density overflows a few noise widths off the moons (for the seed-0 teacher, at
   573 of 20,000 draws of N(0, I), and at points such as (1.0, 1.3)).  A student's samples go everywhere
   early in training, and the teacher must give a finite log-density and gradient at each of them.
-  Its density is one parallel pass per layer; its sampling is D = 2 sequential passes per layer.
+  Its density is one parallel pass per layer; its sampling is D = 2 sequential steps per layer (each MADE
+  unit computed once, in the step where its inputs are known: ``MADE.solve_by_degree``).
 * **student** ``PushForward(maf(2, n_layers=5, hidden=(64, 64), activation="tanh", scale="tanh"),
   StandardNormal(2))``, i.e. IAF (Kingma et al. 2016): a sample and its density are one parallel pass per
   layer; the density of a new point (``PushForward.log_prob``, needed for the test log-likelihood) is
-  D sequential passes.  It is fitted by
+  D sequential steps.  It is fitted by
 
       min  KL(q || p_T) = E_{z ~ N(0, I)} [log q(f(z)) - log p_T(f(z))]
 
@@ -52,7 +53,7 @@ It reports
   test set), their gap, and the exact density's mean on those points (the limit,
   ``npflows.data.two_moons_log_density``);
 * the sampling time of the student (``sample_and_log_prob``: one pass per layer, density included) vs
-  the teacher (``sample``: D = 2 sequential passes per layer, no density), batch ``--batch-time`` (4096):
+  the teacher (``sample``: D = 2 sequential steps per layer, no density), batch ``--batch-time`` (4096):
   medians of repeated calls timed in rotation, 5 consecutive calls each per round
   (``scripts/_bench_util.time_interleaved``), BLAS pinned to one thread with threadpoolctl, glibc asked to
   keep freed memory (``npflows.perf.keep_freed_memory``) as the benchmarks do.  With D = 2 the pass count
@@ -276,7 +277,7 @@ def main(argv=None):
         n_eval = 20_000 if args.quick else args.n_eval
         kl, kl_se, s_samples = kl_estimate(student, sparams, teacher, tparams, n_eval, rng(KL_EVAL))
         teacher_ll = dm.mean_log_prob(teacher, tparams, x_test)
-        student_ll = dm.mean_log_prob(student, sparams, x_test)            # sequential inverse, D passes
+        student_ll = dm.mean_log_prob(student, sparams, x_test)            # sequential inverse, D steps
         # The student's sequential density of its own samples equals the one-pass density of sampling.
         xs, logq = student.sample_and_log_prob(sparams, 2000, rng(PLOT))
         err = float(np.max(np.abs(student.log_prob(sparams, xs) - logq)))
@@ -299,7 +300,7 @@ def main(argv=None):
           f"student (IAF, sequential inverse) {student_ll:.4f}, exact density (the limit) {limit:.4f} nats")
     print(f"sampling {nb} points, median of {min(n_s, n_t)}+ calls, BLAS 1 thread, "
           f"{'freed memory kept' if malloc_kept else 'default malloc'}: student {ms_s:.2f} ms "
-          f"(1 pass per layer, density included), teacher {ms_t:.2f} ms (2 sequential passes per layer): "
+          f"(1 pass per layer, density included), teacher {ms_t:.2f} ms (2 sequential steps per layer): "
           f"teacher / student = {ms_t / ms_s:.2f}x")
     print(f"  reference: the teacher's own layers (ReLU MADEs) used as an IAF, one pass per layer: {ms_r:.2f} ms; "
           f"teacher sampling / that = {ms_t / ms_r:.2f}x (the pass count alone; the student's tanh MADEs cost "
