@@ -192,7 +192,7 @@ def _worker(kind, conn, spec):
     """One implementation in its own process: answers ``("run", task)``, ``"noop"``, ``"results"``, ``"stop"``."""
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
-        limits = threadpool_limits(limits=1)       # noqa: F841  (kept for the life of the process)
+        threadpool_limits(limits=1)                # for the life of this process
         if kind == TD:
             tasks, results, info = _torchdiffeq_tasks(spec)
         else:

@@ -278,9 +278,9 @@ class ODEField:
             work = self._work(work, xp)
             f, _, d1s = self._primal_into(params, z, t, work)
             if self._folds(probe):
-                s0, s1 = d1s
-                P = _buf(work, "s0M", s1.shape, np.result_type(s0, s1, params[self.W[1]]))
-                return f, np.einsum("nj,nj->n", np.matmul(s0, self._trace_matrix(params), out=P), s1)
+                (s0, s1), M = d1s, self._trace_matrix(params)
+                P = np.matmul(s0, M, out=_buf(work, "s0M", s1.shape, np.result_type(s0, M)))
+                return f, np.einsum("nj,nj->n", P, s1)
             V = self._probe_tensor(probe, np, f.dtype)
             Jv = self._tangents_into(params, V, d1s, work)[0][-1]
         else:
