@@ -122,9 +122,10 @@ class CNF(Bijector):
     (:class:`~npflows.nn.odefield.ODEField`, Notes); an adjoint evaluation adds the reverse pass.  Each
     solve creates its own work arrays (a dict local to the call, passed to every evaluation through the
     closure that ``solve_ivp`` calls), so the field's ``(N, H)`` intermediates are allocated once per solve,
-    not once per evaluation: glibc would otherwise return them to the system and fault them in again every
-    time, which made solves 1.6 to 3 times slower than with :func:`npflows.perf.keep_freed_memory`.  Nothing is
-    kept on the object, so one CNF can serve several solves at once.  The adjoint solve controls scipy's RMS
+    not once per evaluation, whatever glibc's thresholds (without them and without
+    :func:`npflows.perf.reuse_freed_memory`, glibc returned them to the system and faulted them in again at
+    every evaluation: solves took about twice the time they take after :func:`npflows.perf.keep_freed_memory`).
+    Nothing is kept on the object, so one CNF can serve several solves at once.  The adjoint solve controls scipy's RMS
     error norm over its whole state, parameter gradients included, which often lets it take fewer steps than
     the forward solve (torchdiffeq offers a "seminorm" that leaves the gradients out instead; ``solve_ivp``
     has no such option).
