@@ -36,10 +36,9 @@ cell (``--quick``: 5 calls), the four operations timed in rotation (``--block`` 
 round) so drift on a shared machine hits them alike.  Section 2: at least 7 calls and 2 s per cell after one
 warm-up call (``--quick``: 2), the three samplers of a dtype in rotation, one call at a time.  BLAS is pinned
 to one thread with ``threadpoolctl.threadpool_limits(1)`` and torch with ``torch.set_num_threads(1)``; the
-settings are printed.  As in ``bench_train.py``, glibc is asked to keep freed memory
-(``npflows.perf.keep_freed_memory``; ``--default-malloc`` to skip): the parallel pass keeps its activations in
-the cache it returns, and with default trimming every call would fault in fresh pages, which costs more than
-the arithmetic at this size and blurs the comparison.
+settings are printed.  Memory as in ``bench_train.py``: the script sets nothing, and npflows' first call
+lets glibc keep freed blocks for reuse (``npflows.perf.reuse_freed_memory``, process-wide, so zuko gets it
+too); ``--keep-freed-memory`` applies the stronger ``npflows.perf.keep_freed_memory`` instead.
 
     python scripts/bench_autoregressive.py
     python scripts/bench_autoregressive.py --quick
@@ -244,8 +243,9 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=5,
                    help="section 1: consecutive calls of one operation per rotation (5: steady state; 1: cold "
                         "caches)")
-    p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc's malloc trimming as it is (default: npflows.perf.keep_freed_memory())")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="call npflows.perf.keep_freed_memory() (mallopt) first; by default nothing is set and "
+                        "npflows' first call lets glibc keep freed blocks (perf.reuse_freed_memory)")
     p.add_argument("--maf-hidden", type=int, nargs="+", default=list(MAF_HIDDEN),
                    help="section 2: the MADE hidden widths of both flows (default 64 64, zuko's)")
     p.add_argument("--no-peers", action="store_true", help="section 2 without torch and zuko (npflows alone)")
@@ -253,7 +253,8 @@ def main(argv=None):
                    help="which sections to run (default 1 2)")
     args = p.parse_args(argv)
     announce_quick(args)
-    malloc_kept = False if args.default_malloc else npflows.perf.keep_freed_memory()
+    malloc_kept = npflows.perf.keep_freed_memory() if args.keep_freed_memory else False
+    reused = False if malloc_kept else npflows.perf.reuse_freed_memory()
     from threadpoolctl import threadpool_info, threadpool_limits
 
     torch, zuko, why_absent = import_peer(2 in args.sections and not args.no_peers)
@@ -264,8 +265,9 @@ def main(argv=None):
                           extra=["BLAS pinned to 1 thread with threadpoolctl.threadpool_limits(1)"
                                  + (", torch with torch.set_num_threads(1)" if torch is not None else "")]):
         print(line)
-    print("malloc: " + ("glibc keeps freed memory (npflows.perf.keep_freed_memory())" if malloc_kept else
-                        "default glibc trimming (freed memory returns to the OS: page faults on every call)"))
+    print("malloc: " + ("fixed thresholds by npflows.perf.keep_freed_memory() (--keep-freed-memory)" if malloc_kept
+                        else "nothing set by this script; npflows.perf.reuse_freed_memory() "
+                        + ("raised glibc's dynamic thresholds" if reused else "had already run or is disabled")))
     missed = []
     if 1 in args.sections:
         section_maf_iaf(args, threadpool_info, threadpool_limits)

@@ -55,8 +55,8 @@ It reports
 * the sampling time of the student (``sample_and_log_prob``: one pass per layer, density included) vs
   the teacher (``sample``: D = 2 sequential steps per layer, no density), batch ``--batch-time`` (4096):
   medians of repeated calls timed in rotation, 5 consecutive calls each per round
-  (``scripts/_bench_util.time_interleaved``), BLAS pinned to one thread with threadpoolctl, glibc asked to
-  keep freed memory (``npflows.perf.keep_freed_memory``) as the benchmarks do.  With D = 2 the pass count
+  (``scripts/_bench_util.time_interleaved``), BLAS pinned to one thread with threadpoolctl, memory as npflows
+  leaves it (its first call lets glibc keep freed blocks: ``npflows.perf.reuse_freed_memory``).  With D = 2 the pass count
   gives at most 2x; the fixed costs (noise, base density, the one-pass forward keeping its cache for a
   backward) and the student's tanh (dearer than ReLU) take part of it, so a reference line also times the
   teacher's own layers used as an IAF (``PushForward(teacher.bijector)``, the same ReLU MADEs, one pass
@@ -262,7 +262,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     announce_quick(args)
     t_start = time.perf_counter()
-    malloc_kept = npflows.perf.keep_freed_memory()
     rng = lambda purpose: np.random.default_rng([args.seed, dm.DS_ID, purpose])  # noqa: E731
 
     # demo_maf.py's data: the very same training, validation and test points for a given seed.
@@ -299,7 +298,7 @@ def main(argv=None):
     print(f"test log-likelihood on {x_test.shape[0]} held-out points: teacher (MAF) {teacher_ll:.4f}, "
           f"student (IAF, sequential inverse) {student_ll:.4f}, exact density (the limit) {limit:.4f} nats")
     print(f"sampling {nb} points, median of {min(n_s, n_t)}+ calls, BLAS 1 thread, "
-          f"{'freed memory kept' if malloc_kept else 'default malloc'}: student {ms_s:.2f} ms "
+          f"memory as npflows leaves it: student {ms_s:.2f} ms "
           f"(1 pass per layer, density included), teacher {ms_t:.2f} ms (2 sequential steps per layer): "
           f"teacher / student = {ms_t / ms_s:.2f}x")
     print(f"  reference: the teacher's own layers (ReLU MADEs) used as an IAF, one pass per layer: {ms_r:.2f} ms; "
