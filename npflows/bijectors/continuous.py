@@ -12,6 +12,7 @@ from scipy.integrate import solve_ivp
 
 from .._checks import check_array, check_finite_result, unbox
 from ..core.bijector import Bijector
+from ..perf import managed
 from ..nn.odefield import ODEField
 
 METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
@@ -218,6 +219,7 @@ class CNF(Bijector):
         return end[:n * d].reshape(n, d), end[n * d:], nfe
 
     # ------------------------------------------------------------------ the contract
+    @managed
     def forward(self, params, x, xp=np, rng=None):
         """``(y, logdet, cache)``: ``y = z(t0)`` for ``z(t1) = x``; ``cache["nfe"]`` is the solve's NFE.
         ``rng`` draws Hutchinson's probe (ignored for the exact trace)."""
@@ -233,6 +235,7 @@ class CNF(Bijector):
         cache = {"y": y, "probe": probe, "dtype": dtype, "nfe": nfe}
         return y.astype(dtype), ld.astype(dtype), cache
 
+    @managed
     def inverse_with_stats(self, params, y, xp=np, rng=None):
         """``(x, logdet, stats)`` with ``x = z(t1)`` for ``z(t0) = y`` and ``stats = {"nfe": ...}``."""
         self._check_inverse_input(y)
@@ -250,6 +253,7 @@ class CNF(Bijector):
     def _inverse(self, params, y, xp):
         return self.inverse_with_stats(params, y, xp)[:2]
 
+    @managed
     def trajectory(self, params, z, times):
         """The states ``z(t)`` at ``times`` ``(T,)`` (monotone, starting anywhere in [t0, t1]) of the ODE
         started at ``z(times[0]) = z``: shape ``(T, N, D)``, for plotting paths from base (t0) to data (t1).
@@ -281,11 +285,13 @@ class CNF(Bijector):
         """The adjoint method: ``(dx, grads)``; see the class Notes."""
         return self.backward_with_stats(params, dy, dlogdet, cache)[:2]
 
+    @managed
     def backward_with_stats(self, params, dy, dlogdet, cache):
         """``(dx, grads, stats)``: the adjoint gradient and ``stats = {"nfe": ...}`` of the adjoint solve."""
         return self._adjoint(params, cache["y"], dy, dlogdet, cache["probe"], cache["dtype"], self.t0, self.t1,
                              "the adjoint (t0 -> t1)")
 
+    @managed
     def inverse_backward(self, params, dx, dlogdet, cache):
         """VJP of ``inverse`` (so that ``Inverse(CNF)`` can be trained, e.g. in a ``PushForward`` by reverse KL):
         ``cache = (y, x)``, the inverse's input and output, as :class:`~npflows.core.Inverse` keeps it.  The same
