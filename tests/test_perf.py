@@ -39,6 +39,8 @@ def test_npflows_calls_run_blas_at_the_policy_thread_count_and_restore_it():
     try:
         for _, put in libs:
             put(2)
+        if [get() for get, _ in libs] != [2] * len(libs):
+            pytest.skip("OpenBLAS refused a second thread on this machine")
         _Spy.seen.clear()
         lp = flow.log_prob(p, x)
         assert _Spy.seen == [[1] * len(libs)]                       # one thread inside the call

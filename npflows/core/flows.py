@@ -25,7 +25,7 @@ batch 4096 one pass beat chunks of 1024 rows (float32 21.3 against 24.2 ms, floa
 chunks of 2048 matched one pass in float64; at batch 16384 chunks of 4096 were best in float32 (97 against
 107 ms for 1024 and 120 for one pass) and 1024-2048 in float64.  Smaller chunks pay the per-layer Python
 cost more often; larger ones spill the activations that the backward reads back out of the caches, and
-hold more memory (the caches of one pass are about 40 activations of the chunk's size for that model)."""
+hold more memory (the caches of one pass hold 16 such activations for that model: 16 MiB per chunk)."""
 
 
 class _Flow:
