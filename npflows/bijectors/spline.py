@@ -859,7 +859,9 @@ class MaskedSplineAutoregressive(Bijector):
     parameters a :class:`~npflows.nn.MADE` computes from the coordinates before ``i`` in the order.
 
     In a ``NormalizingFlow`` (forward = data to base) the density is one parallel pass and sampling ``D``
-    sequential passes, as for MAF; in a ``PushForward`` the other way round, as for IAF.
+    sequential steps, as for MAF; in a ``PushForward`` the other way round, as for IAF.  The sequential
+    inverse computes each MADE unit and each coordinate's spline once (about one pass of arithmetic in ``D``
+    small steps), not ``D`` full passes; see Notes.
 
     Parameters
     ----------
@@ -891,6 +893,37 @@ class MaskedSplineAutoregressive(Bijector):
     after pass ``p`` every coordinate of degree :math:`\\le p` is exact (its parameters read only coordinates
     of lower degree, exact since an earlier pass); after ``D`` passes all are, and the logdet of the last pass
     is the inverse logdet (its parameters read only degrees :math:`\\le D-1`).
+    This is :meth:`solve`, the reference, and the traceable (``xp``) path of :meth:`inverse`.
+
+    **The same solve, each unit once** (the NumPy path of :meth:`inverse`).  Pass ``p`` above recomputes the
+    whole network and every coordinate's spline, but the only values it changes for good are those of the
+    coordinate of degree ``p``: the parameters :math:`\\theta_i` of coordinate ``i`` read only coordinates of
+    degree :math:`< m(i)`, so they take their final value in pass :math:`m(i)` and keep it, and so does
+    :math:`x_i = f^{-1}(y_i;\\ \\theta_i)` (the spline is elementwise: coordinate ``i`` of the pass's inverse
+    depends on :math:`y_i` and :math:`\\theta_i` alone).  :meth:`MADE.solve_by_degree` (see its Notes for why
+    its sums are the dense pass's) therefore hands step :math:`t = 0, \\dots, D-1` the :math:`3K - 1` (or
+    :math:`3K + 1`) raw parameters of coordinate ``order[t]``, computed once from the coordinates already
+    solved, exactly the values that pass :math:`t + 1` and every later pass of the reference use for that
+    coordinate, and the step sets
+
+    .. math:: x_i,\\ \\ell^{-1}_i = \\mathrm{RQSpline.inverse}(y_i;\\ \\theta_i), \\qquad m(i) = t + 1,
+
+    the same call that the reference makes, on one column instead of all ``D``.  The inverse logdet is
+    :math:`\\sum_i \\ell^{-1}_i` summed in index order, as the reference's last pass sums it.  Given equal
+    raw parameters the spline evaluates the same elementwise formulas on the same values; the raw
+    parameters themselves are the same sums of the same products with the masked zeros left out and the
+    terms grouped differently (by block), so the result agrees with the reference to rounding, propagated
+    through the ``D`` coordinates, not bitwise.  Since the spline is continuous in its parameters with a
+    continuous derivative (also across knots and at the tails), a rounding-level change of a knot that moves
+    a point to the neighbouring bin changes :math:`x` and :math:`\\ell` by rounding only.  No unsolved
+    coordinate is ever read.  With ``tails=None`` an input outside the interval is refused before the solve
+    by the reference's own check (the same message, naming the same element).
+
+    **Cost.**  The reference evaluates ``D`` MADE passes and ``D`` splines of all ``N x D`` entries per
+    layer; the by-degree solve at most one MADE pass of arithmetic (about half: the masked weights are
+    skipped) and one spline of ``N x D`` entries, in ``D`` steps of ``N`` entries.  The spline dominates:
+    measured per layer (batch 1024, ``K = 8``, hidden ``(64, 64)``, one BLAS thread) about 10x faster at
+    ``D = 8`` and about 100x at ``D = 64`` (``scripts/bench_autoregressive.py``, section 3).
 
     **Backward** for :math:`(\\bar y, \\bar\\ell)`: :class:`RQSpline`'s backward with per-element parameters gives
     the direct :math:`\\bar x` (parameters held fixed) and the cotangents of the unnormalised parameters; laid
@@ -938,7 +971,9 @@ class MaskedSplineAutoregressive(Bijector):
 
     def solve(self, params, y, n_passes, xp=np):
         """The first ``n_passes`` passes of the sequential inverse: ``(x, logdet)``, exact on the coordinates
-        of degree ``<= n_passes`` (see Notes).  ``n_passes = D`` is :meth:`inverse`."""
+        of degree ``<= n_passes`` (see Notes).  ``n_passes = D`` is the reference for :meth:`inverse` (without
+        its finiteness check): its traceable path runs it, its NumPy path computes the same solve with each
+        MADE unit and each coordinate's spline once."""
         mp = self.net.masked_params(params, xp)
         x, ld = y, xp.zeros(y.shape, dtype=unbox(y).dtype)
         for _ in range(int(n_passes)):
@@ -947,8 +982,28 @@ class MaskedSplineAutoregressive(Bijector):
         return x, xp.sum(ld, axis=1)
 
     def _inverse(self, params, y, xp):
-        x, logdet = self.solve(params, y, self.dim, xp)
-        return x, logdet
+        if xp is not np:                                 # traceable: the reference D-pass solve
+            return self.solve(params, y, self.dim, xp)
+        return self._inverse_by_degree(params, y)        # the caller refuses a non-finite solution
+
+    def _inverse_by_degree(self, params, y, block=None):
+        """:meth:`solve` with ``n_passes = D``, each MADE unit computed once (NumPy only; see Notes);
+        ``block``: :meth:`MADE.solve_by_degree`'s."""
+        n, D = y.shape
+        sp, K = self.spline, self.spline.n_bins
+        if sp.tails is None and not np.all((y >= sp.left) & (y <= sp.right)):
+            return self.solve(params, y, D)              # raises the reference's error, naming the element
+        yt = np.ascontiguousarray(y.T)                   # rows: coordinates, in their index order
+        ld = np.empty((n, D), y.dtype)                   # per-coordinate logdets, in index order (as solve's)
+        order = self.net.order
+
+        def step(t, out, x_t):                           # out: the 3K-1 (or 3K+1) raw parameters of order[t]
+            i = order[t]
+            raw = out.T                                  # (n, n_raw): the per-coordinate layout of _raw
+            x_t[...], ld[:, i] = sp.inverse(yt[i], raw[:, :K], raw[:, K:2 * K], raw[:, 2 * K:], np, check=False)
+
+        x = self.net.solve_by_degree(params, step, n, y.dtype, block)
+        return x, np.sum(ld, axis=1)
 
     def _backward(self, params, dy, dlogdet, cache):
         sc, nc = cache
