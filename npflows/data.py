@@ -3,7 +3,13 @@
 ``two_moons`` follows scikit-learn's ``make_moons`` geometry with t drawn uniformly (not on a grid), and
 :func:`two_moons_log_density` gives its exact density, so a model's log-likelihood can be compared with
 the limit no model can beat.
+
+:func:`digits` loads real data: the 8x8 handwritten digits that scikit-learn ships with its package (no
+network), split into fixed train, validation and test sets.  scikit-learn is an optional extra
+(``pip install "npflows[digits]"``), imported only when :func:`digits` is called.
 """
+import functools
+
 import numpy as np
 from scipy.special import logsumexp
 
@@ -67,3 +73,79 @@ def load(name, n, rng, **kw):
     if name not in DATASETS:
         raise ValueError(f"data.load: unknown dataset {name!r}; choose one of {DATASETS}")
     return {"two_moons": two_moons, "eight_gaussians": eight_gaussians, "checkerboard": checkerboard}[name](n, rng, **kw)
+
+
+DIGITS_LEVELS = 17
+"""Grey levels of :func:`digits`: integers 0..16 (each pixel counts the set bits of a 4x4 block of the
+original 32x32 bitmaps)."""
+
+DIGITS_SPLITS = {"train": (0, 1257), "validation": (1257, 1437), "test": (1437, 1797)}
+"""Positions in the permutation ``numpy.random.default_rng(0).permutation(1797)`` that make each split:
+``perm[0:1257]`` train, ``perm[1257:1437]`` validation, ``perm[1437:1797]`` test."""
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_all():
+    """All 1,797 images ``(1797, 64)`` int64 and labels, in scikit-learn's order, read-only."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError("npflows.data.digits needs scikit-learn, which ships the 8x8 digits with its package "
+                          "(no download): pip install \"npflows[digits]\" (or pip install scikit-learn)") from e
+    bunch = load_digits()
+    raw, labels = np.asarray(bunch.data), np.asarray(bunch.target)
+    images = raw.astype(np.int64)
+    if (raw.shape != (1797, 64) or labels.shape != (1797,) or not np.array_equal(images, raw)
+            or images.min() < 0 or images.max() >= DIGITS_LEVELS):
+        raise RuntimeError(f"npflows.data.digits: scikit-learn's load_digits returned data of shape {raw.shape} "
+                           f"with values in [{raw.min()}, {raw.max()}]; expected 1797 x 64 integers in "
+                           f"0..{DIGITS_LEVELS - 1}")
+    images.setflags(write=False)
+    labels = labels.astype(np.int64)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def digits_indices(split):
+    """Indices into scikit-learn's ``load_digits()`` order of the images in ``split`` (``"train"``,
+    ``"validation"`` or ``"test"``), in the order :func:`digits` returns them: the slice
+    ``DIGITS_SPLITS[split]`` of ``numpy.random.default_rng(0).permutation(1797)``."""
+    if split not in DIGITS_SPLITS:
+        raise ValueError(f"data.digits: unknown split {split!r}; choose one of {tuple(DIGITS_SPLITS)}")
+    start, stop = DIGITS_SPLITS[split]
+    return np.random.default_rng(0).permutation(1797)[start:stop]
+
+
+def digits(split):
+    """The 8x8 handwritten digits bundled with scikit-learn (the UCI optical-recognition test set), one split.
+
+    Parameters
+    ----------
+    split : {"train", "validation", "test"}
+        1257, 180 and 360 images: with ``perm = numpy.random.default_rng(0).permutation(1797)`` (indices into
+        ``sklearn.datasets.load_digits()``), train is ``perm[0:1257]``, validation ``perm[1257:1437]`` and
+        test ``perm[1437:1797]`` (:data:`DIGITS_SPLITS`, :func:`digits_indices`), in that order.
+
+    Returns
+    -------
+    images : ndarray, int64, shape (N, 64)
+        Grey levels 0..16 (:data:`DIGITS_LEVELS` = 17 levels), each row an 8x8 image in row-major order
+        (``images.reshape(N, 1, 8, 8)`` gives the NCHW image).  A fresh, writable copy.
+    labels : ndarray, int64, shape (N,)
+        The digit 0..9 that each image shows.
+
+    Raises
+    ------
+    ImportError
+        When scikit-learn is not installed; the message names the extra, ``pip install "npflows[digits]"``.
+    ValueError
+        For an unknown ``split``.
+
+    Notes
+    -----
+    The data never leave the machine: scikit-learn ships them inside its package (``load_digits`` reads a
+    local file).  For a continuous density model, dequantize them first (:mod:`npflows.dequantize`).
+    """
+    idx = digits_indices(split)
+    images, labels = _digits_all()
+    return images[idx].copy(), labels[idx].copy()
