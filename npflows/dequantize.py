@@ -13,8 +13,8 @@ A density model :math:`p` (any npflows flow, or a baseline) is fitted to the log
 
 Notes
 -----
-**Dequantization** (Theis et al. 2016, "A note on the evaluation of generative models", arXiv:1511.01844,
-sec. 3.1; Ho et al. 2019, "Flow++", arXiv:1902.00275, sec. 3.1).  The data are integers
+**Dequantization** (Theis et al. 2016, "A note on the evaluation of generative models", arXiv:1511.01844;
+Ho et al. 2019, "Flow++", arXiv:1902.00275, on variational dequantization).  The data are integers
 :math:`x \\in \\{0, \\dots, K-1\\}^D`.  A continuous density :math:`p_v` on :math:`[0, K)^D` defines a
 discrete model by integrating it over each unit cell, :math:`P(x) = \\int_{[0,1)^D} p_v(x + u)\\,du`, and
 Jensen's inequality with :math:`u \\sim U[0,1)^D` gives
@@ -55,8 +55,8 @@ images and its standard error over the images.
 :math:`\\mathrm{bpd} = \\log_2 K` (4.0875 for :math:`K = 17`), the cost of a uniform guess among K levels.
 
 **Rounding.**  :math:`u` is drawn from :math:`[0, 1)` in float64 and :math:`(x + u)/K` is rounded, so a
-dequantized value lies in the closed cell :math:`[x/K, (x+1)/K]`: it lands on the upper end with probability
-of order :math:`2^{-48}` per value, which the bound (an integral over the cell) does not notice.
+dequantized value lies in the closed cell :math:`[x/K, (x+1)/K]`: it lands on an end with probability below
+:math:`2^{-48}` per value, which the bound (an integral over the cell) does not notice.
 """
 import math
 from typing import NamedTuple
@@ -156,7 +156,7 @@ def preprocess(x, rng, levels, alpha=ALPHA, dtype=np.float64):
     return logit_transform(dequantize(x, rng, levels, dtype), alpha)
 
 
-def dequantization_bound(log_prob, x, rng, levels, alpha=ALPHA, draws=10, per_draw=False):
+def dequantization_bound(log_prob, x, rng, levels, alpha=ALPHA, draws=10, per_draw=False, dtype=np.float64):
     """The dequantization lower bound on :math:`\\log P(x)` in nats, per image (module Notes).
 
     Parameters
@@ -176,6 +176,9 @@ def dequantization_bound(log_prob, x, rng, levels, alpha=ALPHA, draws=10, per_dr
         Independent dequantizations of every image (default 10).
     per_draw : bool
         Return every draw's bound ``(draws, N)`` instead of their mean ``(N,)``.
+    dtype : float32 or float64
+        Of the ``z`` passed to ``log_prob`` (a float32 model needs float32 data); the bound is summed in
+        float64 either way.
 
     Returns
     -------
@@ -202,7 +205,7 @@ def dequantization_bound(log_prob, x, rng, levels, alpha=ALPHA, draws=10, per_dr
         raise ValueError(f"{owner}: no images (x has shape {x.shape})")
     out = np.empty((draws, n))
     for s in range(draws):
-        z, logdet = preprocess(x, rng, levels, alpha)
+        z, logdet = preprocess(x, rng, levels, alpha, dtype)
         lp = log_prob(z)
         lp = np.asarray(lp)
         if lp.shape != (n,) or not np.issubdtype(lp.dtype, np.floating):
@@ -235,13 +238,13 @@ def discrete_bits_per_dim(log_pmf, dim):
     return BitsPerDim(float(bpd.mean()), stderr)
 
 
-def bits_per_dim(log_prob, x, rng, levels, alpha=ALPHA, draws=10):
+def bits_per_dim(log_prob, x, rng, levels, alpha=ALPHA, draws=10, dtype=np.float64):
     """Bits per dimension of the discrete images ``x`` under a model of their logit-space form: the
     dequantization bound (:func:`dequantization_bound`, ``draws`` draws per image, default 10) in bits per
     dimension, its mean over the images and the standard error of that mean (module Notes).
 
     An upper bound on :math:`-\\log_2 P(x)/D` (lower is better); the standard error measures the spread over
     the images, not the Monte Carlo noise of the draws (smaller, and shrinking with ``draws``).  Returns
-    :class:`BitsPerDim` ``(mean, stderr)``."""
-    bound = dequantization_bound(log_prob, x, rng, levels, alpha=alpha, draws=draws)
+    :class:`BitsPerDim` ``(mean, stderr)``.  ``dtype``: of the ``z`` that ``log_prob`` receives."""
+    bound = dequantization_bound(log_prob, x, rng, levels, alpha=alpha, draws=draws, dtype=dtype)
     return discrete_bits_per_dim(bound, x.shape[1])
