@@ -1,4 +1,4 @@
-"""Benchmark: the MAF/IAF asymmetry at D = 8, and MAF sampling at D = 64 against zuko's.
+"""Benchmark: the MAF/IAF asymmetry at D = 8, MAF sampling at D = 64 against zuko's, spline-MAF sampling.
 
 What is measured
 ----------------
@@ -31,12 +31,22 @@ what ``sample`` did before the by-degree solve) is timed beside them.  Each has 
 Target: npflows' sampling at least 1.5x faster than zuko's in both dtypes.  Without torch or zuko
 (or with ``--no-peers``) the section times npflows alone and says that the peer is absent.
 
+**3. Spline-MAF sampling, D = 8 and D = 64: the by-degree solve against the D-pass reference.**
+``NormalizingFlow(autoregressive_nsf(D, n_layers=5, n_bins=8, bound=3, hidden=(64, 64)), StandardNormal(D))``
+(MADE D -> 64 -> 64 -> 23 D, ReLU, rational-quadratic splines with linear tails, orders reversed between
+layers), its parameters perturbed as in section 1, ``sample(n)`` (each MADE unit and each coordinate's
+spline once, ``MADE.solve_by_degree``) against the same draws through ``layer.solve(params, z, D)`` per layer
+(D full MADE passes and D splines of all N x D entries per layer: what ``sample`` did before, and the
+traceable path's solve), in ``--dtype``, batch ``--batch``.  No target: the section states the speed-up.
+
 Every time is the MEDIAN over repeated calls after warm-up calls.  Section 1: at least 20 calls and 1 s per
 cell (``--quick``: 5 calls), the four operations timed in rotation (``--block`` consecutive calls each per
 round) so drift on a shared machine hits them alike.  Section 2: at least 7 calls and 2 s per cell after one
-warm-up call (``--quick``: 2), the three samplers of a dtype in rotation, one call at a time.  BLAS is pinned
-to one thread with ``threadpoolctl.threadpool_limits(1)`` and torch with ``torch.set_num_threads(1)``; the
-settings are printed.  Memory as in ``bench_train.py``: the script sets nothing, and npflows' first call
+warm-up call (``--quick``: 2), the three samplers of a dtype in rotation, one call at a time.  Section 3: the
+two samplers in rotation, one call at a time, each warmed up by the correctness check's call; at D = 8 at
+least 7 calls and 2 s per cell, at D = 64 (where one D-pass call takes about 15 s at batch 1024) at least
+3 calls (``--quick``: 2 and 1).  BLAS is pinned to one thread with ``threadpoolctl.threadpool_limits(1)`` and
+torch with ``torch.set_num_threads(1)``; the settings are printed.  Memory as in ``bench_train.py``: the script sets nothing, and npflows' first call
 lets glibc keep freed blocks for reuse (``npflows.perf.reuse_freed_memory``, process-wide, so zuko gets it
 too); ``--keep-freed-memory`` applies the stronger ``npflows.perf.keep_freed_memory`` instead.
 
@@ -62,6 +72,7 @@ from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved, use_
 
 DIM, N_LAYERS, HIDDEN, PARAM_NOISE = 8, 5, (64, 64), 0.02
 MAF_DIM, MAF_LAYERS, MAF_HIDDEN, MAF_TARGET = 64, 5, (64, 64), 1.5
+SPLINE_DIMS, SPLINE_LAYERS, SPLINE_BINS, SPLINE_BOUND, SPLINE_HIDDEN = (8, 64), 5, 8, 3.0, (64, 64)
 PEER_INSTALL = ("install the CPU build of torch first with `pip install torch==2.13.0`, then `pip install zuko` "
                 "(or `pip install -e .[peers]` after torch)")
 
@@ -225,6 +236,63 @@ def section_maf_vs_zuko(args, threadpool_info, threadpool_limits, torch, zuko, w
     return missed
 
 
+def section_spline_maf(args, threadpool_info, threadpool_limits):
+    """Section 3: spline-MAF sampling at D = 8 and D = 64, the by-degree solve against the D-pass reference."""
+    dtype, n = np.dtype(args.dtype), args.batch
+    rows, checks = [], []
+    for D in SPLINE_DIMS:
+        b = npflows.autoregressive_nsf(D, n_layers=SPLINE_LAYERS, n_bins=SPLINE_BINS, bound=SPLINE_BOUND,
+                                       hidden=SPLINE_HIDDEN)
+        base = npflows.StandardNormal(D)
+        flow = npflows.NormalizingFlow(b, base)
+        rng = np.random.default_rng(0)
+        params = {k: (v + PARAM_NOISE * rng.standard_normal(v.shape)).astype(dtype)
+                  for k, v in flow.init(rng).items()}
+        layers = [(layer, _layer_params(params, i)) for i, layer in enumerate(b.layers)][::-1]
+
+        def reference(rng, D=D, base=base, layers=layers):     # what sample did before: D full passes per layer
+            x = base.sample({}, n, rng, dtype)
+            for layer, p in layers:
+                x = layer.solve(p, x, D)[0]
+            return x
+
+        # Correctness before timing (and each sampler's warm-up call): the same draws give the same samples
+        # both ways, and the samples map back to their draws.
+        xs, xr = flow.sample(params, n, np.random.default_rng(3)), reference(np.random.default_rng(3))
+        z = base.sample({}, n, np.random.default_rng(3), dtype)
+        scale = max(1.0, float(np.abs(xr).max()))
+        diff, back = float(np.abs(xs - xr).max()) / scale, float(np.abs(b.forward(params, xs)[0] - z).max())
+        tol = 1e-12 if dtype == np.float64 else 1e-4
+        assert diff < tol and back < 1e3 * tol, f"D = {D}: by-degree vs D-pass {diff:.1e}, round trip {back:.1e}"
+        checks.append(f"D = {D}: by-degree vs D-pass sample max|diff| / max|x| = {diff:.1e}, "
+                      f"max|f(x) - z| = {back:.1e}")
+        fns = {"by_degree": lambda flow=flow, params=params: flow.sample(params, n, np.random.default_rng(3)),
+               "reference": lambda reference=reference: reference(np.random.default_rng(3))}
+        if D <= 8:
+            reps = dict(min_repeats=2, min_time=0.0) if args.quick else dict(min_repeats=7, min_time=2.0)
+        else:
+            reps = dict(min_repeats=1, min_time=0.0) if args.quick else dict(min_repeats=3, min_time=0.0)
+        with threadpool_limits(limits=1):
+            info = threadpool_info()
+            t = time_interleaved(fns, block=1, warmup=0, **reps)
+        rows.append([str(D), f"{t['by_degree'][0]:.1f}", f"{t['reference'][0]:.1f}",
+                     f"{t['reference'][0] / t['by_degree'][0]:.1f}x", f"{t['by_degree'][1]} / {t['reference'][1]}"])
+
+    print(f"\n3. Spline-MAF sampling: {n} draws, {SPLINE_LAYERS} layers of rational-quadratic splines "
+          f"(K = {SPLINE_BINS}, linear tails at +-{SPLINE_BOUND:g}), MADE D-{'-'.join(map(str, SPLINE_HIDDEN))}-"
+          f"{3 * SPLINE_BINS - 1}D ReLU, {dtype.name}")
+    print("BLAS pools during timing:")
+    for line in blas_lines(info):
+        print(line)
+    print(f"by-degree: NormalizingFlow(autoregressive_nsf(D, n_layers={SPLINE_LAYERS}, n_bins={SPLINE_BINS}, "
+          f"hidden={SPLINE_HIDDEN}), StandardNormal(D)).sample, each MADE unit and each coordinate's spline once; "
+          f"'D-pass reference': the same draws through layer.solve(params, z, D) per layer (the sequential "
+          f"inverse before, and the traceable path's)")
+    print("median of the calls counted in the last column, in rotation, after each sampler's correctness-check "
+          "call; checks: " + "; ".join(checks) + "\n")
+    print(fmt_table(["D", "by-degree ms", "D-pass ref ms", "ref / by-degree", "calls"], rows))
+
+
 def _dist_version(name):
     try:
         return importlib.metadata.version(name)
@@ -237,7 +305,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--batch", help="rows per call of log_prob and sampling", type=int, default=1024)
-    p.add_argument("--dtype", help="section 1: float dtype of the model and the data", default="float64",
+    p.add_argument("--dtype", help="sections 1 and 3: float dtype of the model and the data", default="float64",
                    choices=["float64", "float32"])
     p.add_argument("--quick", action="store_true", help="few timed calls per cell (5; 2 in section 2): a smoke run")
     p.add_argument("--block", type=int, default=5,
@@ -249,8 +317,8 @@ def main(argv=None):
     p.add_argument("--maf-hidden", type=int, nargs="+", default=list(MAF_HIDDEN),
                    help="section 2: the MADE hidden widths of both flows (default 64 64, zuko's)")
     p.add_argument("--no-peers", action="store_true", help="section 2 without torch and zuko (npflows alone)")
-    p.add_argument("--sections", type=int, nargs="+", choices=[1, 2], default=[1, 2],
-                   help="which sections to run (default 1 2)")
+    p.add_argument("--sections", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3],
+                   help="which sections to run (default 1 2 3)")
     args = p.parse_args(argv)
     announce_quick(args)
     malloc_kept = npflows.perf.keep_freed_memory() if args.keep_freed_memory else False
@@ -260,7 +328,7 @@ def main(argv=None):
     torch, zuko, why_absent = import_peer(2 in args.sections and not args.no_peers)
     if torch is not None:
         torch.set_num_threads(1)
-    print("MAF and IAF: the sequential side of a masked affine autoregressive flow")
+    print("MAF and IAF: the sequential side of masked autoregressive flows (affine; spline in section 3)")
     for line in env_lines(np, scipy, torch=torch,
                           extra=["BLAS pinned to 1 thread with threadpoolctl.threadpool_limits(1)"
                                  + (", torch with torch.set_num_threads(1)" if torch is not None else "")]):
@@ -273,6 +341,8 @@ def main(argv=None):
         section_maf_iaf(args, threadpool_info, threadpool_limits)
     if 2 in args.sections:
         missed = section_maf_vs_zuko(args, threadpool_info, threadpool_limits, torch, zuko, why_absent)
+    if 3 in args.sections:
+        section_spline_maf(args, threadpool_info, threadpool_limits)
     if hasattr(os, "getloadavg"):
         print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return exit_status(bool(missed), args.quick)
