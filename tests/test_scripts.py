@@ -82,6 +82,18 @@ def test_bench_autoregressive_quick_runs_without_the_peer():
     assert out.startswith("--quick: a smoke run")
 
 
+def test_bench_autoregressive_quick_times_spline_maf_sampling_both_ways():
+    """Section 3 alone with a tiny batch: a row per D (8 and 64) with both samplers timed; the script itself
+    asserts that the by-degree samples equal the D-pass reference's and map back to their draws, and prints
+    what it measured."""
+    out = run("scripts/bench_autoregressive.py", "--quick", "--sections", "3", "--batch", "32", timeout=120)
+    assert out.startswith("--quick: a smoke run") and "3. Spline-MAF sampling: 32 draws" in out
+    assert "D = 8: by-degree vs D-pass sample max|diff|" in out and "D = 64: by-degree vs D-pass" in out
+    rows = {r[0]: r for r in (line.split() for line in out.splitlines()) if len(r) == 7 and r[0] in ("8", "64")}
+    assert sorted(rows) == ["64", "8"] and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows.values())
+    assert "1. MAF vs IAF" not in out and "2. MAF sampling" not in out
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "scripts").glob("*.py")))
 def test_help_documents_every_option_once(script):
     """Every option has help text, and no default is printed twice (``(default: ...) (default: None)``)."""
