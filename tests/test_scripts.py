@@ -118,3 +118,16 @@ def test_a_missed_target_fails_a_full_run_and_not_a_smoke_run(capsys):
     assert exit_status(True, quick=True) == 0 and exit_status(False, quick=False) == 0
     assert target_verdict(False, quick=False) == "MISSES it" and target_verdict(True, quick=False) == "meets it"
     assert "smoke run" in target_verdict(False, quick=True)
+
+
+def test_digits_baselines_quick_runs():
+    """scripts/digits_baselines.py --quick (2 draws, 3 fits): the table and both target lines as a smoke run
+    (tests/test_digits.py checks the full run's figures)."""
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed: the digits ship with it "
+                                          "(pip install \"npflows[digits]\", or .[test])")
+    out = run("scripts/digits_baselines.py", "--quick", timeout=120)
+    assert out.startswith("--quick: a smoke run") and "1257 train / 180 validation / 360 test" in out
+    for row in ("categorical, add-1 smoothing", "Gaussian, one dequantized copy, 2 draws",
+                "exact expectation, mean over 3 fits", "Gaussian, exact ML fit, 2 draws"):
+        assert row in out, row
+    assert out.count("(a --quick smoke run: not meant to meet it)") == 2 and "MISSES" not in out
