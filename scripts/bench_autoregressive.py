@@ -150,6 +150,20 @@ def _layer_params(params, i):
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def check_by_degree(flow, base, params, reference, n, dtype, label):
+    """Correctness before timing: the same draws give the same samples by the by-degree solve
+    (``flow.sample``) and by ``reference`` (D full passes per layer), and the samples map back to their
+    draws; raises AssertionError otherwise.  Returns the line that reports both errors."""
+    xs, xr = flow.sample(params, n, np.random.default_rng(3)), reference(np.random.default_rng(3))
+    z = base.sample({}, n, np.random.default_rng(3), dtype)
+    scale = max(1.0, float(np.abs(xr).max()))
+    diff = float(np.abs(xs - xr).max()) / scale
+    back = float(np.abs(flow.bijector.forward(params, xs)[0] - z).max())
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    assert diff < tol and back < 1e3 * tol, f"{label}: by-degree vs D-pass {diff:.1e}, round trip {back:.1e}"
+    return f"{label}: by-degree vs D-pass sample max|diff| / max|x| = {diff:.1e}, max|f(x) - z| = {back:.1e}"
+
+
 def section_maf_vs_zuko(args, threadpool_info, threadpool_limits, torch, zuko, why_absent):
     """Section 2: MAF sampling at D = 64, npflows (by-degree solve and the D-pass reference) against zuko.
     Returns the list of dtypes whose target was missed."""
@@ -172,15 +186,7 @@ def section_maf_vs_zuko(args, threadpool_info, threadpool_limits, torch, zuko, w
                 x = layer.solve(p, x, D)[0]
             return x
 
-        # Correctness before timing: the same draws give the same samples both ways, and map back to the draws.
-        xs, xr = flow.sample(params, n, np.random.default_rng(3)), reference(np.random.default_rng(3))
-        z = base.sample({}, n, np.random.default_rng(3), dtype)
-        scale = max(1.0, float(np.abs(xr).max()))
-        diff, back = float(np.abs(xs - xr).max()) / scale, float(np.abs(b.forward(params, xs)[0] - z).max())
-        tol = 1e-12 if dtype == np.float64 else 1e-4
-        assert diff < tol and back < 1e3 * tol, f"{dtype}: by-degree vs D-pass {diff:.1e}, round trip {back:.1e}"
-        checks.append(f"{dtype.name}: by-degree vs D-pass sample max|diff| / max|x| = {diff:.1e}, "
-                      f"max|f(x) - z| = {back:.1e}")
+        checks.append(check_by_degree(flow, base, params, reference, n, dtype, dtype.name))
         fns = {"npflows": lambda: flow.sample(params, n, np.random.default_rng(3)),
                "npflows_ref": lambda: reference(np.random.default_rng(3))}
         if torch is not None:
@@ -256,16 +262,7 @@ def section_spline_maf(args, threadpool_info, threadpool_limits):
                 x = layer.solve(p, x, D)[0]
             return x
 
-        # Correctness before timing (and each sampler's warm-up call): the same draws give the same samples
-        # both ways, and the samples map back to their draws.
-        xs, xr = flow.sample(params, n, np.random.default_rng(3)), reference(np.random.default_rng(3))
-        z = base.sample({}, n, np.random.default_rng(3), dtype)
-        scale = max(1.0, float(np.abs(xr).max()))
-        diff, back = float(np.abs(xs - xr).max()) / scale, float(np.abs(b.forward(params, xs)[0] - z).max())
-        tol = 1e-12 if dtype == np.float64 else 1e-4
-        assert diff < tol and back < 1e3 * tol, f"D = {D}: by-degree vs D-pass {diff:.1e}, round trip {back:.1e}"
-        checks.append(f"D = {D}: by-degree vs D-pass sample max|diff| / max|x| = {diff:.1e}, "
-                      f"max|f(x) - z| = {back:.1e}")
+        checks.append(check_by_degree(flow, base, params, reference, n, dtype, f"D = {D}"))   # also a warm-up
         fns = {"by_degree": lambda flow=flow, params=params: flow.sample(params, n, np.random.default_rng(3)),
                "reference": lambda reference=reference: reference(np.random.default_rng(3))}
         if D <= 8:

@@ -189,3 +189,21 @@ def check_bad_input(case):
     for direction, arr in case.bad_inputs:
         with pytest.raises(ValueError, match=b.name.split("(")[0]):
             (b.forward if direction == "forward" else b.inverse)(p, arr)
+
+
+def count_made_calls(bijector, kind):
+    """Wrap the MADE of every ``kind`` layer of ``bijector`` (test-local instances) with call counters:
+    ``calls[0]`` counts full passes (``apply``), ``calls[1]`` by-degree sequential solves (``solve_by_degree``).
+    Returns ``calls``, updated as the wrapped methods run."""
+    layers = bijector.layers if hasattr(bijector, "layers") else [bijector]
+    calls = [0, 0]
+    for layer in layers:
+        if isinstance(layer, kind):
+            for i, name in enumerate(("apply", "solve_by_degree")):
+                inner = getattr(layer.net, name)
+
+                def counted(*a, _inner=inner, _i=i, **k):
+                    calls[_i] += 1
+                    return _inner(*a, **k)
+                setattr(layer.net, name, counted)
+    return calls

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import npflows as nf
-from harness import close
+from harness import close, count_made_calls
 from npflows.bijectors import autoregressive, coupling
 
 ORDERS = {"natural": "natural", "reversed": "reversed", "random": "random", "explicit": np.array([3, 0, 4, 2, 1])}
@@ -180,21 +180,8 @@ def test_jacobian_is_triangular_in_the_order_with_diagonal_exp_s(update):
 
 
 def _count_passes(bijector):
-    """Wrap every MADE's ``apply`` (one full pass) and ``solve_by_degree`` (one sequential inverse, each unit
-    once) on these instances (test-local objects) with call counters: ``calls[0]`` full passes, ``calls[1]``
-    by-degree solves."""
-    layers = bijector.layers if isinstance(bijector, nf.Sequential) else [bijector]
-    calls = [0, 0]
-    for layer in layers:
-        if isinstance(layer, nf.MaskedAffineAutoregressive):
-            for i, name in enumerate(("apply", "solve_by_degree")):
-                inner = getattr(layer.net, name)
-
-                def counted(*a, _inner=inner, _i=i, **k):
-                    calls[_i] += 1
-                    return _inner(*a, **k)
-                setattr(layer.net, name, counted)
-    return calls
+    """Call counters on this bijector's MADEs: ``calls[0]`` full passes, ``calls[1]`` by-degree solves."""
+    return count_made_calls(bijector, nf.MaskedAffineAutoregressive)
 
 
 def test_inverse_takes_exactly_D_passes():

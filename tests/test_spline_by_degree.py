@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import npflows as nf
-from harness import close
+from harness import close, count_made_calls
 
 # D, n_bins, hidden, activation, hidden degrees, spline options: every tails/bounds branch of the step
 CASES = {
@@ -60,19 +60,8 @@ def _reference(b, p, y):
 
 
 def _count(bijector):
-    """Wrap every spline layer's MADE ``apply`` (one full pass) and ``solve_by_degree`` (one sequential
-    inverse) on these instances with call counters: ``calls[0]`` full passes, ``calls[1]`` by-degree solves."""
-    layers = bijector.layers if isinstance(bijector, nf.Sequential) else [bijector]
-    calls = [0, 0]
-    for layer in layers:
-        for i, name in enumerate(("apply", "solve_by_degree")):
-            inner = getattr(layer.net, name)
-
-            def counted(*a, _inner=inner, _i=i, **k):
-                calls[_i] += 1
-                return _inner(*a, **k)
-            setattr(layer.net, name, counted)
-    return calls
+    """Call counters on this bijector's MADEs: ``calls[0]`` full passes, ``calls[1]`` by-degree solves."""
+    return count_made_calls(bijector, nf.MaskedSplineAutoregressive)
 
 
 # ----------------------------------------------------------------------------- against the reference
