@@ -21,8 +21,9 @@ keeps exactly what it chose.  Opt out with ``NPFLOWS_REUSE_MEMORY=0`` in the env
 **Threads: one BLAS thread inside npflows' calls, unless you say otherwise.**  npflows' matrix products
 are small (a batch chunk by a few hundred units).  A second OpenBLAS thread gains little on them and
 loses heavily when another process keeps the cores busy: OpenBLAS's threads wait for each other by
-spinning, and one of them descheduled stalls every product (the README's "Use" block took 84-89 s at
-OpenBLAS's default against 15.5 s at one thread with another job running).  So npflows' public methods
+spinning, and one of them descheduled stalls every product (``scripts/bench_threads.py``: with both cores
+of the 2-core test machine busy, 500 steps of the README's "Use" block took 9.4 s at OpenBLAS's default
+against 3.3 s at one thread; on a quiet machine the default saved 10%).  So npflows' public methods
 run BLAS with :func:`blas_threads` threads (default 1) and restore the previous count on return.  Change
 it with :func:`set_blas_threads` (``None``: leave BLAS alone) or ``NPFLOWS_BLAS_THREADS`` (an integer, or
 ``default``).  The control finds OpenBLAS (NumPy's and SciPy's) among the loaded libraries (Linux, through

@@ -24,15 +24,14 @@ Implementations (rows):
    timing, its gradient is compared with npflows' (float64 must agree to ~1e-8 relative).
 3. ``nflows`` and ``zuko`` (when torch, nflows and zuko import): the same architecture built in each
    library.  Train step = ``zero_grad()`` + ``(-log_prob(x).mean()).backward()``; log_prob and sample run
-   under ``torch.no_grad()``.
+   under ``torch.no_grad()``.  Their scale parameterisations differ from npflows' ``exp`` (nflows:
+   ``sigmoid(r + 2) + 1e-3``; zuko: a soft-clipped ``exp``); the cost of that elementwise map is
+   negligible next to the MLPs.
 4. ``GEMMs only, numpy`` (and ``, torch`` when torch imports): not a flow but a floor.  Per coupling, the
    hidden 64 x 64 layer costs three (batch x 64)-by-(64 x 64) matrix products in any train step (forward
    ``H1 W``; backward ``H1^T G`` and ``G W^T``); these 24 GEMMs alone are timed.  The target lines print
    the best ratio npflows could reach if it spent nothing beyond its GEMM floor: a target above that
-   bound cannot be met by a NumPy implementation that performs these products.  Their scale parameterisations differ from npflows' ``exp`` (nflows:
-   ``sigmoid(r + 2) + 1e-3``; zuko: a soft-clipped ``exp``); the cost of that elementwise map is
-   negligible next to the MLPs.
-
+   bound cannot be met by a NumPy implementation that performs these products.
 5. ``all npflows' products``: every matrix product of npflows' own train step (11 per coupling and chunk
    of rows, with the shapes and layouts of ``npflows/nn/mlp.py``), alone.  npflows' step divided by this
    is what its elementwise work, checks and Python cost on top of BLAS.
