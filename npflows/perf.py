@@ -75,7 +75,10 @@ def reuse_freed_memory():
         _REUSE["done"] = True
         if os.environ.get("NPFLOWS_REUSE_MEMORY", "1").strip() in ("0", "false", "no", "off"):
             return False
-        block = np.empty(MMAP_THRESHOLD_MAX - (1 << 16), np.uint8)   # below the cap, header included
+        try:
+            block = np.empty(MMAP_THRESHOLD_MAX - (1 << 16), np.uint8)   # below the cap, header included
+        except MemoryError:            # strict overcommit or a tight ulimit: keep the allocator as it is
+            return False
         del block
         return True
 
