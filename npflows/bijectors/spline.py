@@ -44,6 +44,18 @@ def identity_raw_derivative(min_derivative=DEFAULT_MIN_DERIVATIVE):
     return float(np.log(np.expm1(1.0 - float(min_derivative))))
 
 
+def _take(a, idx, offsets=(0,)):
+    """``a[..., idx + o]`` elementwise for each ``o`` in ``offsets``, NumPy only: ``a`` is ``(..., M)`` with
+    ``a.shape[:-1]`` broadcastable to ``idx.shape``, every ``idx + o`` in ``[0, M)``.  Flat ``take``s from one
+    contiguous copy of ``a`` (none when ``a`` already has the full shape and is contiguous): copies of the same
+    entries as :func:`_gather`, without its ``take_along_axis`` over a broadcast array."""
+    m = a.shape[-1]
+    flat = np.ascontiguousarray(np.broadcast_to(a, idx.shape + (m,))).reshape(-1)
+    base = np.arange(0, flat.size, m)
+    base += idx.reshape(-1)
+    return tuple(flat.take(base + o if o else base).reshape(idx.shape) for o in offsets)
+
+
 def _gather(a, idx, xp):
     """``a[..., idx]`` elementwise: ``a`` is ``(..., M)`` (broadcastable to ``idx.shape + (M,)``), ``idx``
     an integer array.  NumPy: ``take_along_axis``.  Traced: a product with the one-hot encoding of ``idx``
@@ -59,9 +71,18 @@ def _gather(a, idx, xp):
 
 def _scatter(left, right, idx, n_knots):
     """The inverse of gathering knots ``idx`` and ``idx + 1``: an ``(..., n_knots)`` array holding ``left`` at
-    position ``idx`` and ``right`` at ``idx + 1`` (per element; NumPy only, for the backward)."""
-    pos = np.arange(n_knots)
-    return (idx[..., None] == pos) * left[..., None] + (idx[..., None] + 1 == pos) * right[..., None]
+    position ``idx`` and ``right`` at ``idx + 1`` and exact zeros elsewhere (per element; NumPy only, for the
+    backward): written into a zero array by flat index, rather than summed from one-hot products, which add
+    zeros to the same values (those products also turn a non-finite cotangent into NaN in every position)."""
+    left, right = np.broadcast_to(left, idx.shape), np.broadcast_to(right, idx.shape)
+    out = np.zeros(idx.shape + (n_knots,), np.result_type(left, right))
+    flat = out.reshape(-1)                               # a view: out is new and contiguous
+    base = np.arange(0, flat.size, n_knots)
+    base += idx.reshape(-1)
+    flat[base] = left.reshape(-1)
+    base += 1
+    flat[base] = right.reshape(-1)
+    return out
 
 
 def solve_bin(delta, h, s, d0, d1, xp=np):
@@ -349,6 +370,8 @@ class RQSpline:
     def _knots_1d(self, raw, min_size, xp):
         """Knots ``(..., K+1)`` from unnormalised sizes ``(..., K)`` (steps 1-5 of the Notes), and the softmax."""
         K, L, R = self.n_bins, self.left, self.right
+        if xp is np:
+            return self._knots_1d_np(raw, min_size)
         e = xp.exp(raw - np.max(unbox(raw), axis=-1, keepdims=True))   # the shift is a constant
         p = e / xp.cumsum(e, axis=-1)[..., K - 1:]
         sizes = min_size + (1.0 - min_size * K) * p
@@ -356,6 +379,44 @@ class RQSpline:
         end = inner.shape[:-1] + (1,)
         dt = unbox(raw).dtype
         return xp.concatenate([np.full(end, L, dt), inner, np.full(end, R, dt)], axis=-1), p
+
+    def _knots_1d_np(self, raw, min_size):
+        """:meth:`_knots_1d` in NumPy, the same operations in the same order on the same values, without
+        reductions along the short last axis: the max (exact, so any order) and the sum :math:`Z` (step 2's
+        left-to-right order, the last entry of ``cumsum``) column by column, and the knots written into one
+        array instead of concatenated."""
+        K, L, R = self.n_bins, self.left, self.right
+        raw = np.asarray(raw)
+        m = raw[..., 0]
+        for j in range(1, K):
+            m = np.maximum(m, raw[..., j])
+        e = np.exp(raw - m[..., None])
+        z = e[..., 0] + e[..., 1]
+        for j in range(2, K):
+            z += e[..., j]
+        p = e / z[..., None]
+        sizes = min_size + (1.0 - min_size * K) * p
+        knots = np.empty(p.shape[:-1] + (K + 1,), p.dtype)
+        knots[..., 0], knots[..., K] = L, R
+        inner = knots[..., 1:K]
+        np.cumsum(sizes[..., :K - 1], axis=-1, out=inner)
+        inner *= R - L
+        inner += L
+        return knots, p
+
+    def _derivative_ends(self, raw_d, idx):
+        """``(derivatives[..., idx], derivatives[..., idx + 1])`` of :meth:`_knot_derivatives`, NumPy only: the
+        unnormalised derivatives gathered first, so the softplus is evaluated at two entries per element
+        instead of all of them (the same elementwise formula on the same values: the same numbers)."""
+        md = self.min_derivative
+        if self.tails is None:
+            v0, v1 = _take(np.asarray(raw_d), idx, (0, 1))
+            return md + softplus(v0), md + softplus(v1)
+        K = self.n_bins
+        first, last = idx == 0, idx == K - 1
+        v0, = _take(np.asarray(raw_d), np.where(first, 1, idx) - 1)           # entry idx - 1 (any where idx = 0)
+        v1, = _take(np.asarray(raw_d), np.where(last, K - 2, idx))           # entry idx (any where idx = K-1)
+        return np.where(first, 1.0, md + softplus(v0)), np.where(last, 1.0, md + softplus(v1))
 
     def _knot_derivatives(self, raw_d, xp):
         inner = self.min_derivative + softplus(raw_d, xp)
@@ -405,14 +466,20 @@ class RQSpline:
                              f"must be equal")
 
     def _bin(self, v, knots):
-        """The bin of each element: the count of interior knots ``<= v`` (plain integers, never traced)."""
-        return np.sum(unbox(v)[..., None] >= unbox(knots)[..., 1:self.n_bins], axis=-1)
+        """The bin of each element: the count of interior knots ``<= v`` (plain integers, never traced), one
+        knot at a time (no ``(..., K-1)`` array of comparisons)."""
+        v, k = unbox(v), unbox(knots)
+        idx = np.zeros(np.broadcast_shapes(np.shape(v), k.shape[:-1]), np.int_)
+        for j in range(1, self.n_bins):
+            idx += v >= k[..., j]
+        return idx
 
-    def _locate(self, v, kx, ky, kd, side, xp):
+    def _locate(self, v, kx, ky, kd, side, xp, raw_d=None):
         """Shared set-up of forward (``side="x"``) and inverse (``side="y"``) given the knots: which entries
         of ``v`` lie in their spline's domain (tails are evaluated at 0, finite, and masked out by the caller;
         with ``tails=None`` an entry outside is an error), each entry's bin (searched among the x-knots or the
-        y-knots) and its bin's end knots and derivatives ``(x0, x1, y0, y1, d0, d1)``."""
+        y-knots) and its bin's end knots and derivatives ``(x0, x1, y0, y1, d0, d1)``.  NumPy only: ``kd=None``
+        with the unnormalised ``raw_d`` takes the end derivatives from :meth:`_derivative_ends`."""
         K = self.n_bins
         k = unbox(kx if side == "x" else ky)
         raw = unbox(v)
@@ -426,8 +493,11 @@ class RQSpline:
                              f"[{float(ends[0])!r}, {float(ends[1])!r}]")
         vs = xp.where(inside, v, 0.0) if self.tails is not None else v
         idx = self._bin(vs, kx if side == "x" else ky)
-        ends = tuple(_gather(k[..., sl], idx, xp) for k in (kx, ky, kd) for sl in (slice(0, K), slice(1, None)))
-        return inside, vs, idx, ends
+        if xp is not np:
+            ends = tuple(_gather(k[..., sl], idx, xp) for k in (kx, ky, kd) for sl in (slice(0, K), slice(1, None)))
+            return inside, vs, idx, ends
+        d01 = self._derivative_ends(raw_d, idx) if kd is None else _take(np.asarray(kd), idx, (0, 1))
+        return inside, vs, idx, _take(np.asarray(kx), idx, (0, 1)) + _take(np.asarray(ky), idx, (0, 1)) + d01
 
     def _clip(self, v, lo, hi, xp):
         """``tails=None``: the output within its bin's ends ``[lo, hi]`` (the exact value is; rounding can step
@@ -451,7 +521,11 @@ class RQSpline:
         if check:
             self.check_knots(x_knots, y_knots, derivatives)
             self._check_finite("the input", x)
-        inside, xs, idx, (x0, x1, y0, y1, d0, d1) = self._locate(x, x_knots, y_knots, derivatives, "x", xp)
+        return self._forward_at(x, x_knots, y_knots, derivatives, xp)
+
+    def _forward_at(self, x, x_knots, y_knots, derivatives, xp, raw_d=None):
+        """:meth:`forward_knots` without the checks; ``derivatives=None`` and ``raw_d``: see :meth:`_locate`."""
+        inside, xs, idx, (x0, x1, y0, y1, d0, d1) = self._locate(x, x_knots, y_knots, derivatives, "x", xp, raw_d)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi = (xs - x0) / w
@@ -471,7 +545,11 @@ class RQSpline:
         if check:
             self.check_knots(x_knots, y_knots, derivatives)
             self._check_finite("the inverse input", y)
-        inside, ys, idx, (x0, x1, y0, y1, d0, d1) = self._locate(y, x_knots, y_knots, derivatives, "y", xp)
+        return self._inverse_at(y, x_knots, y_knots, derivatives, xp)
+
+    def _inverse_at(self, y, x_knots, y_knots, derivatives, xp, raw_d=None):
+        """:meth:`inverse_knots` without the checks; ``derivatives=None`` and ``raw_d``: see :meth:`_locate`."""
+        inside, ys, idx, (x0, x1, y0, y1, d0, d1) = self._locate(y, x_knots, y_knots, derivatives, "y", xp, raw_d)
         w, h = x1 - x0, y1 - y0
         s = h / w
         xi = solve_bin(ys - y0, h, s, d0, d1, xp)
@@ -496,7 +574,10 @@ class RQSpline:
             self._check_finite("the input and the unnormalised parameters", x, raw_widths, raw_heights, raw_derivatives)
         kx, pw = self._knots_1d(raw_widths, self.min_bin_width, xp)
         ky, ph = self._knots_1d(raw_heights, self.min_bin_height, xp)
-        y, ld, core = self.forward_knots(x, kx, ky, self._knot_derivatives(raw_derivatives, xp), xp, check=False)
+        if xp is np:             # only the two end derivatives of each element's bin are evaluated
+            y, ld, core = self._forward_at(x, kx, ky, None, xp, raw_derivatives)
+        else:
+            y, ld, core = self._forward_at(x, kx, ky, self._knot_derivatives(raw_derivatives, xp), xp)
         return y, ld, (core, pw, ph, raw_derivatives)
 
     def inverse(self, y, raw_widths, raw_heights, raw_derivatives, xp=np, check=True):
@@ -504,6 +585,9 @@ class RQSpline:
         self._check_shapes(raw_widths, raw_heights, raw_derivatives)
         if check:
             self._check_finite("the input and the unnormalised parameters", y, raw_widths, raw_heights, raw_derivatives)
+        if xp is np:             # only the two end derivatives of each element's bin are evaluated
+            return self._inverse_at(y, self._knots_1d(raw_widths, self.min_bin_width, xp)[0],
+                                    self._knots_1d(raw_heights, self.min_bin_height, xp)[0], None, xp, raw_derivatives)
         return self.inverse_knots(y, *self.knots(raw_widths, raw_heights, raw_derivatives, xp), xp, check=False)
 
     # ------------------------------------------------------------------ backward
