@@ -45,7 +45,8 @@ def identity_raw_derivative(min_derivative=DEFAULT_MIN_DERIVATIVE):
 
 
 def _take(a, idx, offsets=(0,)):
-    """``a[..., idx + o]`` elementwise for each ``o`` in ``offsets``, NumPy only: ``a`` is ``(..., M)`` with
+    """``a[..., idx + o]`` elementwise for each ``o`` in ``offsets`` (integers, or integer arrays of
+    ``idx``'s shape), NumPy only: ``a`` is ``(..., M)`` with
     ``a.shape[:-1]`` broadcastable to ``idx.shape``, every ``idx + o`` in ``[0, M)``.  Flat ``take``s from one
     contiguous copy of ``a`` (none when ``a`` already has the full shape and is contiguous): copies of the same
     entries as :func:`_gather`, without its ``take_along_axis`` over a broadcast array."""
@@ -53,7 +54,8 @@ def _take(a, idx, offsets=(0,)):
     flat = np.ascontiguousarray(np.broadcast_to(a, idx.shape + (m,))).reshape(-1)
     base = np.arange(0, flat.size, m)
     base += idx.reshape(-1)
-    return tuple(flat.take(base + o if o else base).reshape(idx.shape) for o in offsets)
+    return tuple(flat.take(base + (o.reshape(-1) if isinstance(o, np.ndarray) else o)).reshape(idx.shape)
+                 for o in offsets)
 
 
 def _gather(a, idx, xp):
@@ -382,9 +384,9 @@ class RQSpline:
 
     def _knots_1d_np(self, raw, min_size):
         """:meth:`_knots_1d` in NumPy, the same operations in the same order on the same values, without
-        reductions along the short last axis: the max (exact, so any order) and the sum :math:`Z` (step 2's
-        left-to-right order, the last entry of ``cumsum``) column by column, and the knots written into one
-        array instead of concatenated."""
+        reductions along the short last axis: the max (exact, so any order), the sum :math:`Z` (step 2's
+        left-to-right order, the last entry of ``cumsum``) and the cumulative sums (step 4) column by column,
+        and the knots written into one array instead of concatenated."""
         K, L, R = self.n_bins, self.left, self.right
         raw = np.asarray(raw)
         m = raw[..., 0]
@@ -397,11 +399,13 @@ class RQSpline:
         p = e / z[..., None]
         sizes = min_size + (1.0 - min_size * K) * p
         knots = np.empty(p.shape[:-1] + (K + 1,), p.dtype)
+        knots[..., 0] = 0.0                                  # C_{-1} = 0, C_j = C_{j-1} + sizes_j in column j + 1
+        knots[..., 1] = sizes[..., 0]
+        for j in range(1, K):
+            np.add(knots[..., j], sizes[..., j], out=knots[..., j + 1])
+        knots *= R - L                                       # (R - L) C + L on every column, the ends then pinned
+        knots += L
         knots[..., 0], knots[..., K] = L, R
-        inner = knots[..., 1:K]
-        np.cumsum(sizes[..., :K - 1], axis=-1, out=inner)
-        inner *= R - L
-        inner += L
         return knots, p
 
     def _derivative_ends(self, raw_d, idx):
@@ -414,8 +418,9 @@ class RQSpline:
             return md + softplus(v0), md + softplus(v1)
         K = self.n_bins
         first, last = idx == 0, idx == K - 1
-        v0, = _take(np.asarray(raw_d), np.where(first, 1, idx) - 1)           # entry idx - 1 (any where idx = 0)
-        v1, = _take(np.asarray(raw_d), np.where(last, K - 2, idx))           # entry idx (any where idx = K-1)
+        # entries idx - 1 and idx, each replaced by a valid one where its knot is pinned (not used there)
+        j0 = np.where(first, 0, idx - 1)
+        v0, v1 = _take(np.asarray(raw_d), j0, (0, (~first & ~last).astype(j0.dtype)))
         return np.where(first, 1.0, md + softplus(v0)), np.where(last, 1.0, md + softplus(v1))
 
     def _knot_derivatives(self, raw_d, xp):
@@ -595,8 +600,12 @@ class RQSpline:
         """Steps 5-7 of the backward: knot cotangents ``(..., K+1)`` -> unnormalised cotangents ``(..., K)``."""
         K = self.n_bins
         cbar = (self.right - self.left) * kbar[..., 1:K]           # C_0 .. C_{K-2}; pinned ends dropped
-        sbar = np.cumsum(cbar[..., ::-1], axis=-1)[..., ::-1]      # sum_{j >= i} cbar_j
-        sbar = np.concatenate([sbar, np.zeros_like(sbar[..., :1])], axis=-1)
+        # sum_{j >= i} cbar_j, added from the last as a reversed cumsum would, column by column; 0 for i = K-1
+        sbar = np.empty(cbar.shape[:-1] + (K,), cbar.dtype)
+        sbar[..., K - 1] = 0.0
+        sbar[..., K - 2] = cbar[..., K - 2]
+        for i in range(K - 3, -1, -1):
+            np.add(sbar[..., i + 1], cbar[..., i], out=sbar[..., i])
         pbar = (1.0 - min_size * K) * sbar
         return p * (pbar - np.sum(p * pbar, axis=-1, keepdims=True))
 
@@ -646,7 +655,10 @@ class RQSpline:
         drw = self._knots_1d_backward(kx_bar, pw, self.min_bin_width)           # steps 5-7
         drh = self._knots_1d_backward(ky_bar, ph, self.min_bin_height)
         kd = kd_bar if self.tails is None else kd_bar[..., 1:self.n_bins]       # step 8 (pinned ends dropped)
-        drd = kd * expit(rd)
+        nz = kd != 0                                       # expit only where it multiplies a nonzero (the bin's
+        sig = np.zeros(nz.shape, kd.dtype)                 # two ends); elsewhere +-0 times 0 (it is > 0) is the
+        sig[nz] = expit(np.broadcast_to(rd, nz.shape)[nz])  # same signed zero as +-0 times expit
+        drd = kd * sig
         return dx, (drw.astype(dx.dtype, copy=False), drh.astype(dx.dtype, copy=False),
                     drd.astype(dx.dtype, copy=False))
 
