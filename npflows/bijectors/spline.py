@@ -654,13 +654,26 @@ class RQSpline:
         dx, (kx_bar, ky_bar, kd_bar) = self.backward_knots(dy, dlogabsdet, core)
         drw = self._knots_1d_backward(kx_bar, pw, self.min_bin_width)           # steps 5-7
         drh = self._knots_1d_backward(ky_bar, ph, self.min_bin_height)
-        kd = kd_bar if self.tails is None else kd_bar[..., 1:self.n_bins]       # step 8 (pinned ends dropped)
-        nz = kd != 0                                       # expit only where it multiplies a nonzero (the bin's
-        sig = np.zeros(nz.shape, kd.dtype)                 # two ends); elsewhere +-0 times 0 (it is > 0) is the
-        sig[nz] = expit(np.broadcast_to(rd, nz.shape)[nz])  # same signed zero as +-0 times expit
-        drd = kd * sig
+        drd = self._derivatives_backward(kd_bar, rd, core[1])                    # step 8
         return dx, (drw.astype(dx.dtype, copy=False), drh.astype(dx.dtype, copy=False),
                     drd.astype(dx.dtype, copy=False))
+
+    def _derivatives_backward(self, kd_bar, rd, idx):
+        """Step 8: :math:`\\bar v_{j-1} = \\bar\\delta^{(j)}\\sigma(v_{j-1})` (pinned ends dropped with linear tails).
+        Per-element parameters: only the bin's two end derivatives have a nonzero cotangent, so the sigmoid is
+        evaluated there and the products written into zeros (``0 * sigma`` is the same +0)."""
+        K = self.n_bins
+        if np.shape(rd)[:-1] != idx.shape or kd_bar.shape[:-1] != idx.shape:      # shared: every entry
+            kd = kd_bar if self.tails is None else kd_bar[..., 1:K]
+            return kd * expit(rd)
+        d0_bar, d1_bar = _take(kd_bar, idx, (0, 1))
+        if self.tails is None:
+            v0, v1 = _take(np.asarray(rd), idx, (0, 1))
+            return _scatter(d0_bar * expit(v0), d1_bar * expit(v1), idx, K + 1)
+        first, last = idx == 0, idx == K - 1
+        j0 = np.where(first, 0, idx - 1)               # as _derivative_ends; the pinned ends' products are dropped
+        v0, v1 = _take(np.asarray(rd), j0, (0, (~first & ~last).astype(j0.dtype)))
+        return _scatter(d0_bar * expit(v0), d1_bar * expit(v1), idx, K + 1)[..., 1:K]
 
     def _inverse_pullback(self, dx, dlogabsdet, core, back):
         """Shared by :meth:`inverse_backward` and :meth:`inverse_backward_knots` (see there)."""
