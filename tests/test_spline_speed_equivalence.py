@@ -1,10 +1,10 @@
 """The NumPy path of ``RQSpline`` (column-wise knot construction, the bin counted knot by knot, flat ``take``
-gathers, the softplus evaluated at each bin's two end derivatives only, the knot cotangents written by flat
-index) gives the same numbers as the traceable ``xp`` path and as the one-hot reference scatter.
+gathers, the softplus and in the backward the sigmoid evaluated at each bin's two end derivatives only, the
+knot cotangents written by flat index) gives the same numbers as the traceable ``xp`` path and as the one-hot
+reference scatter.
 
-Claim tested: bit for bit, float64 and float32,
-linear tails and ``tails=None``, per-element and shared (broadcast) parameters, points in the tails, on the
-knots and at the ends.  The traceable path is run on plain arrays with ``xp=autograd.numpy``: it takes the
+Claim tested: bit for bit, float64 and float32, linear tails and ``tails=None``, per-element and shared
+(broadcast) parameters, points in the tails, on the knots and at the ends.  The traceable path is run on plain arrays with ``xp=autograd.numpy``: it takes the
 ``xp is not np`` branches (max and cumsum along the last axis, softplus of every derivative, one-hot gathers)
 without tracing anything.
 
