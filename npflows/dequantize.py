@@ -97,11 +97,18 @@ def _check_images(owner, x, levels):
     return x
 
 
-def _check_alpha(owner, alpha):
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= alpha < 0.5:
-        raise ValueError(f"{owner}: alpha must be a number in [0, 0.5), got {alpha!r}")
-    return float(alpha)
+def _logit(owner, dim, alpha):
+    """The :class:`~npflows.bijectors.elementwise.Logit` bijector that computes the preprocessing; its
+    constructor validates ``alpha`` (the error prefixed with ``owner``)."""
+    try:
+        return Logit(dim, alpha=alpha)
+    except ValueError as e:
+        raise ValueError(f"{owner}: {e}") from None
+
+
+def _dequantize(x, rng, levels, dtype):
+    """:func:`dequantize` on arguments already checked."""
+    return ((x + rng.random(x.shape)) / levels).astype(dtype, copy=False)
 
 
 def dequantize(x, rng, levels, dtype=np.float64):
@@ -129,8 +136,7 @@ def dequantize(x, rng, levels, dtype=np.float64):
     check_rng(owner, rng)
     if np.dtype(dtype) not in FLOAT_DTYPES:
         raise ValueError(f"{owner}: dtype must be float32 or float64, got {np.dtype(dtype)}")
-    u = rng.random(x.shape)
-    return ((x + u) / levels).astype(dtype, copy=False)
+    return _dequantize(x, rng, levels, dtype)
 
 
 def logit_transform(y, alpha=ALPHA):
@@ -139,11 +145,10 @@ def logit_transform(y, alpha=ALPHA):
 
     ``y`` is a float32 or float64 array in [0, 1] (``ValueError`` otherwise, from the bijector); the result
     has its dtype."""
-    alpha = _check_alpha("logit_transform", alpha)
     if not isinstance(y, np.ndarray) or y.ndim != 2:
         raise ValueError(f"logit_transform: expected a float array (N, D), got "
                          f"{getattr(y, 'shape', type(y).__name__)}")
-    z, logdet, _ = Logit(y.shape[1], alpha=alpha).forward({}, y)
+    z, logdet, _ = _logit("logit_transform", y.shape[1], alpha).forward({}, y)
     return z, logdet
 
 
@@ -196,16 +201,18 @@ def dequantization_bound(log_prob, x, rng, levels, alpha=ALPHA, draws=10, per_dr
     levels = _check_levels(owner, levels)
     x = _check_images(owner, x, levels)
     check_rng(owner, rng)
-    alpha = _check_alpha(owner, alpha)
     draws = check_count(owner, draws, what="draws", minimum=1)
+    if np.dtype(dtype) not in FLOAT_DTYPES:
+        raise ValueError(f"{owner}: dtype must be float32 or float64, got {np.dtype(dtype)}")
     if not callable(log_prob):
         raise ValueError(f"{owner}: log_prob must be a callable z -> (N,) log-densities, got {type(log_prob).__name__}")
     n, dim = x.shape
     if n == 0:
         raise ValueError(f"{owner}: no images (x has shape {x.shape})")
+    logit = _logit(owner, dim, alpha)       # checked once; each draw only dequantizes and transforms
     out = np.empty((draws, n))
     for s in range(draws):
-        z, logdet = preprocess(x, rng, levels, alpha, dtype)
+        z, logdet, _ = logit.forward({}, _dequantize(x, rng, levels, dtype))
         lp = log_prob(z)
         lp = np.asarray(lp)
         if lp.shape != (n,) or not np.issubdtype(lp.dtype, np.floating):

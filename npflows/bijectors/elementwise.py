@@ -316,8 +316,9 @@ class Logit(_Pointwise):
 
     def __init__(self, dim, alpha=0.0):
         super().__init__(dim)
-        if not 0.0 <= alpha < 0.5:
-            raise ValueError(f"Logit: alpha must lie in [0, 0.5), got {alpha}")
+        if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= alpha < 0.5:
+            raise ValueError(f"Logit: alpha must be a number in [0, 0.5), got {alpha!r}")
         self.alpha = float(alpha)
         self._log_c = math.log1p(-2.0 * self.alpha)
 
