@@ -90,10 +90,10 @@ def check_array(owner, x, ndim=None, size=None, what="input"):
     if raw.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{owner}: expected a float32 or float64 {what}, got dtype {raw.dtype}")
     if ndim is not None and raw.ndim != ndim:
-        raise ValueError(f"{owner}: expected a {what} of rank {ndim} (batch first), got shape {raw.shape}")
+        raise ValueError(f"{owner}: expected the {what} to have rank {ndim} (batch first), got shape {raw.shape}")
     if isinstance(size, tuple):
         if raw.shape[1:] != size:
-            raise ValueError(f"{owner}: expected a {what} of shape (N, {', '.join(map(str, size))}), "
+            raise ValueError(f"{owner}: expected the {what} to have shape (N, {', '.join(map(str, size))}), "
                              f"got {raw.shape}")
     elif size is not None and raw.shape[-1] != size:
         raise ValueError(f"{owner}: expected a {what} with {size} features on the last axis, got shape {raw.shape}")
@@ -101,6 +101,30 @@ def check_array(owner, x, ndim=None, size=None, what="input"):
         bad, first = count_nonfinite(raw)
         raise ValueError(f"{owner}: the {what} contains {bad} NaN or inf value(s) (the first at index {first})")
     return x
+
+
+def event_shape_of(owner, shape):
+    """``shape`` as an event shape: an int ``D`` is ``(D,)``; a tuple of ints >= 1 is itself.  ``ValueError``
+    otherwise."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        out = tuple(shape)
+    except TypeError:
+        out = None
+    if not out or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in out):
+        raise ValueError(f"{owner}: an event shape is an int >= 1 or a non-empty tuple of them, got {shape!r}")
+    return tuple(int(s) for s in out)
+
+
+def check_event(owner, x, event_shape, what="input"):
+    """:func:`check_array` for a batch of events ``(N, *event_shape)``: a vector event ``(D,)`` keeps the
+    message about the last axis; ``None`` (a shape-agnostic layer) requires rank 2 as before."""
+    if event_shape is None:
+        return check_array(owner, x, ndim=2, what=what)
+    if len(event_shape) == 1:
+        return check_array(owner, x, ndim=2, size=event_shape[0], what=what)
+    return check_array(owner, x, ndim=1 + len(event_shape), size=tuple(event_shape), what=what)
 
 
 def check_params(owner, params, shapes, dtype=None):

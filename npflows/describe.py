@@ -9,7 +9,8 @@ checks every description by rebuilding the transform from it and comparing outpu
 tests save and load every registry entry, so an incomplete description cannot slip through.
 
 Flows and bases are described too (:func:`describe_model`, :func:`build_model`):
-``{"type": "NormalizingFlow", "bijector": {...}, "base": {"type": "StandardNormal", "dim": 2}, ...}``.
+``{"type": "NormalizingFlow", "bijector": {...}, "base": {"type": "StandardNormal", "dim": 2}, ...}`` (an
+image base: ``"shape": [C, H, W]``).
 """
 import inspect
 
@@ -174,8 +175,9 @@ def describe_model(model):
         if name == "NormalizingFlow":
             d["chunk_rows"] = model.chunk_rows
         return d
-    if name in BASES:
-        d = {"type": name, "dim": model.dim}
+    if name in BASES:       # a vector event as "dim" (as before event shapes), an image's as "shape"
+        es = model.event_shape
+        d = {"type": name, "dim": model.dim} if len(es) == 1 else {"type": name, "shape": list(es)}
         if name == "UniformBox":
             d.update(low=model.low, high=model.high)
         return d
@@ -194,6 +196,7 @@ def build_model(desc):
         extra = {"chunk_rows": desc["chunk_rows"]} if name == "NormalizingFlow" and "chunk_rows" in desc else {}
         return getattr(nf, name)(build(desc["bijector"]), build_model(desc["base"]), **extra)
     if name in BASES:
-        kw = {k: v for k, v in desc.items() if k != "type"}
-        return getattr(nf, name)(**kw)
+        kw = {k: v for k, v in desc.items() if k not in ("type", "dim", "shape")}
+        shape = desc["shape"] if "shape" in desc else desc.get("dim")
+        return getattr(nf, name)(tuple(shape) if isinstance(shape, list) else shape, **kw)
     return build(desc)

@@ -10,23 +10,42 @@ Every distribution has the same interface as a bijector's parameters (a flat dic
     z = d.sample(params, n, rng, dtype)
 
 ``log_prob`` and ``rsample`` accept ``xp`` like the bijectors, so autograd can check the pullbacks.
+
+Every distribution takes its event shape: an int ``D`` for vectors ``(N, D)``, or a tuple such as
+``(C, H, W)`` for images ``(N, C, H, W)``.  The densities factorise over the event's entries, so the
+subclasses compute on the flattened event ``(N, D)`` with ``D = prod(shape)``; the public methods reshape
+points, samples, cotangents and parameters (``DiagNormal``'s are of the event's shape) around them.
 """
 import numpy as np
 
-from ._checks import QUIET, all_finite, check_array, check_finite_result, check_params, unbox
+from ._checks import QUIET, all_finite, check_event, check_finite_result, check_params, event_shape_of, unbox
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 class Distribution:
-    """Base class: subclasses give ``_log_prob`` (traceable with ``xp``), ``log_prob_backward``, ``rsample``.
+    """Base class: subclasses give ``_log_prob`` (traceable with ``xp``), ``_log_prob_backward`` and
+    ``_rsample`` (and ``_rsample_backward`` when they have parameters), all on flattened events ``(N, D)``
+    and flattened parameters.
 
     ``log_prob`` checks the point, and its result: ``-inf`` is returned only outside the support of a base
     with ``bounded_support`` (a uniform box); any other non-finite log-density raises ``FloatingPointError``.
+
+    Attributes
+    ----------
+    event_shape : tuple of int
+        Shape of one event: ``(D,)`` or, for images, ``(C, H, W)``.
+    dim : int
+        Its size ``D = prod(event_shape)``.
     """
 
     dim = None
+    event_shape = None
     bounded_support = False
+
+    def _set_shape(self, shape):
+        self.event_shape = event_shape_of(self.name, shape)
+        self.dim = int(np.prod(self.event_shape))
 
     @property
     def name(self):
@@ -40,31 +59,82 @@ class Distribution:
         of ``dtype`` when given (see :func:`npflows._checks.check_params`)."""
         return check_params(self.name, params, self.param_shapes(), dtype)
 
+    # ------------------------------------------------------------------ flattening around the subclass
+    def _flat(self, a, xp=np):
+        """A batch ``(N, *event_shape)`` as ``(N, D)`` (a view; vector events unchanged)."""
+        return a if len(self.event_shape) == 1 else xp.reshape(a, (a.shape[0], self.dim))
+
+    def _unflat(self, a, xp=np):
+        return a if len(self.event_shape) == 1 else xp.reshape(a, (a.shape[0],) + self.event_shape)
+
+    def _flat_params(self, params, xp=np):
+        if len(self.event_shape) == 1 or not params:
+            return params
+        return {k: xp.reshape(v, (-1,)) for k, v in params.items()}
+
+    def _shaped_grads(self, grads):
+        shapes = self.param_shapes()
+        return {k: np.reshape(g, shapes[k]) for k, g in grads.items()}
+
+    # ------------------------------------------------------------------ the interface
     def log_prob(self, params, z, xp=np):
-        """:math:`\\log p(z)`, shape ``(N,)``; ``-inf`` only outside a bounded support."""
+        """:math:`\\log p(z)` of ``z`` ``(N, *event_shape)``, shape ``(N,)``; ``-inf`` only outside a bounded
+        support."""
         self._check(z)
         with np.errstate(**QUIET):    # the result is checked below
-            lp = self._log_prob(params, z, xp)
+            lp = self._log_prob(self._flat_params(params, xp), self._flat(z, xp), xp)
         if not all_finite(lp):
             check_finite_result(f"{self.name} log_prob", lp, "the log-density", allow_neg_inf=self.bounded_support,
                                 hint=f"its magnitude exceeds the range of {np.dtype(unbox(z).dtype).name} "
                                      f"(the point is too far out; compute in float64 or rescale the data)")
         return lp
 
+    def log_prob_backward(self, params, z, dlogp):
+        """VJP of :meth:`log_prob`: ``(dz, grads)`` for the cotangent ``dlogp`` ``(N,)``; ``dz`` has the shape of
+        ``z`` and ``grads`` the keys and shapes of :meth:`param_shapes`."""
+        dz, grads = self._log_prob_backward(self._flat_params(params), self._flat(z), dlogp)
+        return self._unflat(dz), self._shaped_grads(grads)
+
+    def rsample(self, params, n, rng, dtype=np.float64, xp=np):
+        """Reparameterised samples ``(n, *event_shape)`` and the cache of :meth:`rsample_backward`."""
+        z, cache = self._rsample(self._flat_params(params, xp), n, rng, dtype, xp)
+        return self._unflat(z, xp), cache
+
+    def rsample_backward(self, params, dz, cache):
+        """VJP of :meth:`rsample` for the parameters: ``grads`` with the keys and shapes of
+        :meth:`param_shapes`."""
+        if not self.param_shapes():
+            return {}
+        return self._shaped_grads(self._rsample_backward(self._flat_params(params), self._flat(dz), cache))
+
     def init(self, rng=None, dtype=np.float64):
         return {}
 
-    def sample(self, params, n, rng, dtype=np.float64):
-        return self.rsample(params, n, rng, dtype)[0]
+    tempered = False      # True for the Gaussians, whose samples can be drawn at a temperature
 
-    def rsample_backward(self, params, dz, cache):
-        return {}
+    def sample(self, params, n, rng, dtype=np.float64, temperature=1.0):
+        """``n`` samples ``(n, *event_shape)``.  ``temperature`` T (Gaussian bases only; Kingma & Dhariwal
+        2018, arXiv:1807.03039, sec. 5): the noise is scaled by T, so the samples come from the Gaussian with
+        its standard deviations multiplied by T (T < 1 trades diversity for typical samples)."""
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)) \
+                or not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"{self.name}.sample: temperature must be a finite number > 0, got {temperature!r}")
+        if temperature == 1:
+            return self.rsample(params, n, rng, dtype)[0]
+        if not self.tempered:
+            raise ValueError(f"{self.name}.sample: a temperature other than 1 is defined for Gaussian bases only "
+                             f"(StandardNormal, DiagNormal), got {temperature!r}")
+        z, _ = self._rsample(self._flat_params(params), n, rng, dtype, np, float(temperature))
+        return self._unflat(z)
 
     def _check(self, z):
-        check_array(self.name, z, ndim=2, size=self.dim, what="point")
+        check_event(self.name, z, self.event_shape, what="point")
+
+    def _shape_repr(self):
+        return f"dim={self.dim}" if len(self.event_shape) == 1 else f"event_shape={self.event_shape}"
 
     def __repr__(self):
-        return f"{self.name}(dim={self.dim})"
+        return f"{self.name}({self._shape_repr()})"
 
 
 class StandardNormal(Distribution):
@@ -76,8 +146,8 @@ class StandardNormal(Distribution):
     :math:`\\partial \\log p/\\partial z = -z` and the pullback of a cotangent ``g`` is ``-g z``.
     """
 
-    def __init__(self, dim):
-        self.dim = int(dim)
+    def __init__(self, shape):
+        self._set_shape(shape)
 
     def _log_prob(self, params, z, xp):
         lp = -0.5 * xp.sum(z * z, axis=1) - 0.5 * self.dim * LOG_2PI
@@ -89,16 +159,19 @@ class StandardNormal(Distribution):
             lp = -m * (0.5 * m * xp.sum(u * u, axis=1)) - 0.5 * self.dim * LOG_2PI
         return lp
 
-    def log_prob_backward(self, params, z, dlogp):
+    def _log_prob_backward(self, params, z, dlogp):
         return -dlogp[:, None] * z, {}
 
-    def rsample(self, params, n, rng, dtype=np.float64, xp=np):
-        return rng.standard_normal((n, self.dim)).astype(dtype, copy=False), None
+    tempered = True
+
+    def _rsample(self, params, n, rng, dtype, xp, temperature=1.0):
+        eps = rng.standard_normal((n, self.dim))
+        return (eps if temperature == 1 else temperature * eps).astype(dtype, copy=False), None
 
 
 class DiagNormal(Distribution):
     """:math:`\\mathcal N(\\mu, \\mathrm{diag}(\\sigma^2))` with learnable ``loc`` = mu and
-    ``log_scale`` = log sigma, both of shape ``(D,)``.
+    ``log_scale`` = log sigma, both of the event's shape (``(D,)`` or ``(C, H, W)``).
 
     Notes
     -----
@@ -110,31 +183,34 @@ class DiagNormal(Distribution):
     :math:`d\\mu = \\sum_n dz`, :math:`d\\log\\sigma = \\sum_n dz\\,\\sigma\\epsilon`.
     """
 
-    def __init__(self, dim):
-        self.dim = int(dim)
+    def __init__(self, shape):
+        self._set_shape(shape)
 
     def param_shapes(self):
-        return {"loc": (self.dim,), "log_scale": (self.dim,)}
+        return {"loc": self.event_shape, "log_scale": self.event_shape}
 
     def init(self, rng=None, dtype=np.float64):
-        return {"loc": np.zeros(self.dim, dtype), "log_scale": np.zeros(self.dim, dtype)}
+        return {"loc": np.zeros(self.event_shape, dtype), "log_scale": np.zeros(self.event_shape, dtype)}
 
     def _log_prob(self, params, z, xp):
         u = (z - params["loc"]) * xp.exp(-params["log_scale"])
         return -0.5 * xp.sum(u * u, axis=1) - xp.sum(params["log_scale"]) - 0.5 * self.dim * LOG_2PI
 
-    def log_prob_backward(self, params, z, dlogp):
+    def _log_prob_backward(self, params, z, dlogp):
         inv = np.exp(-params["log_scale"])
         u = (z - params["loc"]) * inv
         g = dlogp[:, None]
         dz = -g * u * inv
         return dz, {"loc": -dz.sum(0), "log_scale": (g * (u * u - 1.0)).sum(0)}
 
-    def rsample(self, params, n, rng, dtype=np.float64, xp=np):
-        eps = rng.standard_normal((n, self.dim)).astype(dtype, copy=False)
+    tempered = True
+
+    def _rsample(self, params, n, rng, dtype, xp, temperature=1.0):
+        eps = rng.standard_normal((n, self.dim))
+        eps = (eps if temperature == 1 else temperature * eps).astype(dtype, copy=False)
         return params["loc"] + xp.exp(params["log_scale"]) * eps, eps
 
-    def rsample_backward(self, params, dz, cache):
+    def _rsample_backward(self, params, dz, cache):
         return {"loc": dz.sum(0), "log_scale": (dz * cache).sum(0) * np.exp(params["log_scale"])}
 
 
@@ -142,10 +218,11 @@ class UniformBox(Distribution):
     """Uniform on the box ``[low, high]^D`` (fixed bounds).  ``log_prob`` is ``-sum log(high-low)``
     inside and ``-inf`` outside; its gradient in z is zero wherever it is finite."""
 
-    def __init__(self, dim, low=0.0, high=1.0):
+    def __init__(self, shape, low=0.0, high=1.0):
         if not high > low:
             raise ValueError(f"UniformBox: need high > low, got low={low}, high={high}")
-        self.dim, self.low, self.high = int(dim), float(low), float(high)
+        self._set_shape(shape)
+        self.low, self.high = float(low), float(high)
 
     bounded_support = True
 
@@ -154,15 +231,15 @@ class UniformBox(Distribution):
         val = -self.dim * np.log(self.high - self.low)
         return xp.where(inside, val, -np.inf).astype(z.dtype)
 
-    def log_prob_backward(self, params, z, dlogp):
+    def _log_prob_backward(self, params, z, dlogp):
         return np.zeros_like(z), {}
 
-    def rsample(self, params, n, rng, dtype=np.float64, xp=np):
+    def _rsample(self, params, n, rng, dtype, xp):
         u = rng.uniform(self.low, self.high, size=(n, self.dim))
         return u.astype(dtype, copy=False), None
 
     def __repr__(self):
-        return f"UniformBox(dim={self.dim}, low={self.low}, high={self.high})"
+        return f"UniformBox({self._shape_repr()}, low={self.low}, high={self.high})"
 
 
 class StandardLogistic(Distribution):
@@ -175,15 +252,15 @@ class StandardLogistic(Distribution):
     Sampling: :math:`z = \\log u - \\log(1-u)`, ``u`` uniform on (0, 1).
     """
 
-    def __init__(self, dim):
-        self.dim = int(dim)
+    def __init__(self, shape):
+        self._set_shape(shape)
 
     def _log_prob(self, params, z, xp):
         return -xp.sum(xp.logaddexp(0.0, z) + xp.logaddexp(0.0, -z), axis=1)
 
-    def log_prob_backward(self, params, z, dlogp):
+    def _log_prob_backward(self, params, z, dlogp):
         return -dlogp[:, None] * np.tanh(0.5 * z), {}
 
-    def rsample(self, params, n, rng, dtype=np.float64, xp=np):
+    def _rsample(self, params, n, rng, dtype, xp):
         u = rng.uniform(np.finfo(np.float64).tiny, 1.0, size=(n, self.dim))
         return (np.log(u) - np.log1p(-u)).astype(dtype, copy=False), None

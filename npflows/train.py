@@ -41,13 +41,13 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
     Parameters
     ----------
     loss_and_grad : callable
-        ``loss_and_grad(params, batch) -> (loss, grads)`` when ``data`` is given (batches are ``(B, D)``
+        ``loss_and_grad(params, batch) -> (loss, grads)`` when ``data`` is given (batches are ``(B, ...)``
         rows drawn without replacement, reshuffled every epoch), else ``loss_and_grad(params, rng)`` (for
         objectives that sample, such as reverse KL).
     params : dict
         Initial parameters (not modified).
     data : ndarray, optional
-        Training data ``(N, D)``.
+        Training data ``(N, D)`` or ``(N, C, H, W)``, batch first.
     rng : numpy.random.Generator
         Drives the minibatch order (and is passed to sampling objectives).
     schedule : {"constant", "cosine"}
@@ -67,7 +67,7 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
         For a bad argument, before the first step: ``steps``, ``batch_size`` and ``eval_every`` must be
         integers >= 1, ``warmup`` an integer >= 0, ``patience`` None or an integer >= 1, ``lr`` and
         ``clip_norm`` (when given) finite and > 0, ``rng`` a ``numpy.random.Generator``, ``data`` (when given) a
-        finite float array ``(N, D)`` with ``N >= batch_size``.
+        finite float array ``(N, ...)`` of rank >= 2 with ``N >= batch_size``.
     FloatingPointError
         When training diverges (a non-finite loss or gradient after the first step).
 
@@ -97,7 +97,10 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
     if val_loss is not None and not callable(val_loss):
         raise ValueError(f"{owner}: val_loss must be callable or None, got {type(val_loss).__name__}")
     if data is not None:
-        check_array(owner, data, ndim=2, what="data")
+        check_array(owner, data, what="data")
+        if data.ndim < 2:
+            raise ValueError(f"{owner}: expected data of rank 2 or more (batch first: (N, D) or (N, C, H, W)), "
+                             f"got shape {data.shape}")
         batch_size = check_count(owner, batch_size, "batch_size", minimum=1)
         if data.shape[0] < batch_size:
             raise ValueError(f"{owner}: batch_size {batch_size} exceeds the {data.shape[0]} rows of data; lower "

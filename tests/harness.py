@@ -62,13 +62,13 @@ def traced_forward(case, params, x):
 
 def central_jacobian(b, p, x, h):
     """``J[n, :, m, d] = d y_n / d x_{m,d}`` by central differences of the (numerical) forward map."""
-    n, d = x.shape
+    n, d = x.shape[0], x[0].size          # events of any shape, flattened: J is (n, D, n, D)
     J = np.zeros((n, d, n, d))
     for m in range(n):
         for k in range(d):
             e = np.zeros_like(x)
-            e[m, k] = h
-            J[:, :, m, k] = (b.forward(p, x + e)[0] - b.forward(p, x - e)[0]) / (2 * h)
+            e.reshape(n, d)[m, k] = h
+            J[:, :, m, k] = ((b.forward(p, x + e)[0] - b.forward(p, x - e)[0]) / (2 * h)).reshape(n, d)
     return J
 
 
@@ -96,9 +96,9 @@ def check_numpy_path_matches_traced(case, tol=1e-13):
 def check_logdet_bruteforce(case, tol=1e-8):
     b, p, x = case.bijector, case.params, case.x
     tol = _tol(case, "logdet", tol)
-    n, d = x.shape
+    n, d = x.shape[0], x[0].size          # events of any shape, flattened
     if case.traceable:
-        f = lambda flat: anp.reshape(b.forward(p, anp.reshape(flat, (n, d)), xp=anp)[0], (-1,))
+        f = lambda flat: anp.reshape(b.forward(p, anp.reshape(flat, x.shape), xp=anp)[0], (-1,))
         J = autograd.jacobian(f)(x.reshape(-1)).reshape(n, d, n, d)
     else:
         J = central_jacobian(b, p, x, _tol(case, "step", 1e-5))
@@ -176,10 +176,19 @@ def check_bad_input(case):
     nan[0, 0] = np.nan
     inf = x.copy()
     inf[-1, -1] = np.inf
-    bad = [nan, inf, x[0], x[:, :-1] if x.shape[1] > 1 else np.concatenate([x, x], 1),
+    # wrong shapes derived from the event shape: no batch axis, a last axis one short (or doubled), and for
+    # events of rank > 1 the events flattened to vectors and an extra axis
+    bad = [nan, inf, x[0], x[..., :-1] if x.shape[-1] > 1 else np.concatenate([x, x], -1),
            x.astype(np.int64), x.tolist()]
     y = b.forward(p, x)[0]
     bad_y = [y[0], np.concatenate([y, y], 1)]
+    if x.ndim > 2:
+        bad += [x.reshape(x.shape[0], -1), x[..., None]]
+    if y.ndim > 2:
+        bad_y += [y.reshape(y.shape[0], -1)]
+    if y.shape[1:] != x.shape[1:]:          # a layer that changes the event's shape: each side refuses the other's
+        bad.append(y)
+        bad_y.append(x)
     for arr in bad:
         with pytest.raises(ValueError, match=b.name.split("(")[0]):
             b.forward(p, arr)

@@ -45,7 +45,7 @@ def _normal(rng, n, d):
 
 
 def _case(b, rng, n=5, scale=0.5, x=None, bad=()):
-    x = _normal(rng, n, b.dim) if x is None else x
+    x = rng.standard_normal((n,) + b.event_shape) if x is None else x      # (n, D) or (n, C, H, W)
     return Case(b, perturbed(b, rng, scale), x, list(bad))
 
 
@@ -106,6 +106,10 @@ REGISTRY = {
                                                    scale="neg_logsigmoid"),
     "realnvp_actnorm": lambda rng: _case(nf.realnvp(4, n_layers=3, hidden=(6,), actnorm=True), rng, scale=0.3),
     "nice": lambda rng: _case(nf.nice(4, n_layers=2, hidden=(6,), mask="alternating"), rng, scale=0.3),
+    "reshape_image": lambda rng: _case(nf.Reshape(12, (3, 2, 2)), rng),
+    "reshape_flatten": lambda rng: _case(nf.Reshape((2, 2, 3), 12), rng),
+    "sequential_reshape": lambda rng: _case(nf.Sequential([nf.ElementwiseAffine(12), nf.Reshape(12, (3, 2, 2)),
+                                                           nf.Reshape((3, 2, 2), (12,)), nf.LULinear(12)]), rng, scale=0.2),
     "sequential_mixed": lambda rng: _case(nf.Sequential([nf.LULinear(3), nf.LeakyReLU(3, 0.5),
                                                          nf.Linear(3), nf.ElementwiseAffine(3)]), rng, scale=0.2),
 }

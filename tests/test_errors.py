@@ -239,7 +239,8 @@ def test_empty_batches_and_bad_counts():
     (dict(rng=None), "rng must be a numpy.random.Generator"), (dict(eval_every=0), "eval_every must be >= 1"),
     (dict(patience=0), "patience must be >= 1"), (dict(warmup=-1), "warmup must be >= 0"),
     (dict(schedule="linear"), "unknown lr schedule"), (dict(data=np.zeros((0, 2))), "batch_size 4 exceeds the 0"),
-    (dict(data=np.full((8, 2), np.nan)), "the data contains 16 NaN"), (dict(data=np.zeros(8)), "expected a data of rank 2"),
+    (dict(data=np.full((8, 2), np.nan)), "the data contains 16 NaN"),
+    (dict(data=np.zeros(8)), "expected data of rank 2 or more"),
 ])
 def test_fit_refuses_bad_arguments_before_the_first_step(kw, message):
     calls = []

@@ -14,6 +14,11 @@ DISTRIBUTIONS = {
     "diag_normal": lambda: nf.DiagNormal(3),
     "logistic": lambda: nf.StandardLogistic(3),
     "uniform": lambda: nf.UniformBox(3, -1.0, 2.0),
+    # image events (C, H, W): the same densities over every entry, parameters of the event's shape
+    "standard_normal_image": lambda: nf.StandardNormal((2, 1, 3)),
+    "diag_normal_image": lambda: nf.DiagNormal((2, 1, 3)),
+    "logistic_image": lambda: nf.StandardLogistic((1, 2, 2)),
+    "uniform_image": lambda: nf.UniformBox((3, 1, 1), -1.0, 2.0),
 }
 
 
@@ -42,7 +47,7 @@ def test_log_prob_backward_matches_autograd(name):
     rng = np.random.default_rng(1)
     d = DISTRIBUTIONS[name]()
     p = _dist_params(d, rng)
-    z = rng.uniform(-0.9, 1.9, (5, 3))
+    z = rng.uniform(-0.9, 1.9, (5,) + d.event_shape)
     w = rng.standard_normal(5)
     dz, g = d.log_prob_backward(p, z, w)
     gz, gp = autograd.grad(lambda a: anp.sum(w * d.log_prob(a[1], a[0], xp=anp)))((z, p))
@@ -65,8 +70,8 @@ def test_rsample_backward_and_moments(name):
         for k in p:
             close(g[k], ga[k], 1e-12, k)
     s = d.sample(p, 20000, np.random.default_rng(3))
-    assert s.shape == (20000, 3) and np.isfinite(d.log_prob(p, s)).all()
-    if name == "uniform":
+    assert s.shape == (20000,) + d.event_shape and np.isfinite(d.log_prob(p, s)).all()
+    if name.startswith("uniform"):
         assert s.min() >= -1.0 and s.max() <= 2.0
 
 

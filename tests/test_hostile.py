@@ -87,7 +87,7 @@ def _domain_values(b, dtype):
 def _hostile_points(case, kind, rng, dtype):
     """An input array (or a wrong object) for the sweep, from the case's points."""
     b, x = case.bijector, np.asarray(case.x[:ROWS], dtype=dtype)
-    n, d = x.shape
+    n, d = x.shape[0], x[0].size              # events of any shape
     if kind == "case":
         return x
     if kind == "extreme":
@@ -100,14 +100,18 @@ def _hostile_points(case, kind, rng, dtype):
         return (x * dtype.type(rng.choice([1e3, 1e10, 1e30]))).astype(dtype)
     if kind == "nonfinite":
         out = x.copy()
-        out[rng.integers(n), rng.integers(d)] = rng.choice([np.nan, np.inf, -np.inf])
+        out.reshape(n, d)[rng.integers(n), rng.integers(d)] = rng.choice([np.nan, np.inf, -np.inf])
         return out
     if kind == "empty":
         return x[:0]
     if kind == "wrong_rank":
-        return [x[0], x[None], x.reshape(-1)][rng.integers(3)]
-    if kind == "wrong_size":
-        return np.concatenate([x, x[:, :1]], axis=1) if rng.random() < 0.5 or d == 1 else x[:, 1:]
+        wrong = [x[0], x[None], x.reshape(-1)] + ([x.reshape(n, d)] if x.ndim > 2 else [])
+        # a reshape is wrong for one direction and right for the other when the layer changes the event's
+        # shape (e.g. flattening (C, H, W) to (D,)): keep only arrays that neither direction accepts
+        wrong = [w for w in wrong if w.shape[1:] not in (b.event_shape, b.out_event_shape)]
+        return wrong[rng.integers(len(wrong))]
+    if kind == "wrong_size":         # the last axis one longer or one shorter
+        return np.concatenate([x, x[..., :1]], axis=-1) if rng.random() < 0.5 or x.shape[-1] == 1 else x[..., 1:]
     if kind == "wrong_dtype":
         return [x.astype(np.int64), x.astype(np.float16), x.astype(np.complex128), x.tolist(),
                 x.astype(object)][rng.integers(5)]
@@ -178,9 +182,9 @@ def _check_logdet(case, p, x, ld, direction):
     b = case.bijector
     if not case.traceable or x.dtype != np.float64 or x.shape[0] == 0:
         return 0
-    n, d = x.shape
+    n, d = x.shape[0], x[0].size              # events of any shape, flattened
     call = (lambda z: b.forward(p, z, xp=anp)[0]) if direction == "forward" else (lambda z: b.inverse(p, z, xp=anp)[0])
-    jac = autograd.jacobian(lambda flat: anp.reshape(call(anp.reshape(flat, (n, d))), (-1,)))
+    jac = autograd.jacobian(lambda flat: anp.reshape(call(anp.reshape(flat, x.shape)), (-1,)))
     # the same Jacobian at a point moved by a relative 1e-12: the chain rule through a closed form can cancel
     # catastrophically (a spline bin whose knot derivative is 1e155 at the other end: (2s - d0)s + s(d0 + d1 -
     # 2s) gives 2 for the exact 1) or sit on a kink, and then the two disagree; such a sample is not checked
@@ -221,19 +225,20 @@ def _run_bijector(case, op, p, valid, pts, rng, dtype):
     try:
         if op == "inverse":
             y = pts
-            if valid and isinstance(pts, np.ndarray) and pts.dtype == dtype and pts.ndim == 2:
-                try:                  # invert points the forward map produced too, not only raw extremes
-                    y = b.forward(p, pts)[0] if rng.random() < 0.5 else pts
+            if valid and isinstance(pts, np.ndarray) and pts.dtype == dtype and pts.shape[1:] == b.event_shape:
+                try:                  # invert points the forward map produced too, not only raw extremes (always
+                    # where the forward changes the event's shape, so the points fit the inverse)
+                    y = b.forward(p, pts)[0] if rng.random() < 0.5 or b.out_event_shape != b.event_shape else pts
                 except ERRORS:
                     y = pts
             x, ld = b.inverse(p, y)
             _finite(f"{b.name} inverse", x, ld, dtype=dtype)
-            assert x.shape == y.shape and ld.shape == (y.shape[0],)
+            assert x.shape == (y.shape[0],) + b.event_shape and ld.shape == (y.shape[0],)
             _count_logdets(ld, _check_logdet(case, p, y, ld, "inverse"))
         else:
             y, ld, cache = b.forward(p, pts)
             _finite(f"{b.name} forward", y, ld, dtype=dtype)
-            assert y.shape == pts.shape and ld.shape == (pts.shape[0],)
+            assert y.shape == (pts.shape[0],) + b.out_event_shape and ld.shape == (pts.shape[0],)
             _count_logdets(ld, _check_logdet(case, p, pts, ld, "forward"))
             if op == "backward":
                 dy = rng.standard_normal(y.shape).astype(dtype)
@@ -258,7 +263,8 @@ BASES = {"standard": lambda d: nf.StandardNormal(d), "diag": lambda d: nf.DiagNo
 
 def _run_flow(case, op, p, valid, pts, rng, dtype, n, base_kind="standard", scale=1.0, scaled=False):
     b = case.bijector
-    base = BASES[base_kind](b.dim)
+    # the base sits at the bijector's output in a NormalizingFlow, at its input in a PushForward
+    base = BASES[base_kind](b.event_shape if op.startswith("push.") else b.out_event_shape)
     if base_kind == "diag" and isinstance(p, dict):     # the base's own parameters, perturbed (and scaled)
         for k, shape in base.param_shapes().items():
             v = 0.5 * rng.standard_normal(shape) * (scale if scaled else 1.0)
@@ -276,11 +282,11 @@ def _run_flow(case, op, p, valid, pts, rng, dtype, n, base_kind="standard", scal
         elif op == "flow.sample":
             x = nf.NormalizingFlow(b, base).sample(p, n, rng, dtype=dtype)
             _finite("NormalizingFlow.sample", x, dtype=dtype)
-            assert x.shape == (n, b.dim)
+            assert x.shape == (n,) + b.event_shape
         elif op == "push.sample_and_log_prob":
             x, lq = nf.PushForward(b, base).sample_and_log_prob(p, n, rng, dtype=dtype)
             _finite("PushForward.sample_and_log_prob", x, lq, dtype=dtype)
-            assert x.shape == (n, b.dim) and lq.shape == (n,)
+            assert x.shape == (n,) + b.out_event_shape and lq.shape == (n,)
         elif op == "push.log_prob":
             lq = nf.PushForward(b, base).log_prob(p, pts)
             _finite("PushForward.log_prob", np.where(lq == -np.inf, 0.0, lq) if neg_inf_ok else lq, dtype=dtype)

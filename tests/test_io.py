@@ -16,7 +16,7 @@ def test_every_entry_saves_and_loads_bit_for_bit(name, tmp_path):
     case = REGISTRY[name](np.random.default_rng(0))
     b = case.bijector
     i = sorted(REGISTRY).index(name)
-    flow = nf.NormalizingFlow(b, BASES[i % 3](b.dim), chunk_rows=None if i % 2 else 64)
+    flow = nf.NormalizingFlow(b, BASES[i % 3](b.out_event_shape), chunk_rows=None if i % 2 else 64)   # image bases too
     params = {**case.params, **{"base." + k: v + 0.1 for k, v in flow.base.init(dtype=np.float64).items()}}
     path = tmp_path / "model.npz"
     nf.save(path, flow, params, {"entry": name})

@@ -52,7 +52,9 @@ TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 
 # Registry entries that cannot (yet) be turned into cases, with the reason.  The coverage test reports
 # them as expected failures rather than passing silently.
-PENDING = {}
+_IMAGE_CERT = ("the certification (certify.py) differentiates (N, D) inputs only; its generalisation to events "
+               "of any shape is part of issue 13")
+PENDING = {"reshape_image": _IMAGE_CERT, "reshape_flatten": _IMAGE_CERT, "sequential_reshape": _IMAGE_CERT}
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the
 # quantity's scale.  floor * 10^-min_digits is ~50 ulps of S: 1e-14 in float64, 1e-6 in float32.
@@ -134,7 +136,7 @@ def make_case(spec):
     if y.dtype != dtype or ld.dtype != dtype:
         raise RuntimeError(f"{spec.name}: {dtype} in gave {y.dtype} out")
     rng = np.random.default_rng(seed_of(spec.name))
-    dy = rng.standard_normal(x.shape).astype(dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)      # the output's shape (a reshape changes it)
     dl = rng.standard_normal(x.shape[:1]).astype(dtype)
     case = {
         "name": spec.name, "entry": spec.entry, "variant": spec.variant, "purpose": spec.purpose,
@@ -287,6 +289,8 @@ def check_committed(names, full=False, jobs=1, log=print):
     bad = []
     for name in names:
         path = CASES_DIR / f"{name}.json"
+        if name in PENDING and not path.exists():
+            continue                     # listed with its reason; the coverage test reports it as xfail
         if not path.exists():
             bad.append(f"{name}: no committed file")
             continue

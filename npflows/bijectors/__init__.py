@@ -19,3 +19,6 @@ __all__ += ["RationalQuadraticSpline", "SplineCoupling", "MaskedSplineAutoregres
 
 from .continuous import CNF, ODESolveError  # noqa: E402
 __all__ += ["CNF", "ODESolveError"]
+
+from .reshape import Reshape  # noqa: E402
+__all__ += ["Reshape"]

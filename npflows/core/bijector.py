@@ -8,7 +8,9 @@ a flat ``dict[str, ndarray]`` that the caller owns::
     x, logdet = b.inverse(params, y)             # exact, or solved numerically to a stated tolerance
     dx, grads = b.backward(params, dy, dlogdet, cache)   # hand-derived VJP of forward
 
-``logdet`` is ``log|det dy/dx|`` summed over the event, shape ``(N,)``; ``inverse`` returns
+``x`` is a batch of events ``(N, *event_shape)``: ``(N, D)`` vectors or ``(N, C, H, W)`` images (channels
+first); ``y`` is ``(N, *out_event_shape)``, the same shape unless the layer rearranges the event (a reshape or
+a squeeze).  ``logdet`` is ``log|det dy/dx|`` summed over the event, shape ``(N,)``; ``inverse`` returns
 ``log|det dx/dy|``.  ``backward`` returns the cotangent of the input and a dict of parameter cotangents
 with exactly the keys and shapes of ``params``.
 
@@ -23,7 +25,8 @@ composite prefixes the position of the layer where the problem arose: ``"Sequent
 """
 import numpy as np
 
-from .._checks import QUIET, all_finite, all_finite_many, check_array, check_finite_result, check_params, unbox
+from .._checks import (QUIET, all_finite, all_finite_many, check_event, check_finite_result, check_params,
+                       event_shape_of, unbox)
 from ..perf import managed
 
 ERRORS = (ValueError, FloatingPointError)
@@ -63,10 +66,40 @@ class Bijector:
     Attributes
     ----------
     dim : int
-        Size of the event (the last axis of ``(N, D)`` data).
+        Number of scalars in one event: ``D`` for vector data ``(N, D)``, ``C*H*W`` for images
+        ``(N, C, H, W)``.  A bijection keeps it, so every layer of a composite has the same ``dim``.
+    event_shape : tuple of int
+        The shape of one input event, after the batch axis: ``(D,)`` (the default, from ``dim``) or
+        ``(C, H, W)``.  The input checks, the harness and the golden cases use it.
+    out_event_shape : tuple of int
+        The shape of one output event of ``forward`` (the input of ``inverse``); equal to ``event_shape``
+        except for layers that rearrange the event, such as a squeeze ``(C, H, W) -> (4C, H/2, W/2)``.
     """
 
     dim = None
+    _event_shape = None           # set by layers whose event is not a vector (or whose shape changes)
+    _out_event_shape = None
+
+    @property
+    def event_shape(self):
+        if self._event_shape is not None:
+            return self._event_shape
+        return None if self.dim is None else (self.dim,)
+
+    @property
+    def out_event_shape(self):
+        return self._out_event_shape if self._out_event_shape is not None else self.event_shape
+
+    def _set_event_shape(self, shape, out_shape=None):
+        """Fix ``event_shape`` (and ``out_event_shape``, default the same) and ``dim`` from it; for layers
+        whose event is not a vector or whose forward changes its shape.  ``ValueError`` for a bad shape or
+        two shapes of different sizes."""
+        self._event_shape = event_shape_of(self.name, shape)
+        self._out_event_shape = self._event_shape if out_shape is None else event_shape_of(self.name, out_shape)
+        self.dim = int(np.prod(self._event_shape))
+        if int(np.prod(self._out_event_shape)) != self.dim:
+            raise ValueError(f"{self.name}: the output event shape {self._out_event_shape} has a different size "
+                             f"from the input's {self._event_shape}")
 
     @property
     def name(self):
@@ -98,10 +131,10 @@ class Bijector:
 
     # ------------------------------------------------------------------ validation hooks
     def _check_forward_input(self, x):
-        check_array(self.name, x, ndim=2, size=self.dim, what="forward input")
+        check_event(self.name, x, self.event_shape, what="forward input")
 
     def _check_inverse_input(self, y):
-        check_array(self.name, y, ndim=2, size=self.dim, what="inverse input")
+        check_event(self.name, y, self.out_event_shape, what="inverse input")
 
     def _explain(self, direction, params, x):
         """A diagnosis of a non-finite result of ``direction`` at input ``x`` (a sentence such as "the
@@ -124,7 +157,8 @@ class Bijector:
     # ------------------------------------------------------------------ the contract
     @managed
     def forward(self, params, x, xp=np):
-        """``(y, logdet, cache)`` for ``y = f(x)``; ``x`` is ``(N, D)``, logdet ``(N,)``."""
+        """``(y, logdet, cache)`` for ``y = f(x)``; ``x`` is ``(N, *event_shape)``, ``y`` is
+        ``(N, *out_event_shape)``, logdet ``(N,)``."""
         self._check_forward_input(x)
         self.check_params(params, unbox(x).dtype)
         with np.errstate(**QUIET):
@@ -195,6 +229,8 @@ class Bijector:
         raise NotImplementedError
 
     def __repr__(self):
+        if self.event_shape is not None and len(self.event_shape) > 1:
+            return f"{self.name}(event_shape={self.event_shape})"
         return f"{self.name}(dim={self.dim})"
 
 

@@ -33,11 +33,28 @@ class Sequential(Bijector):
         if len(dims) > 1:
             raise ValueError(f"Sequential: layers disagree on the event size: {sorted(dims)}")
         self.dim = dims.pop() if dims else None
+        self._event_shape, self._out_event_shape = self._chain_shapes(self.layers)
         # (full key, child key) pairs per layer, fixed by the structure: computed once, not per call.
         self._keys = [[(f"{i}.{k}", k) for k in b.param_shapes()] for i, b in enumerate(self.layers)]
         # (forward, inverse): may the layer's input check be skipped? Only where it is the generic one, which
         # the Sequential's own input check (first layer) or the previous layer's result check already did
         self._trusted = [(b._trusts_container("forward"), b._trusts_container("inverse")) for b in self.layers]
+
+    @staticmethod
+    def _chain_shapes(layers):
+        """``(event_shape, out_event_shape)`` of the chain: each layer's input event shape must be the one its
+        predecessor puts out (a layer without a shape passes its input's on).  ``ValueError`` naming the pair
+        that disagrees."""
+        first = cur = None
+        for i, b in enumerate(layers):
+            if b.event_shape is not None:
+                if cur is not None and b.event_shape != cur:
+                    raise ValueError(f"Sequential: layer {i} ({b.name}) takes events of shape {b.event_shape}, but "
+                                     f"the layers before it put out {cur}")
+                if first is None and cur is None:
+                    first = b.event_shape
+            cur = b.out_event_shape if b.out_event_shape is not None else cur
+        return first, cur
 
     def __len__(self):
         return len(self.layers)
@@ -136,6 +153,7 @@ class Inverse(Bijector):
     def __init__(self, bijector):
         self.base = bijector
         self.dim = bijector.dim
+        self._event_shape, self._out_event_shape = bijector.out_event_shape, bijector.event_shape
 
     @property
     def name(self):

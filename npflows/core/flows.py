@@ -9,7 +9,7 @@ Parameters of both live in one flat dict: the bijector's keys as they are, the b
 """
 import numpy as np
 
-from .._checks import QUIET, all_finite, check_array, check_count, check_finite_result, check_rng, unbox
+from .._checks import QUIET, all_finite, check_count, check_event, check_finite_result, check_rng, unbox
 from ..perf import managed
 from .bijector import ERRORS, in_layer
 from .compose import prefixed
@@ -29,9 +29,20 @@ hold more memory (the caches of one pass hold 16 such activations for that model
 
 
 class _Flow:
+    # which side of the bijector the base distribution sits on: its output (NormalizingFlow: forward maps
+    # data to the base) or its input (PushForward: forward maps base samples to data)
+    _base_at_output = True
+
     def __init__(self, bijector, base):
         if bijector.dim is not None and base.dim is not None and bijector.dim != base.dim:
             raise ValueError(f"{type(self).__name__}: bijector dim {bijector.dim} != base dim {base.dim}")
+        base_side, data_side = ((bijector.out_event_shape, bijector.event_shape) if self._base_at_output
+                                else (bijector.event_shape, bijector.out_event_shape))
+        if base_side is not None and base.event_shape is not None and base_side != base.event_shape:
+            raise ValueError(f"{type(self).__name__}: the bijector's {'output' if self._base_at_output else 'input'} "
+                             f"event shape {base_side} != the base's event shape {base.event_shape}")
+        self.event_shape = data_side if data_side is not None else base.event_shape
+        """The shape of one data point (after the batch axis)."""
         clash = [k for k in bijector.param_shapes() if k.startswith(BASE)]
         if clash:
             raise ValueError(f"{type(self).__name__}: bijector keys may not start with 'base.': {clash}")
@@ -159,7 +170,7 @@ class NormalizingFlow(_Flow):
 
     def _check(self, params, x, owner, nonempty=False):
         """Validate the data and the parameters once per call: ``(bijector params, base params)``."""
-        check_array(owner, x, ndim=2, size=self.dim, what="data")
+        check_event(owner, x, self.event_shape, what="data")
         if nonempty and x.shape[0] == 0:
             raise ValueError(f"{owner}: the batch is empty (shape {x.shape}); a mean over no samples is undefined")
         return self.checked_split(params, x.dtype)
@@ -244,15 +255,21 @@ class NormalizingFlow(_Flow):
         return np.concatenate(logps), np.concatenate(dxs)
 
     @managed
-    def sample(self, params, n, rng, dtype=None):
-        """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`, shape ``(n, D)``, in the parameters' dtype
-        (``dtype`` for a flow without parameters).  ``n`` is an integer >= 0 and ``rng`` a
-        ``numpy.random.Generator`` (``ValueError`` otherwise)."""
+    def sample(self, params, n, rng, dtype=None, temperature=1.0):
+        """``n`` samples :math:`x = f^{-1}(z)`, :math:`z \\sim p_Z`, shape ``(n, *event_shape)``, in the
+        parameters' dtype (``dtype`` for a flow without parameters).  ``n`` is an integer >= 0 and ``rng`` a
+        ``numpy.random.Generator`` (``ValueError`` otherwise).  ``temperature`` T scales the base's noise
+        (Gaussian bases; Glow's "temperature", Kingma & Dhariwal 2018): :math:`z \\sim \\mathcal N(\\mu,
+        T^2\\Sigma)`."""
         owner = "NormalizingFlow.sample"
         n, rng = check_count(owner, n), check_rng(owner, rng)
         dtype = self._sample_dtype(params, dtype, owner)
         pb, pd = self.checked_split(params, dtype)
-        z = check_finite_result(owner, self.base.sample(pd, n, rng, dtype), f"the base sample ({self.base.name})",
+        try:
+            z = self.base.sample(pd, n, rng, dtype, temperature=temperature)
+        except ValueError as e:
+            raise ValueError(f"{owner}: {e}") from None
+        z = check_finite_result(owner, z, f"the base sample ({self.base.name})",
                                 hint="the base's scale overflows; its log_scale is too large")
         return self._bij("_call_inverse", owner, pb, z, np, self._trust_inv)[0]
 
@@ -275,6 +292,8 @@ class PushForward(_Flow):
     which also get the direct term of :math:`\\frac1N\\partial\\log p_Z/\\partial\\phi`.
     ``L`` estimates :math:`\\mathrm{KL}(q\\,\\|\\,p) - \\log Z` where ``Z`` normalises the target.
     """
+
+    _base_at_output = False
 
     def init(self, rng, dtype=np.float64):
         dtype = np.dtype(dtype)
@@ -303,7 +322,7 @@ class PushForward(_Flow):
     def log_prob(self, params, x):
         """Density of an arbitrary point: needs the bijector's inverse (sequential or numerical)."""
         owner = "PushForward.log_prob"
-        check_array(owner, x, ndim=2, size=self.dim, what="point")
+        check_event(owner, x, self.event_shape, what="point")
         pb, pd = self.checked_split(params, x.dtype)
         z, logdet_inv = self._bij("_call_inverse", owner, pb, x, np, self._trust_inv)
         return self._total(owner, self.base.log_prob(pd, z), logdet_inv)
