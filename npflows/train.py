@@ -10,9 +10,13 @@ from .optim import adam, adam_init
 
 
 def split_train_val(x, val_fraction, rng):
-    """Shuffle the rows of ``x`` and split off ``val_fraction`` of them: ``(train, val)``."""
+    """Shuffle the rows of ``x`` (``(N, D)`` or ``(N, C, H, W)``, batch first) and split off ``val_fraction`` of
+    them: ``(train, val)``."""
     owner = "split_train_val"
-    check_array(owner, x, ndim=2, what="data")
+    check_array(owner, x, what="data")
+    if x.ndim < 2:
+        raise ValueError(f"{owner}: expected data of rank 2 or more (batch first: (N, D) or (N, C, H, W)), got "
+                         f"shape {x.shape}")
     check_rng(owner, rng)
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.floating)) \
             or not 0.0 < val_fraction < 1.0:

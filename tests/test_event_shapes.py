@@ -100,3 +100,22 @@ def test_describe_round_trips_image_bases():
         again = build_model(d)
         assert type(again) is type(base) and again.event_shape == base.event_shape and repr(again) == repr(base)
     assert describe_model(nf.StandardNormal(5)) == {"type": "StandardNormal", "dim": 5}   # files saved before
+
+
+def test_fit_and_split_take_image_batches():
+    """``fit`` draws batches of whole events, so a flow on (N, C, H, W) data trains like one on vectors: the
+    same steps on the same numbers as the flattened model (the Reshape adds no arithmetic)."""
+    from npflows.train import split_train_val
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 1, 2, 2)) * [[[[1.0, 2.0], [0.5, 3.0]]]]
+    train, val = split_train_val(x, 0.25, np.random.default_rng(0))
+    assert train.shape == (30, 1, 2, 2) and val.shape == (10, 1, 2, 2)
+    img = nf.NormalizingFlow(nf.Sequential([nf.Reshape((1, 2, 2), 4), nf.ElementwiseAffine(4)]), nf.StandardNormal(4))
+    vec = nf.NormalizingFlow(nf.ElementwiseAffine(4), nf.StandardNormal(4))
+    p_img = img.init(np.random.default_rng(1))
+    p_vec = {k[2:]: v for k, v in p_img.items()}
+    kw = dict(steps=20, batch_size=10, lr=1e-2, progress=False)
+    p_img, h_img = nf.fit(img.loss_and_grad, p_img, train, rng=np.random.default_rng(2), **kw)
+    p_vec, h_vec = nf.fit(vec.loss_and_grad, p_vec, train.reshape(30, 4), rng=np.random.default_rng(2), **kw)
+    assert h_img["train_loss"] == h_vec["train_loss"]
+    assert all(np.array_equal(p_img["1." + k], v) for k, v in p_vec.items())
