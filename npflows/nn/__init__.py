@@ -8,3 +8,6 @@ __all__ += ["MADE"]
 
 from .odefield import ODEField  # noqa: E402
 __all__ += ["ODEField"]
+
+from .conv import ConvNet, conv2d, conv2d_backward  # noqa: E402
+__all__ += ["ConvNet", "conv2d", "conv2d_backward"]

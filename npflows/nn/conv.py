@@ -239,3 +239,141 @@ def conv2d_backward(dout, x, W, cache=None):
         _, cache = conv_nhwc(np.asarray(x).transpose(0, 2, 3, 1), W)
     dx, dW, db = conv_nhwc_backward(np.asarray(dout).transpose(0, 2, 3, 1), W, cache)
     return np.ascontiguousarray(dx.transpose(0, 3, 1, 2)), dW, db
+
+
+class ConvNet:
+    """Glow's coupling network: conv kxk (in -> hidden) -> act -> conv 1x1 (hidden -> hidden) -> act ->
+    conv kxk (hidden -> out), on images ``(N, C, H, W)``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    hidden : int
+        Channels of the two hidden layers (Glow: 512).
+    kernel : int
+        Odd size of the first and last kernels (Glow: 3); the middle one is 1x1.
+    activation : {"relu", "leaky_relu", "tanh", "elu"}
+    zero_init : bool
+        Initialise the last layer's weights and bias to zero, so the output is 0 for every input (a
+        coupling whose conditioner is this net starts as the identity map).
+    prefix : str
+        Prepended to every parameter key (``"net."`` gives ``net.W0``), as for :class:`~npflows.nn.MLP`.
+
+    Parameters are ``W0 (hidden, in, k, k), b0 (hidden,), W1 (hidden, hidden, 1, 1), b1, W2 (out, hidden, k, k),
+    b2 (out,)``: PyTorch's ``nn.Conv2d`` weight layout, so a ``state_dict`` maps over by name.
+
+    Notes
+    -----
+    Forward, with :math:`a_0 = x`: :math:`h_l = W_l \\star a_l + b_l` (:math:`\\star` is :func:`conv2d`),
+    :math:`a_{l+1} = \\phi(h_l)` for :math:`l = 0, 1`, output :math:`h_2`.  It is the MLP's recursion with
+    each matrix product replaced by a convolution, so its backward is the MLP's with each product's VJP
+    replaced by the convolution's (module Notes: :math:`\\bar W = \\mathrm{corr}(a, \\bar h)`,
+    :math:`\\bar a = ` full convolution of :math:`\\bar h` with the flipped kernel, :math:`\\bar b = \\sum_{n,i,j}\\bar h`).
+    From :math:`\\bar h_2 = \\overline{out}`, for :math:`l = 2, 1, 0`:
+
+    * :math:`(\\bar a_l, \\bar W_l, \\bar b_l) = ` ``conv_nhwc_backward`` :math:`(\\bar h_l)`;
+    * :math:`\\bar h_{l-1} = \\bar a_l \\odot \\phi'(h_{l-1})`, with :math:`\\phi'` read off :math:`a_l`
+      (``activation_grad_``, as in the MLP);
+
+    and :math:`\\bar x = \\bar a_0`.  The 1x1 layer is a plain GEMM over the pixels.  Internally the
+    activations are kept NHWC (pixels as rows), so every layer is one 2-D GEMM forward and two backward;
+    the cache holds each layer's input (the first layer's as its im2col matrix, which its
+    :math:`\\bar W_0` reuses).
+
+    Initialisation, as :class:`~npflows.nn.MLP`: :math:`W_l \\sim \\mathcal N(0, g/\\mathrm{fan\\_in})`,
+    fan_in = :math:`C_{in} k_h k_w`, g = 2 for the ReLU family (He et al. 2015, arXiv:1502.01852) and 1
+    for tanh; hidden biases :math:`\\sim U(\\pm 1/\\sqrt{\\mathrm{fan\\_in}})` (:func:`hidden_bias_init`); the
+    last layer zero when ``zero_init`` (else :math:`\\mathcal N(0, 1/\\mathrm{fan\\_in})`, zero bias).
+
+    What openai's Glow (Kingma & Dhariwal 2018, arXiv:1807.03039; ``model.py``, ``f()``) has that this net
+    omits: (1) an ActNorm after each of the first two convolutions (their ``conv2d`` has ``do_actnorm=True``
+    and no bias), and (2) a last layer ``Conv2dZeros`` whose output is multiplied by a learned per-channel
+    :math:`e^{3\\,\\mathrm{logs}}` (``logs`` zero-initialised).  Neither changes what the network can
+    represent: a conv followed by a per-channel affine map is a conv with rescaled weights and bias, and
+    the output scale is absorbed the same way, so the two parameterisations cover the same functions; they
+    differ in the gradient geometry (data-dependent normalisation of the hidden layers; the last layer's
+    effective learning rate grows with :math:`e^{3\\,\\mathrm{logs}}`), which matters for training speed
+    and stability at depth, not for the flow's density.  Since ActNorm's init depends on the data, a
+    weight-for-weight comparison with openai's Glow has to fold the two ActNorms and the output scale into
+    ``W``, ``b`` first.  normflows' ``ConvNet2d`` (the net of its Glow blocks) matches this layout (conv
+    kxk, ReLU, conv 1x1, ReLU, conv kxk with ``padding=k//2``, optional ActNorm, zero-init last layer).
+    """
+
+    def __init__(self, in_channels, out_channels, hidden=512, kernel=3, activation="relu", zero_init=True,
+                 prefix=""):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"ConvNet: unknown activation {activation!r}; choose one of {ACTIVATIONS}")
+        self.in_channels, self.out_channels, self.hidden = int(in_channels), int(out_channels), int(hidden)
+        if min(self.in_channels, self.out_channels, self.hidden) < 1:
+            raise ValueError(f"ConvNet: every layer needs at least one channel, got in={in_channels}, "
+                             f"hidden={hidden}, out={out_channels}")
+        self.kernel = int(kernel)
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"ConvNet: the kernel size must be odd and positive ('same' padding), got {kernel}")
+        self.activation, self.zero_init, self.prefix = activation, bool(zero_init), str(prefix)
+        self._W = [f"{prefix}W{l}" for l in range(3)]
+        self._b = [f"{prefix}b{l}" for l in range(3)]
+        k = self.kernel
+        self._shapes = [(self.hidden, self.in_channels, k, k), (self.hidden, self.hidden, 1, 1),
+                        (self.out_channels, self.hidden, k, k)]
+
+    def param_shapes(self):
+        shapes = {}
+        for l in range(3):
+            shapes[self._W[l]] = self._shapes[l]
+            shapes[self._b[l]] = (self._shapes[l][0],)
+        return shapes
+
+    def init(self, rng, dtype=np.float64):
+        gain = 1.0 if self.activation == "tanh" else 2.0
+        p = {}
+        for l, shape in enumerate(self._shapes):
+            fan_in = shape[1] * shape[2] * shape[3]
+            if l == 2:
+                W = np.zeros(shape) if self.zero_init else rng.standard_normal(shape) * np.sqrt(1.0 / fan_in)
+                b = np.zeros(shape[0])
+            else:
+                W = rng.standard_normal(shape) * np.sqrt(gain / fan_in)
+                b = hidden_bias_init(rng, np.full(shape[0], fan_in))
+            p[self._W[l]], p[self._b[l]] = W.astype(dtype), b.astype(dtype)
+        return p
+
+    def forward(self, params, x, xp=np):
+        """``(out, cache)``: ``x`` is ``(N, in_channels, H, W)``, ``out`` is ``(N, out_channels, H, W)``.  Inputs
+        are not validated here: the layer that owns the net validates its own input."""
+        W = [params[k] for k in self._W]
+        b = [params[k] for k in self._b]
+        if xp is not np:            # traceable path: the literal definition, no writes into arrays
+            h = x
+            for l in range(3):
+                h = conv2d_traceable(h, W[l], b[l], xp)
+                if l < 2:
+                    h = activate(self.activation, h, xp)
+            return h, None
+        a = x.transpose(0, 2, 3, 1)                      # NHWC view; the first gather copies from it
+        caches, acts = [], []
+        for l in range(3):
+            h, c = conv_nhwc(a, W[l], b[l])
+            caches.append(c)
+            if l < 2:
+                a = activate_(self.activation, h)       # h is a fresh array: the activation in place
+                acts.append(a)
+        return np.ascontiguousarray(h.transpose(0, 3, 1, 2)), (caches, acts)
+
+    def backward(self, params, dout, cache, need_dx=True):
+        """``(dx, grads)`` for the cotangent ``dout`` ``(N, out_channels, H, W)``; ``dx`` is None if not
+        ``need_dx``.  Derivation: the class Notes."""
+        caches, acts = cache
+        grads = {}
+        g = dout.transpose(0, 2, 3, 1)
+        for l in (2, 1, 0):
+            want_dx = l > 0 or need_dx
+            g, dW, db = conv_nhwc_backward(g, params[self._W[l]], caches[l], need_dx=want_dx)
+            grads[self._W[l]], grads[self._b[l]] = dW, db
+            if l > 0:
+                g = activation_grad_(self.activation, g, acts[l - 1])
+        return (np.ascontiguousarray(g.transpose(0, 3, 1, 2)) if need_dx else None), grads
+
+    def __repr__(self):
+        return (f"ConvNet({self.in_channels} -> {self.hidden} -> {self.hidden} -> {self.out_channels}, "
+                f"kernel={self.kernel}, activation={self.activation!r}, zero_init={self.zero_init})")
