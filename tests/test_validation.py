@@ -215,7 +215,8 @@ def test_solver_certified_cases_reproduce_the_exact_flow_to_their_tolerance():
 
 def test_stored_logdets_agree_with_brute_force_jacobians_of_npflows_forward():
     """Independent of both the reference's and npflows' logdet formulas: each base case's stored logdet
-    against slogdet of autograd's Jacobian of npflows' traceable forward (8 digits relative to max(1, |v|))."""
+    against slogdet of autograd's Jacobian of npflows' traceable forward (8 digits relative to max(1, |v|)),
+    the events flattened (an image's, or a reshape's input and output)."""
     import autograd
     import autograd.numpy as anp
 
@@ -227,8 +228,8 @@ def test_stored_logdets_agree_with_brute_force_jacobians_of_npflows_forward():
         b = build(c["transform"])
         P = {k: np.asarray(v) for k, v in c["params"].items()}
         x = np.asarray(c["forward"]["input"])
-        N, D = x.shape
-        f = lambda flat: anp.reshape(b.forward(P, anp.reshape(flat, (N, D)), xp=anp)[0], (-1,))
+        N, D = x.shape[0], x[0].size             # events of any shape, flattened (the output's has the same size)
+        f = lambda flat: anp.reshape(b.forward(P, anp.reshape(flat, x.shape), xp=anp)[0], (-1,))
         J = autograd.jacobian(f)(x.reshape(-1)).reshape(N, D, N, D)
         brute = np.array([np.linalg.slogdet(J[i, :, i, :])[1] for i in range(N)])
         err = np.max(np.abs(brute - np.asarray(c["forward"]["logdet"])) / np.maximum(1.0, np.abs(brute)))

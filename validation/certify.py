@@ -90,9 +90,16 @@ def reference_values(case, rel=None, rng=None):
         X, Y = _perturbed(xf, rng, rel), _perturbed(yf, rng, rel)
         y, ld = R.forward(T, P, X)
         xi, ldi = (None, None) if only_pb else R.inverse(T, P, Y)
-        N, D = xf.shape
+        # events of any shape: the Jacobians act on the flattened events (D = the event's size), per sample;
+        # the forward output and the inverse input have the output's event shape, x and dx the input's
+        N, in_shape, out_shape = xf.shape[0], xf.shape[1:], yf.shape[1:]
+        D = int(np.prod(in_shape))
+        if int(np.prod(out_shape)) != D:
+            raise ValueError(f"{case.get('name')}: the input event {in_shape} and the output event "
+                             f"{out_shape} differ in size")
+        xf2, yf2 = xf.reshape(N, D), yf.reshape(N, D)
         # Jacobian columns, as float64 (for condition numbers) and as mpf (for the pullbacks)
-        Jy_x = np.zeros((N, D, D))        # dy[n, :] / dx[n, d]
+        Jy_x = np.zeros((N, D, D))        # dy[n, :] / dx[n, d]   (flattened events)
         Jy_mp = [mp.matrix(D, D) for _ in range(N)]
         Jld_x = np.zeros((N, D))
         Jx_y = np.zeros((N, D, D))        # d x_inv[n, :] / d y_in[n, d]
@@ -100,31 +107,34 @@ def reference_values(case, rel=None, rng=None):
         pb = case.get("pullback")
         dy = _perturbed(pb["dy"], rng, rel) if pb else None
         dl = _perturbed(pb["dlogdet"], rng, rel) if pb else None
+        dy2 = dy.reshape(N, D) if pb else None
         gx = np.empty((N, D), dtype=object)
         gx_abs = np.zeros((N, D))
         for n in range(N):
             for d in range(D):
                 row = X[n:n + 1].copy()
-                h = _step(row[0, d])
-                row[0, d] = mp.mpc(row[0, d], h)
+                at = (0,) + np.unravel_index(d, in_shape)
+                h = _step(row[at])
+                row[at] = mp.mpc(row[at], h)
                 yc, lc = R.forward(T, P, row)
-                cy = np.array([mp.im(v) / h for v in yc[0]], dtype=object)
+                cy = np.array([mp.im(v) / h for v in yc[0].ravel()], dtype=object)
                 cl = mp.im(lc[0]) / h
                 Jy_x[n, :, d] = [float(v) for v in cy]
                 for e in range(D):
                     Jy_mp[n][e, d] = cy[e]
                 Jld_x[n, d] = float(cl)
                 if pb:
-                    terms = list(dy[n] * cy) + [dl[n] * cl]
+                    terms = list(dy2[n] * cy) + [dl[n] * cl]
                     gx[n, d] = mp.fsum(terms)
                     gx_abs[n, d] = float(mp.fsum(abs(t) for t in terms))
                 if implicit:
                     continue
                 row = Y[n:n + 1].copy()
-                h = _step(row[0, d])
-                row[0, d] = mp.mpc(row[0, d], h)
+                at = (0,) + np.unravel_index(d, out_shape)
+                h = _step(row[at])
+                row[at] = mp.mpc(row[at], h)
                 xc, lc = R.inverse(T, P, row)
-                Jx_y[n, :, d] = [float(mp.im(v) / h) for v in xc[0]]
+                Jx_y[n, :, d] = [float(mp.im(v) / h) for v in xc[0].ravel()]
                 Jldi_y[n, d] = float(mp.im(lc[0]) / h)
         if implicit:                  # x(y) inverts y(x): dx/dy = J^-1, d ldi/dy = -(d ld/dx) J^-1
             # at 50 digits, not by LAPACK: the condition numbers must not depend on the machine's BLAS
@@ -132,8 +142,8 @@ def reference_values(case, rel=None, rng=None):
             Jx_y = Jinv
             Jldi_y = -np.einsum("nd,nde->ne", Jld_x, Jinv)
         # parameters: forward and inverse columns over the whole batch
-        sens = {"y": np.abs(Jy_x * xf[:, None, :]).sum(-1), "ld": np.abs(Jld_x * xf).sum(-1),
-                "xi": np.abs(Jx_y * yf[:, None, :]).sum(-1), "ldi": np.abs(Jldi_y * yf).sum(-1)}
+        sens = {"y": np.abs(Jy_x * xf2[:, None, :]).sum(-1), "ld": np.abs(Jld_x * xf2).sum(-1),
+                "xi": np.abs(Jx_y * yf2[:, None, :]).sum(-1), "ldi": np.abs(Jldi_y * yf2).sum(-1)}
         gp, gp_abs = {}, {}
         for k, v in P.items():
             gp[k] = np.empty(v.shape, dtype=object)
@@ -144,7 +154,7 @@ def reference_values(case, rel=None, rng=None):
                 h = _step(v[j])
                 Pc[k][j] = mp.mpc(v[j], h)
                 yc, lc = R.forward(T, Pc, X)
-                cy = np.array([[mp.im(e) / h for e in r] for r in yc], dtype=object)
+                cy = np.array([[mp.im(e) / h for e in r.ravel()] for r in yc], dtype=object)   # (N, D)
                 cl = np.array([mp.im(e) / h for e in lc], dtype=object)
                 u = abs(Pf[k][j])
                 cyf, clf = cy.astype(float), cl.astype(float)
@@ -155,14 +165,17 @@ def reference_values(case, rel=None, rng=None):
                     clii = -(clf + np.einsum("nd,nd->n", Jld_x, cxi))
                 else:
                     xc, lic = R.inverse(T, Pc, Y)
-                    cxi = np.array([[float(mp.im(e) / h) for e in r] for r in xc])
+                    cxi = np.array([[float(mp.im(e) / h) for e in r.ravel()] for r in xc])
                     clii = np.array([float(mp.im(e) / h) for e in lic])
                 sens["xi"] += np.abs(cxi) * u
                 sens["ldi"] += np.abs(clii) * u
                 if pb:
-                    terms = list((dy * cy).ravel()) + list(dl * cl)
+                    terms = list((dy2 * cy).ravel()) + list(dl * cl)
                     gp[k][j] = mp.fsum(terms)
                     gp_abs[k][j] = float(mp.fsum(abs(t) for t in terms))
+        # back to the events' natural shapes: y and the inverse input in the output's, x and dx in the input's
+        sens["y"], sens["xi"] = sens["y"].reshape((N,) + out_shape), sens["xi"].reshape((N,) + in_shape)
+        gx, gx_abs = gx.reshape((N,) + in_shape), gx_abs.reshape((N,) + in_shape)
 
     def cond(val, s):
         a = np.abs(val.astype(float))

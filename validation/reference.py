@@ -2,7 +2,8 @@
 formulas of ``validation/README.md`` (the section of each type is named in its docstring).  Nothing here
 calls npflows.
 
-Arrays are NumPy object arrays of mpmath numbers, batch first ``(N, D)``; logdets ``(N,)``.  Every formula
+Arrays are NumPy object arrays of mpmath numbers, batch first: ``(N, D)`` vectors or ``(N, C, H, W)``
+images (channels first), each transform's input and output in its own event shape; logdets ``(N,)``.  Every formula
 accepts complex numbers (``mpc``) so that ``certify.py`` can differentiate it by the complex step
 :math:`f'(u) = \\mathrm{Im} f(u + ih)/h` without any subtraction: branches (ReLU, LeakyReLU, ELU) are
 decided on the real part, and ``log|det W|`` is written as ``log(det W * sign(Re det W))``, which is
@@ -556,6 +557,18 @@ def radial_inverse(T, P, x):
     return z, -_radial_logdet(x.shape[1], alpha, beta, r)
 
 
+# --------------------------------------------------------------------------- README "Reshape"
+
+
+def reshape_forward(T, P, x):
+    """The entries in row-major order, regrouped: ``(N, *in_shape) -> (N, *out_shape)``; logdet 0."""
+    return x.reshape((x.shape[0],) + tuple(T["out_shape"])), full(x.shape[0], mp.mpf(0))
+
+
+def reshape_inverse(T, P, y):
+    return y.reshape((y.shape[0],) + tuple(T["in_shape"])), full(y.shape[0], mp.mpf(0))
+
+
 # --------------------------------------------------------------------------- README "Sequential", "Inverse"
 
 
@@ -587,7 +600,7 @@ FORWARD = {
     "Sequential": seq_forward, "Inverse": lambda T, P, x: inverse(T["base"], P, x),
     "MaskedAffineAutoregressive": maa_forward, "RationalQuadraticSpline": rqs_forward,
     "SplineCoupling": lambda T, P, x: _spline_coupling(T, P, x, False),
-    "MaskedSplineAutoregressive": msa_forward,
+    "MaskedSplineAutoregressive": msa_forward, "Reshape": reshape_forward,
 }
 INVERSE = {
     "ElementwiseAffine": affine_inverse, "ActNorm": affine_inverse, "LeakyReLU": leaky_inverse,
@@ -598,7 +611,7 @@ INVERSE = {
     "MaskedAffineAutoregressive": maa_inverse,
     "RationalQuadraticSpline": lambda T, P, y: rqs_forward(T, P, y, inverse=True),
     "SplineCoupling": lambda T, P, y: _spline_coupling(T, P, y, True),
-    "MaskedSplineAutoregressive": msa_inverse,
+    "MaskedSplineAutoregressive": msa_inverse, "Reshape": reshape_inverse,
 }
 
 

@@ -320,7 +320,22 @@ SPLINE = [
             _steep_end_derivative),
 ]
 
+# --------------------------------------------------------------------------- rearrangements (reshape, squeeze)
+
+def _positions(b, p, x, rng):
+    """``x[n]`` = 1000 (n + 1) + the row-major index of the entry in the input event: every output entry names
+    the input entry it came from (integers, exact in float32 too)."""
+    N, D = x.shape[0], x[0].size
+    return p, (1000.0 * (np.arange(N)[:, None] + 1) + np.arange(D)[None, :]).reshape(x.shape)
+
+
+REARRANGE = [
+    Variant("positions", "x[n] = 1000 (n + 1) + the row-major index of each entry in the input event: the output "
+            "shows where every entry goes (the ordering convention, readable in the file)", _positions),
+]
+
 VARIANTS = {
+    "Reshape": REARRANGE,
     "ElementwiseAffine": AFFINE,
     "ActNorm": AFFINE,
     "LeakyReLU": [Variant("near_zero", "inputs 0, -0, +-1e-300, +-3e-301 at the kink",
