@@ -22,3 +22,7 @@ __all__ += ["CNF", "ODESolveError"]
 
 from .reshape import Reshape  # noqa: E402
 __all__ += ["Reshape"]
+
+from .multiscale import MultiScale  # noqa: E402
+from .reshape import Squeeze  # noqa: E402
+__all__ += ["Squeeze", "MultiScale"]
