@@ -106,7 +106,8 @@ RECIPE = dict(epochs=300, batch=128, lr=1e-3, schedule="cosine", warmup=0, clip=
 bound), ``batch`` (rows per Adam step; the last incomplete batch of an epoch is dropped), ``lr``,
 ``schedule`` ("cosine" over ``epochs``, or "constant"), ``warmup`` (linear warmup steps), ``clip`` (global
 gradient-norm clipping, None: off), ``weight_decay`` (decoupled, AdamW-style, times lr), ``ema`` (decay of
-an exponential moving average of the parameters, which is then what is validated, kept and saved; 0: off),
+an exponential moving average of the parameters, which is then what is validated, kept and saved; the decay
+at step t is min(ema, (1 + t)/(10 + t)); 0: off),
 ``patience`` (epochs without a better validation bits/dim before stopping; 0: never stop early),
 ``val_draws`` (dequantization draws per validation image)."""
 
@@ -238,8 +239,9 @@ def train(flow, params, x_train, x_val, recipe, seed, dtype, say):
             params, state = nf.adam(params, grads, state, lr=lr, clip_norm=recipe["clip"])
             if recipe["weight_decay"]:
                 params = {k: v - (lr * recipe["weight_decay"]) * v for k, v in params.items()}
-            if ema:
-                avg = {k: ema * avg[k] + (1.0 - ema) * params[k] for k in params}
+            if ema:     # the decay ramps up, (1 + t)/(10 + t) until it reaches ema, so the start soon fades
+                d = min(ema, (1.0 + step) / (10.0 + step))
+                avg = {k: d * avg[k] + (1.0 - d) * params[k] for k in params}
             # bits/dim of the batch: -log p_z - log|dz/dy| + D log K, per dimension, in bits
             nll_sum += (loss - float(logdet[idx].mean()) + const) * len(idx)
             step += 1
@@ -363,9 +365,10 @@ def pictures(out, flow, params, x_test, y_test, seed, mode, title, say):
     grids = {t: sample_images(flow, params, 64, rng, t) for t in (1.0, 0.7)}
     save_png(os.path.join(out, "samples.png"), [tile(grids[t], 8) for t in (1.0, 0.7)],
              [f"{title}: samples, T = {t}" for t in (1.0, 0.7)], 4.0)
-    # pairs: the first test image of each digit d with the first of digit (d + 5) % 10, d = 0..4, and 3 -> 8
-    first = {d: int(np.flatnonzero(y_test == d)[0]) for d in range(10)}
-    pairs = [(first[d], first[(d + 5) % 10]) for d in range(5)] + [(first[3], first[8])]
+    # pairs: the first test image of digit d with the first of digit d + 5, d = 0..4, and the second 6 with the
+    # second 9
+    nth = {d: np.flatnonzero(y_test == d) for d in range(10)}
+    pairs = [(int(nth[d][0]), int(nth[d + 5][0])) for d in range(5)] + [(int(nth[6][1]), int(nth[9][1]))]
     rows = interpolate(flow, params, x_test, pairs, 10, mode)
     save_png(os.path.join(out, "interpolation.png"), [tile(rows.reshape(-1, DIM), rows.shape[1])],
              [f"{title}: {mode} interpolation in z between test digits (ends: the test images)"], 7.0)
@@ -389,6 +392,8 @@ def main(argv=None):
                    help="how z is interpolated between two test digits")
     p.add_argument("--out", help="output directory (default: out/digits/<model>)")
     p.add_argument("--no-plots", action="store_true", help="write no PNGs")
+    p.add_argument("--no-test", action="store_true",
+                   help="leave the test split alone: validation bits/dim only (for choosing a model or recipe)")
     p.add_argument("--quick", action="store_true", help="a tiny model, 2 epochs, 2 draws: a smoke run")
     args = p.parse_args(argv)
     model = MODELS[args.model]
@@ -438,7 +443,10 @@ def main(argv=None):
         say("load average (1, 5, 15 min) after training: %.2f %.2f %.2f" % os.getloadavg())
 
     t_eval = time.perf_counter()
-    test, test_mc = bpd_of(flow, best, x_test, stream(args.seed, TEST), args.draws, dtype)
+    if args.no_test:
+        test, test_mc = nf.dequantize.BitsPerDim(math.nan, math.nan), math.nan
+    else:
+        test, test_mc = bpd_of(flow, best, x_test, stream(args.seed, TEST), args.draws, dtype)
     val, val_mc = bpd_of(flow, best, x_val, stream(args.seed, TEST_VALID), args.draws, dtype)
     say(f"evaluation with {args.draws} dequantization draws per image: {time.perf_counter() - t_eval:.1f} s")
 
@@ -453,7 +461,7 @@ def main(argv=None):
     print(f"training: {epochs} epochs, {seconds:.1f} s, median epoch {np.median(epoch_s):.2f} s")
     print()
     missed = False
-    if model.target is not None:
+    if model.target is not None and not args.no_test:
         met = test.mean <= model.target
         missed |= not met
         print(f"target: test bits/dim <= {model.target:.2f} ({test.mean:.4f}): {target_verdict(met, args.quick)}")
@@ -472,7 +480,7 @@ def main(argv=None):
     nf.save(path, flow, best, config=config)
     say(f"saved {path}")
     if not args.no_plots:
-        title = f"{args.model}, test {test.mean:.3f} bpd"
+        title = f"{args.model}, " + (f"test {test.mean:.3f} bpd" if not args.no_test else f"validation {val.mean:.3f} bpd")
         if pictures(out, flow, best, x_test, y_test, args.seed, args.interpolation, title, say):
             save_history_png(os.path.join(out, "history.png"), history, title)
     say("done")
