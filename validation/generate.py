@@ -58,6 +58,8 @@ PENDING = {
     **{name: _IMAGE_CERT for name in ("squeeze_channel_major", "squeeze_space_to_depth", "squeeze_checkerboard",
                                       "multiscale_two_stages_first", "multiscale_two_stages_second",
                                       "multiscale_three_stages")},
+    **{name: _IMAGE_CERT for name in ("actnorm2d_233", "actnorm2d_144", "conv1x1_233", "conv1x1_322", "conv1x1_144",
+                                      "conv1x1_lu_322", "conv1x1_lu_233")},
 }
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the

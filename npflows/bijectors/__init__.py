@@ -26,3 +26,6 @@ __all__ += ["Reshape"]
 from .multiscale import MultiScale  # noqa: E402
 from .reshape import Squeeze  # noqa: E402
 __all__ += ["Squeeze", "MultiScale"]
+
+from .conv import ActNorm2d, Invertible1x1Conv, LUInvertible1x1Conv  # noqa: E402
+__all__ += ["ActNorm2d", "Invertible1x1Conv", "LUInvertible1x1Conv"]

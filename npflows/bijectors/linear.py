@@ -59,6 +59,36 @@ def _check_invertible(owner, W, what="W"):
                          f"(condition number {cond:.3g}, limit {limit:.3g}); it has no inverse")
 
 
+def lu_factors(params, lo, xp=np, sign=None):
+    """``(L, M)`` of Glow's LU-factorised weight :math:`W = P L M` with
+    :math:`M = U + \\mathrm{diag}(\\sigma\\odot e^{s})`, from the parameters ``lower``, ``upper`` and
+    ``log_scale`` s: L is ``lower`` on its strict lower triangle (``lo``, a boolean mask) plus the identity, U is
+    ``upper`` on the strict upper triangle, and ``sign`` :math:`\\sigma` (fixed structure, entries +-1; None for
+    all +1) the signs of M's diagonal.  Entries outside the triangles are ignored.  Shared by :class:`LULinear`
+    and the LU-factorised 1x1 convolution (:class:`~npflows.bijectors.conv.LUInvertible1x1Conv`); traceable
+    with ``xp``."""
+    s = params["log_scale"]
+    L = params["lower"] * lo + np.eye(lo.shape[0], dtype=s.dtype)
+    d = xp.exp(s) if sign is None else sign.astype(s.dtype) * xp.exp(s)
+    M = params["upper"] * lo.T + xp.diag(d)
+    return L, M
+
+
+def lu_factor_grads(A_bar, L, M, log_scale, lo, sign=None):
+    """The cotangents of ``lower``, ``upper`` and ``log_scale`` given :math:`\\bar A = P^T\\bar W`, the cotangent
+    of :math:`A = LM` (plain NumPy; the logdet path's term of ``log_scale`` is the caller's):
+
+    * :math:`\\bar L = \\mathrm{tril}_{-1}(\\bar A M^T)` (from :math:`A = LM`: :math:`\\bar L = \\bar A M^T`, kept on
+      the strict lower triangle, the only entries of ``lower`` that L uses);
+    * :math:`\\bar M = L^T\\bar A`, :math:`\\bar U = \\mathrm{triu}_{+1}(\\bar M)`;
+    * :math:`\\bar s = \\mathrm{diag}(\\bar M)\\odot\\sigma\\odot e^{s}` (M's diagonal is
+      :math:`\\sigma\\odot e^{s}`, whose derivative in s is itself).
+    """
+    M_bar = L.T @ A_bar
+    d = np.exp(log_scale) if sign is None else sign.astype(log_scale.dtype) * np.exp(log_scale)
+    return {"lower": (A_bar @ M.T) * lo, "upper": M_bar * lo.T, "log_scale": np.diagonal(M_bar) * d}
+
+
 class Linear(Bijector):
     """Dense invertible linear map :math:`y = W x + b` with ``W`` ``(D, D)`` and ``b`` ``(D,)``.
 
@@ -154,10 +184,7 @@ class LULinear(Bijector):
                 "log_scale": np.zeros(self.dim, dtype), "bias": np.zeros(self.dim, dtype)}
 
     def _factors(self, params, xp):
-        dt = params["log_scale"].dtype
-        L = params["lower"] * self._lo + np.eye(self.dim, dtype=dt)
-        M = params["upper"] * self._up + xp.diag(xp.exp(params["log_scale"]))
-        return L, M
+        return lu_factors(params, self._lo, xp)
 
     def weight(self, params, xp=np):
         """The dense matrix W = P L (U + diag(exp(s)))."""
@@ -188,11 +215,10 @@ class LULinear(Bijector):
 
     def _backward(self, params, dy, dlogdet, cache):
         x, L, M, W = cache
-        A_bar = (dy.T @ x)[self._inv]                  # P^T G
-        M_bar = L.T @ A_bar
-        return dy @ W, {"lower": (A_bar @ M.T) * self._lo, "upper": M_bar * self._up,
-                        "log_scale": np.diagonal(M_bar) * np.exp(params["log_scale"]) + dlogdet.sum(),
-                        "bias": dy.sum(axis=0)}
+        g = lu_factor_grads((dy.T @ x)[self._inv], L, M, params["log_scale"], self._lo)    # from P^T G
+        g["log_scale"] = g["log_scale"] + dlogdet.sum()
+        g["bias"] = dy.sum(axis=0)
+        return dy @ W, g
 
     def __repr__(self):
         return f"LULinear(dim={self.dim}, perm={self.perm.tolist()})"

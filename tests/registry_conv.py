@@ -1,0 +1,54 @@
+"""Harness entries for Glow's image layers and the masked convolution (npflows/bijectors/conv.py): ActNorm2d,
+the 1x1 convolution with a dense and with an LU-factorised weight, the masked autoregressive convolution with
+several kernels and tap sets, and a Glow-like step composed of them.
+
+Events are small ((2, 3, 3), (3, 2, 2), (1, 4, 4)), batches 3-5, so the brute-force Jacobians stay cheap.
+Parameters are perturbed away from their initial values (scale 0.3-0.5; ActNorm2d by 0.1 around its
+data-dependent init), so that the weights are not orthogonal, the log-scales not zero, and every gradient is
+non-trivial.  Every image entry also refuses a batch with the wrong number of channels.
+"""
+import numpy as np
+
+import npflows as nf
+from registry import Case, perturbed
+
+
+def _bad(x):
+    """A batch with one channel too few and one with the height and width swapped (where they differ)."""
+    bad = [("forward", x[:, 1:] if x.shape[1] > 1 else np.concatenate([x, x], 1)),
+           ("inverse", x[:, 1:] if x.shape[1] > 1 else np.concatenate([x, x], 1))]
+    if x.shape[2] != x.shape[3]:
+        bad.append(("forward", np.swapaxes(x, 2, 3)))
+    return bad
+
+
+def _case(b, rng, n=4, scale=0.5):
+    x = rng.standard_normal((n,) + b.event_shape)
+    return Case(b, perturbed(b, rng, scale), x, _bad(x))
+
+
+def _actnorm2d(shape, n=4):
+    def make(rng):
+        b = nf.ActNorm2d(shape)
+        data = 3.0 + 2.0 * rng.standard_normal((50,) + shape) * rng.uniform(0.5, 2.0, (shape[0], 1, 1))
+        x = data[:n]
+        return Case(b, perturbed(b, rng, 0.1, x=data), x, _bad(x))
+    return make
+
+
+def _lu(shape, sign=None):
+    def make(rng):
+        C = shape[0]
+        return _case(nf.LUInvertible1x1Conv(shape, perm=rng.permutation(C), sign=sign), rng, scale=0.4)
+    return make
+
+
+ENTRIES = {
+    "actnorm2d_233": _actnorm2d((2, 3, 3)),
+    "actnorm2d_144": _actnorm2d((1, 4, 4), n=3),
+    "conv1x1_233": lambda rng: _case(nf.Invertible1x1Conv((2, 3, 3)), rng),
+    "conv1x1_322": lambda rng: _case(nf.Invertible1x1Conv((3, 2, 2)), rng, n=5),
+    "conv1x1_144": lambda rng: _case(nf.Invertible1x1Conv((1, 4, 4)), rng, n=3),
+    "conv1x1_lu_322": _lu((3, 2, 2), sign=[1, -1, -1]),
+    "conv1x1_lu_233": _lu((2, 3, 3)),
+}
