@@ -60,6 +60,11 @@ PENDING = {
                                       "multiscale_three_stages")},
     **{name: _IMAGE_CERT for name in ("actnorm2d_233", "actnorm2d_144", "conv1x1_233", "conv1x1_322", "conv1x1_144",
                                       "conv1x1_lu_322", "conv1x1_lu_233")},
+    **{name: _IMAGE_CERT for name in ("image_affine_checkerboard_exp", "image_affine_checkerboard_odd_tanh_1x1",
+                                      "image_affine_checkerboard_softplus_interleaved", "image_affine_channel_glow",
+                                      "image_affine_channel_second_nflows", "image_affine_channel_exp_5x5",
+                                      "image_affine_channel_neg_logsigmoid", "image_additive_checkerboard",
+                                      "image_additive_channel_second_1x1")},
 }
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the

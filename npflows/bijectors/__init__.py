@@ -29,3 +29,6 @@ __all__ += ["Squeeze", "MultiScale"]
 
 from .conv import ActNorm2d, Invertible1x1Conv, LUInvertible1x1Conv  # noqa: E402
 __all__ += ["ActNorm2d", "Invertible1x1Conv", "LUInvertible1x1Conv"]
+
+from .image_coupling import ImageAdditiveCoupling, ImageAffineCoupling, checkerboard_mask  # noqa: E402
+__all__ += ["ImageAffineCoupling", "ImageAdditiveCoupling", "checkerboard_mask"]
