@@ -344,8 +344,11 @@ def test_command_line_check_prints_table_and_summary():
 
 
 def _types(T):
-    return {T["type"]} | set().union(*(_types(L) for L in T.get("layers", [])), set()) | (
-        _types(T["base"]) if "base" in T else set())
+    """Every type in a description, nested ones included (a Sequential's layers, an Inverse's base, a
+    MultiScale's stages: any value that is a description or a list of them)."""
+    nested = [v for v in T.values() if isinstance(v, dict) and "type" in v]
+    nested += [e for v in T.values() if isinstance(v, list) for e in v if isinstance(e, dict) and "type" in e]
+    return {T["type"]}.union(*(_types(L) for L in nested))
 
 
 def test_readme_documents_every_transform_type():

@@ -569,6 +569,140 @@ def reshape_inverse(T, P, y):
     return y.reshape((y.shape[0],) + tuple(T["in_shape"])), full(y.shape[0], mp.mpf(0))
 
 
+# --------------------------------------------------------------------------- README "Squeeze"
+
+SQUEEZE_SLOT = {"checkerboard": {(0, 0): 0, (1, 1): 1, (0, 1): 2, (1, 0): 3}}
+
+
+def _squeeze_channel(order, C, c, di, dj):
+    """The output channel of input channel ``c`` at block position ``(di, dj)``."""
+    if order == "channel_major":
+        return 4 * c + 2 * di + dj
+    if order == "space_to_depth":
+        return (2 * di + dj) * C + c
+    return SQUEEZE_SLOT[order][(di, dj)] * C + c
+
+
+def _squeeze_index(T):
+    """``[(c, 2i + di, 2j + dj), (o, i, j)]`` pairs: where each input entry goes."""
+    C, H, W = T["event_shape"]
+    return [((c, 2 * i + di, 2 * j + dj), (_squeeze_channel(T["order"], C, c, di, dj), i, j))
+            for c in range(C) for i in range(H // 2) for j in range(W // 2) for di in (0, 1) for dj in (0, 1)]
+
+
+def squeeze_forward(T, P, x):
+    """``x[n, c, 2i + di, 2j + dj] -> y[n, o, i, j]``, o from the order; logdet 0."""
+    C, H, W = T["event_shape"]
+    y = np.empty((x.shape[0], 4 * C, H // 2, W // 2), dtype=object)
+    for a, b in _squeeze_index(T):
+        y[(slice(None),) + b] = x[(slice(None),) + a]
+    return y, full(x.shape[0], mp.mpf(0))
+
+
+def squeeze_inverse(T, P, y):
+    C, H, W = T["event_shape"]
+    x = np.empty((y.shape[0], C, H, W), dtype=object)
+    for a, b in _squeeze_index(T):
+        x[(slice(None),) + a] = y[(slice(None),) + b]
+    return x, full(y.shape[0], mp.mpf(0))
+
+
+# --------------------------------------------------------------------------- README "ActNorm2d", 1x1 convolutions
+
+
+def _per_channel(v):
+    """A ``(C,)`` parameter as ``(C, 1, 1)``, to broadcast over an image ``(N, C, H, W)``."""
+    return np.asarray(v, dtype=object).reshape(-1, 1, 1)
+
+
+def _hw(T):
+    return T["event_shape"][1] * T["event_shape"][2]
+
+
+def actnorm2d_forward(T, P, x):
+    s = P["log_scale"]
+    return x * exp(_per_channel(s)) + _per_channel(P["shift"]), full(x.shape[0], _hw(T) * ldtotal(s))
+
+
+def actnorm2d_inverse(T, P, y):
+    s = P["log_scale"]
+    return (y - _per_channel(P["shift"])) * exp(-_per_channel(s)), full(y.shape[0], -_hw(T) * ldtotal(s))
+
+
+def _channel_map(A, x):
+    """``y[n, :, i, j] = A x[n, :, i, j]`` at every pixel."""
+    return np.tensordot(A, x, axes=([1], [1])).transpose(1, 0, 2, 3)
+
+
+def _channel_solve(A, y):
+    """``x`` with ``A x[n, :, i, j] = y[n, :, i, j]`` at every pixel (mpmath's LU solve per pixel)."""
+    N, C, H, W = y.shape
+    cols = y.transpose(0, 2, 3, 1).reshape(-1, C)
+    return _solve(A, cols).reshape(N, H, W, C).transpose(0, 3, 1, 2)
+
+
+def conv1x1_forward(T, P, x):
+    W = P["W"]
+    return _channel_map(W, x), full(x.shape[0], _hw(T) * _logabsdet(W))
+
+
+def conv1x1_inverse(T, P, y):
+    W = P["W"]
+    return _channel_solve(W, y), full(y.shape[0], -_hw(T) * _logabsdet(W))
+
+
+def lu_conv_weight(T, P):
+    """``W = P_perm L (U + diag(sign exp(log_scale)))``, ``W[i] = (L M)[perm[i]]``, as ``lu_weight``."""
+    C = T["event_shape"][0]
+    sign = T.get("sign") or [1] * C
+    L = np.empty((C, C), dtype=object)
+    M = np.empty((C, C), dtype=object)
+    for i in range(C):
+        for j in range(C):
+            L[i, j] = P["lower"][i, j] if i > j else mp.mpf(1 if i == j else 0)
+            M[i, j] = P["upper"][i, j] if i < j else (sign[i] * mp.exp(P["log_scale"][i]) if i == j else mp.mpf(0))
+    return (L @ M)[np.asarray(T.get("perm") or list(range(C)))]
+
+
+def lu_conv_forward(T, P, x):
+    return _channel_map(lu_conv_weight(T, P), x), full(x.shape[0], _hw(T) * ldtotal(P["log_scale"]))
+
+
+def lu_conv_inverse(T, P, y):
+    return _channel_solve(lu_conv_weight(T, P), y), full(y.shape[0], -_hw(T) * ldtotal(P["log_scale"]))
+
+
+# --------------------------------------------------------------------------- README "Convolution", "Conditioner ConvNet"
+
+
+def conv2d(x, W, b=None):
+    """Cross-correlation, stride 1, zero "same" padding: ``out[n, o, i, j] = b[o] + sum_{c, u, v} W[o, c, u, v]
+    x[n, c, i + u - kh//2, j + v - kw//2]`` (x zero outside the image); ``W`` ``(Cout, Cin, kh, kw)``."""
+    N, C, H, Wd = x.shape
+    Co, _, kh, kw = W.shape
+    ph, pw = kh // 2, kw // 2
+    xp = np.empty((N, C, H + 2 * ph, Wd + 2 * pw), dtype=object)
+    xp[...] = mp.mpf(0)
+    xp[:, :, ph:ph + H, pw:pw + Wd] = x
+    out = None
+    for u in range(kh):
+        for v in range(kw):
+            t = np.tensordot(W[:, :, u, v], xp[:, :, u:u + H, v:v + Wd], axes=([1], [1]))   # (Cout, N, H, W)
+            out = t if out is None else out + t
+    out = out.transpose(1, 0, 2, 3)
+    return out if b is None else out + _per_channel(b)
+
+
+def convnet(P, prefix, activation, x):
+    """Glow's conditioner: conv kxk -> act -> conv 1x1 -> act -> conv kxk, keys ``<prefix>W0, b0, ..., b2``."""
+    h = x
+    for l in range(3):
+        h = conv2d(h, P[f"{prefix}W{l}"], P[f"{prefix}b{l}"])
+        if l < 2:
+            h = ACT[activation](h)
+    return h
+
+
 # --------------------------------------------------------------------------- README "Sequential", "Inverse"
 
 
@@ -600,7 +734,8 @@ FORWARD = {
     "Sequential": seq_forward, "Inverse": lambda T, P, x: inverse(T["base"], P, x),
     "MaskedAffineAutoregressive": maa_forward, "RationalQuadraticSpline": rqs_forward,
     "SplineCoupling": lambda T, P, x: _spline_coupling(T, P, x, False),
-    "MaskedSplineAutoregressive": msa_forward, "Reshape": reshape_forward,
+    "MaskedSplineAutoregressive": msa_forward, "Reshape": reshape_forward, "Squeeze": squeeze_forward,
+    "ActNorm2d": actnorm2d_forward, "Invertible1x1Conv": conv1x1_forward, "LUInvertible1x1Conv": lu_conv_forward,
 }
 INVERSE = {
     "ElementwiseAffine": affine_inverse, "ActNorm": affine_inverse, "LeakyReLU": leaky_inverse,
@@ -611,7 +746,8 @@ INVERSE = {
     "MaskedAffineAutoregressive": maa_inverse,
     "RationalQuadraticSpline": lambda T, P, y: rqs_forward(T, P, y, inverse=True),
     "SplineCoupling": lambda T, P, y: _spline_coupling(T, P, y, True),
-    "MaskedSplineAutoregressive": msa_inverse, "Reshape": reshape_inverse,
+    "MaskedSplineAutoregressive": msa_inverse, "Reshape": reshape_inverse, "Squeeze": squeeze_inverse,
+    "ActNorm2d": actnorm2d_inverse, "Invertible1x1Conv": conv1x1_inverse, "LUInvertible1x1Conv": lu_conv_inverse,
 }
 
 
@@ -628,8 +764,18 @@ def missing_types(T):
     out = set()
     if T["type"] not in FORWARD or T["type"] not in INVERSE:
         out.add(T["type"])
-    for L in T.get("layers", []):
+    for L in children(T):
         out |= missing_types(L)
-    if "base" in T:
-        out |= missing_types(T["base"])
+    return out
+
+
+def children(T):
+    """The transforms nested in the description ``T``: a ``Sequential``'s ``layers``, an ``Inverse``'s
+    ``base``, a ``MultiScale``'s ``stages`` (any value that is a description or a list of them)."""
+    out = []
+    for v in T.values():
+        if isinstance(v, dict) and "type" in v:
+            out.append(v)
+        elif isinstance(v, list):
+            out += [e for e in v if isinstance(e, dict) and "type" in e]
     return out

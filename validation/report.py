@@ -27,11 +27,10 @@ LOW = {"float64": 13.0, "float32": 5.0}
 
 
 def types_of(T):
+    from .reference import children
     out = {T["type"]}
-    for L in T.get("layers", []):
+    for L in children(T):
         out |= types_of(L)
-    if "base" in T:
-        out |= types_of(T["base"])
     return out
 
 

@@ -336,6 +336,7 @@ REARRANGE = [
 
 VARIANTS = {
     "Reshape": REARRANGE,
+    "Squeeze": REARRANGE,
     "ElementwiseAffine": AFFINE,
     "ActNorm": AFFINE,
     "LeakyReLU": [Variant("near_zero", "inputs 0, -0, +-1e-300, +-3e-301 at the kink",
