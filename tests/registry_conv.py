@@ -51,4 +51,12 @@ ENTRIES = {
     "conv1x1_144": lambda rng: _case(nf.Invertible1x1Conv((1, 4, 4)), rng, n=3),
     "conv1x1_lu_322": _lu((3, 2, 2), sign=[1, -1, -1]),
     "conv1x1_lu_233": _lu((2, 3, 3)),
+    "masked_conv_k3_233": lambda rng: _case(nf.MaskedConv2d((2, 3, 3), kernel_size=3), rng, scale=0.3),
+    "masked_conv_k5_144": lambda rng: _case(nf.MaskedConv2d((1, 4, 4), kernel_size=5), rng, n=3, scale=0.3),
+    "masked_conv_quadrant_322": lambda rng: _case(nf.MaskedConv2d((3, 2, 2), kernel_size=3, taps="quadrant"), rng,
+                                                  scale=0.3),
+    "masked_conv_k1_322": lambda rng: _case(nf.MaskedConv2d((3, 2, 2), kernel_size=1), rng, n=3),
+    "glow_like_conv_step": lambda rng: _case(nf.Sequential([
+        nf.ActNorm2d((2, 3, 3)), nf.LUInvertible1x1Conv((2, 3, 3), perm=[1, 0], sign=[-1, 1]),
+        nf.MaskedConv2d((2, 3, 3), kernel_size=3, taps="quadrant")]), rng, n=3, scale=0.3),
 }

@@ -228,3 +228,143 @@ def test_sequential_data_dependent_init_reaches_an_actnorm2d_deep_in_a_glow_like
     y, _, _ = stack.forward(p, data)
     np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=1e-12)
     np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1.0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the masked convolution
+def raster_permutation(shape):
+    """Channel-major flat indices listed in raster order (pixel (i, j) row by row, channels innermost)."""
+    C, H, W = shape
+    return np.arange(C * H * W).reshape(C, H, W).transpose(1, 2, 0).ravel()
+
+
+def expected_jacobian(shape, k, taps, weight, log_diag):
+    """The Jacobian in raster order, built from the stated mask alone (not from the layer's code):
+    d y[o, i, j] / d x[c, i', j'] = K[o, c, u, v] at the offset (u, v) = (i' - i + p, j' - j + p), where K is
+    ``weight`` at the taps before the centre (all of them in raster order, or only u <= p and v <= p), ``weight``
+    below the centre's channel diagonal, exp(log_diag) on it, and zero elsewhere."""
+    C, H, W = shape
+    p = k // 2
+    J = np.zeros((H, W, C, H, W, C))
+    for i, j, i2, j2 in np.ndindex(H, W, H, W):
+        u, v = i2 - i + p, j2 - j + p
+        if not (0 <= u < k and 0 <= v < k):
+            continue
+        before = u < p or (u == p and v < p)
+        if taps == "quadrant":
+            before = before and u <= p and v <= p
+        for o, c in np.ndindex(C, C):
+            if before or ((u, v) == (p, p) and c < o):
+                J[i, j, o, i2, j2, c] = weight[o, c, u, v]
+            elif (u, v) == (p, p) and c == o:
+                J[i, j, o, i2, j2, c] = np.exp(log_diag[o])
+    return J.reshape(C * H * W, C * H * W)
+
+
+MASKED = [((2, 3, 3), 3, "raster"), ((1, 4, 4), 5, "raster"), ((3, 2, 2), 3, "quadrant"),
+          ((2, 4, 3), 5, "quadrant"), ((3, 2, 2), 1, "raster")]
+
+
+@pytest.mark.parametrize("shape,k,taps", MASKED)
+def test_masked_conv_jacobian_is_lower_triangular_in_raster_order(shape, k, taps):
+    rng = np.random.default_rng(7)
+    b = nf.MaskedConv2d(shape, kernel_size=k, taps=taps)
+    p = {key: v + 0.5 * rng.standard_normal(v.shape) for key, v in b.init(rng).items()}
+    x = rng.standard_normal((2,) + shape)
+    perm = raster_permutation(shape)
+    J = jacobian(b, p, x)[1][np.ix_(perm, perm)]
+    assert np.all(np.triu(J, 1) == 0)                                  # triangular in the stated order
+    np.testing.assert_array_equal(np.diag(J), np.tile(np.exp(p["log_diag"]), shape[1] * shape[2]))
+    # every entry, including which ones are free, as the mask states it
+    np.testing.assert_allclose(J, expected_jacobian(shape, k, taps, p["weight"], p["log_diag"]), rtol=1e-15, atol=0)
+    if k > 1 or shape[0] > 1:
+        assert np.count_nonzero(np.tril(J, -1)) > 0                    # not merely diagonal
+    _, ld, _ = b.forward(p, x)
+    np.testing.assert_allclose(ld, np.linalg.slogdet(J)[1], rtol=1e-13)
+
+
+def test_the_triangularity_check_fails_on_an_unmasked_convolution():
+    """The check above can fail: the same convolution with the full kernel (no mask) is not triangular in
+    raster order, nor in the channel-major order."""
+    from npflows.nn.conv import conv2d
+    rng = np.random.default_rng(8)
+    shape = (2, 3, 3)
+    K = rng.standard_normal((2, 2, 3, 3))
+    x = rng.standard_normal((1,) + shape)
+    J = autograd.jacobian(lambda v: anp.reshape(conv2d(anp.reshape(v, x.shape), K, xp=anp), (-1,)))(x.ravel())
+    perm = raster_permutation(shape)
+    assert np.any(np.triu(J[np.ix_(perm, perm)], 1) != 0) and np.any(np.triu(J, 1) != 0)
+
+
+@pytest.mark.parametrize("shape,k,taps", MASKED + [((4, 6, 7), 3, "raster")])
+def test_masked_conv_inverse_numpy_path_equals_the_traceable_substitution(shape, k, taps):
+    """The NumPy path groups the sums differently (the rows above in one GEMM per row) from the traceable
+    per-tap substitution; both are the same substitution, so they agree to rounding (1e-13 relative) and
+    invert the forward (1e-12: the recursion grows the values by up to ~10 here)."""
+    rng = np.random.default_rng(9)
+    b = nf.MaskedConv2d(shape, kernel_size=k, taps=taps)
+    p = {key: v + 0.3 * rng.standard_normal(v.shape) for key, v in b.init(rng).items()}
+    x = rng.standard_normal((3,) + shape)
+    y, ld, _ = b.forward(p, x)
+    x1, ld1 = b.inverse(p, y)
+    x2, ld2 = b.inverse(p, y, xp=anp)
+    scale = max(1.0, float(np.abs(x1).max()))
+    assert np.abs(x1 - x2).max() <= 1e-13 * scale and np.abs(x1 - x).max() <= 1e-12 * scale
+    assert x1.flags.c_contiguous and x1.dtype == np.float64
+    np.testing.assert_array_equal(ld1, -ld)
+    np.testing.assert_array_equal(ld2, -ld)
+    x32, _ = b.inverse(nf.cast_params(p, np.float32), y.astype(np.float32))
+    assert x32.dtype == np.float32 and np.abs(x32 - x).max() <= 1e-5 * scale
+
+
+def test_quadrant_taps_of_a_3x3_kernel_are_the_2x2_causal_neighbourhood():
+    from npflows.bijectors.conv import causal_taps
+    np.testing.assert_array_equal(causal_taps(3, "quadrant"), [[1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(causal_taps(3, "raster"), [[1, 1, 1], [1, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(causal_taps(1), [[0]])
+    b = nf.MaskedConv2d((2, 2, 2), kernel_size=3, taps="quadrant")
+    np.testing.assert_array_equal(b.mask[1, 0].astype(int), [[1, 1, 0], [1, 1, 0], [0, 0, 0]])   # centre: c < o
+    np.testing.assert_array_equal(b.mask[0, 1].astype(int), [[1, 1, 0], [1, 0, 0], [0, 0, 0]])
+
+
+def test_masked_conv_inverse_that_overflows_names_the_recursion():
+    """C = 1, y_ij = x_ij + a x_i,j-1 with a = 1e10: the inverse x_ij = sum_m (-a)^m y_i,j-m grows like a^W and
+    overflows float64 within a 40-pixel row; the error names the layer and the recursion (the map's own growth,
+    not the algorithm's)."""
+    b = nf.MaskedConv2d((1, 1, 40), kernel_size=3)
+    p = b.init(np.random.default_rng(0))
+    w = np.zeros_like(p["weight"])
+    w[0, 0, 1, 0] = 1e10
+    p["weight"] = w
+    with pytest.raises(FloatingPointError, match="MaskedConv2d inverse.*raster-order substitution amplifies"):
+        b.inverse(p, np.ones((2, 1, 1, 40)))
+    y = b.forward(p, np.ones((2, 1, 1, 40)))[0]             # the forward is a bounded map: finite
+    assert np.isfinite(y).all()
+
+
+def test_masked_conv_refuses_bad_structure_and_explains_a_diverged_diagonal():
+    with pytest.raises(ValueError, match="MaskedConv2d: kernel_size must be an odd int"):
+        nf.MaskedConv2d((1, 3, 3), kernel_size=2)
+    with pytest.raises(ValueError, match="MaskedConv2d: taps must be one of"):
+        nf.MaskedConv2d((1, 3, 3), taps="diagonal")
+    with pytest.raises(ValueError, match=r"MaskedConv2d: expected an image event shape \(C, H, W\)"):
+        nf.MaskedConv2d(9)
+    b = nf.MaskedConv2d((2, 2, 2))
+    p = b.init(np.random.default_rng(0))
+    p["log_diag"] = np.array([0.0, 800.0])
+    with pytest.raises(FloatingPointError, match="MaskedConv2d forward.*log-scale reaches 800"):
+        b.forward(p, np.ones((1, 2, 2, 2)))
+
+
+def test_bench_masked_conv_quick_runs():
+    """The inverse-cost benchmark (quoted in MaskedConv2d's Notes) runs and checks its round trips."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "scripts/bench_masked_conv.py", "--quick"], cwd=root, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("(") and "quick" not in line]
+    assert [r[:4] for r in rows] == [["(1,", "8,", "8)", "1"], ["(1,", "8,", "8)", "64"],
+                                     ["(4,", "4,", "4)", "1"], ["(4,", "4,", "4)", "64"]]
+    assert all(float(r[-1]) < 1e-12 for r in rows)

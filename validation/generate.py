@@ -57,6 +57,8 @@ _IMAGE_CERT = ("an image layer of issue 13: its 50-digit reference (validation/r
 PENDING = {
     **{name: _IMAGE_CERT for name in ("multiscale_two_stages_first", "multiscale_two_stages_second",
                                       "multiscale_three_stages")},
+    **{name: _IMAGE_CERT for name in ("masked_conv_k3_233", "masked_conv_k5_144", "masked_conv_quadrant_322",
+                                      "masked_conv_k1_322", "glow_like_conv_step")},
     **{name: _IMAGE_CERT for name in ("actnorm2d_233", "actnorm2d_144", "conv1x1_233", "conv1x1_322", "conv1x1_144",
                                       "conv1x1_lu_322", "conv1x1_lu_233")},
     **{name: _IMAGE_CERT for name in ("image_affine_checkerboard_exp", "image_affine_checkerboard_odd_tanh_1x1",

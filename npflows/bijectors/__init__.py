@@ -32,3 +32,6 @@ __all__ += ["ActNorm2d", "Invertible1x1Conv", "LUInvertible1x1Conv"]
 
 from .image_coupling import ImageAdditiveCoupling, ImageAffineCoupling, checkerboard_mask  # noqa: E402
 __all__ += ["ImageAffineCoupling", "ImageAdditiveCoupling", "checkerboard_mask"]
+
+from .conv import MaskedConv2d  # noqa: E402
+__all__ += ["MaskedConv2d"]
