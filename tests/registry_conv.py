@@ -10,6 +10,7 @@ non-trivial.  Every image entry also refuses a batch with the wrong number of ch
 import numpy as np
 
 import npflows as nf
+from npflows.bijectors.image_coupling import ImageAffineCoupling
 from registry import Case, perturbed
 
 
@@ -36,6 +37,20 @@ def _actnorm2d(shape, n=4):
     return make
 
 
+def _glow_step(shape, lu, **coupling):
+    """A Glow step, ActNorm2d -> 1x1 convolution -> affine coupling on channels, initialised on data (the
+    ActNorm2d's data-dependent init through Sequential.init), then perturbed."""
+    def make(rng):
+        C = shape[0]
+        conv = (nf.LUInvertible1x1Conv(shape, perm=rng.permutation(C), sign=[(-1) ** c for c in range(C)]) if lu
+                else nf.Invertible1x1Conv(shape))
+        b = nf.Sequential([nf.ActNorm2d(shape), conv, ImageAffineCoupling(shape, mask="channel", **coupling)])
+        data = 1.0 + 2.0 * rng.standard_normal((20,) + shape)
+        x = data[:3]
+        return Case(b, perturbed(b, rng, 0.25, x=data), x, _bad(x))
+    return make
+
+
 def _lu(shape, sign=None):
     def make(rng):
         C = shape[0]
@@ -59,4 +74,9 @@ ENTRIES = {
     "glow_like_conv_step": lambda rng: _case(nf.Sequential([
         nf.ActNorm2d((2, 3, 3)), nf.LUInvertible1x1Conv((2, 3, 3), perm=[1, 0], sign=[-1, 1]),
         nf.MaskedConv2d((2, 3, 3), kernel_size=3, taps="quadrant")]), rng, n=3, scale=0.3),
+    # openai's Glow step: LU 1x1 conv (signs +-1), coupling with sigmoid(h + 2) scale, interleaved, shift first
+    "glow_step_lu_422": _glow_step((4, 2, 2), lu=True, hidden=4, scale="logsigmoid", layout="interleaved",
+                                   shift_first=True),
+    # the dense-weight step with RealNVP's exp scale, on an odd channel count and a non-square image
+    "glow_step_plain_323": _glow_step((3, 2, 3), lu=False, hidden=4),
 }

@@ -515,7 +515,7 @@ class MaskedConv2d(Bijector):
 
     At these sizes the inverse is Python-bound: about 64 sequential NumPy steps in both events
     (:math:`HW = 64` pixels of one channel, or 16 pixels of 4 channels), about 7 us each, nearly independent
-    of the batch; it grows with :math:`HW \cdot C`, the forward with the batch.
+    of the batch; it grows with :math:`HW \\cdot C`, the forward with the batch.
 
     **Accuracy of the inverse.**  The substitution is backward stable (each pixel step is a triangular solve;
     Higham 2002, section 8.1), but the inverse *map* can be ill-conditioned even with unit diagonal: with
