@@ -100,7 +100,7 @@ def _near_singular_dense(b, p, x, rng):
         V = mp.qr(mp.matrix(rng.standard_normal((D, D)).tolist()))[0]
         sv = [mp.mpf(10) ** (-mp.mpf(10) * k / (D - 1)) for k in range(D)]   # condition number 1e10
         W = [[float(mp.fsum(U[i, k] * sv[k] * V[j, k] for k in range(D))) for j in range(D)] for i in range(D)]
-    return {"W": np.array(W), "b": p["b"]}, x
+    return {**p, "W": np.array(W)}, x          # Linear: W, b; Invertible1x1Conv (x.shape[1] = C): W
 
 
 def _near_singular_lu(b, p, x, rng):
@@ -351,6 +351,13 @@ VARIANTS = {
     "Logit": _logit_variants(),
     "Linear": [Variant("near_singular", "W = U diag(1 ... 1e-10) V^T: condition number 1e10",
                        _near_singular_dense)],
+    "ActNorm2d": AFFINE,                     # x.shape[1] is the number of channels, one log_scale and shift each
+    "Invertible1x1Conv": [Variant("near_singular", "W = U diag(1 ... 1e-10) V^T: condition number 1e10 (the weight "
+                                  "applied at every pixel)", _near_singular_dense, lambda b: b.channels > 1)],
+    "LUInvertible1x1Conv": [Variant("near_singular", "log_scale from 0 down to -12 (with the registry's triangles: "
+                                    "condition number 6e5 at C = 2, 1.5e8 at C = 3)", _near_singular_lu),
+                            Variant("large_small_scales", "log_scale +-8 and +-4 (condition number ~2e7)",
+                                    _extreme_lu)],
     "LULinear": [Variant("near_singular", "log_scale from 0 down to -12 (with the registry's triangles: "
                          "condition number ~1e10)", _near_singular_lu),
                  Variant("large_small_scales", "log_scale +-8 and +-4 (condition number ~4e8)", _extreme_lu)],
