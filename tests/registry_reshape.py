@@ -11,7 +11,7 @@ the identity initialisation.  Events are small ((1, 4, 4) and (2, 4, 4)) to keep
 import numpy as np
 
 import npflows as nf
-from npflows.bijectors.multiscale import MultiScale
+from npflows.bijectors.multiscale import MultiScale, glow, realnvp_multiscale
 from npflows.bijectors.reshape import Squeeze
 from registry import Case, perturbed
 
@@ -55,6 +55,15 @@ def _three_stages(rng):
     return _case(MultiScale([s0, s1, s2], factor_out="second"), rng, n=5)
 
 
+def _builder(build, n=3, scale=0.3):
+    """A tiny built architecture, every parameter perturbed (ActNorm2d, the 1x1 convolutions' factors and the
+    zero-initialised last conv layers of the coupling networks), on points of the data's shape."""
+    def make(rng):
+        b = build()
+        return _case(b, rng, n=n, scale=scale)
+    return make
+
+
 ENTRIES = {
     "squeeze_channel_major": _squeeze("channel_major"),
     "squeeze_space_to_depth": _squeeze("space_to_depth"),
@@ -62,4 +71,18 @@ ENTRIES = {
     "multiscale_two_stages_first": _two_stages("first"),
     "multiscale_two_stages_second": _two_stages("second"),
     "multiscale_three_stages": _three_stages,
+    # realnvp_multiscale: (1, 2, 4) -> 3 checkerboard couplings, squeeze to (4, 1, 2), 3 channel couplings,
+    # RealNVP's reordering to the checkerboard order, 2 channels out; 4 checkerboard couplings on (2, 1, 2).
+    # (scale_bound 0.5 and perturbation 0.15: ten couplings with the He-initialised conv nets perturbed by 0.3
+    # and tanh bound 2 compound into Jacobians of condition number 1e7-1e9, where the harness's 1e-10 round
+    # trip is not attainable (error ~ cond * eps); these settings keep them ~ 30.)  Smallest shapes, no
+    # ActNorm2d (its own entries test it): the hostile sweep's autograd Jacobians dominate the suite's time.
+    "realnvp_multiscale_tiny": _builder(lambda: realnvp_multiscale((1, 2, 4), n_scales=2, hidden=3, scale="tanh",
+                                                                   scale_bound=0.5, split_order="checkerboard"),
+                                        scale=0.15),
+    # glow: 2 levels of squeeze and one step (ActNorm2d, LU 1x1 conv, Glow's coupling), a split between them
+    "glow_tiny_lu": _builder(lambda: glow((1, 4, 4), K=1, L=2, hidden=4)),
+    # the dense 1x1 convolution, nflows' split, and the data coming in as vectors (Reshape(16, (1, 4, 4)) first)
+    "glow_tiny_dense_vector_input": _builder(lambda: glow((1, 4, 4), K=1, L=2, hidden=3, lu=False,
+                                                          factor_out="first", input_shape=16)),
 }

@@ -65,6 +65,7 @@ PENDING = {
                                       "image_affine_channel_second_nflows", "image_affine_channel_exp_5x5",
                                       "image_affine_channel_neg_logsigmoid", "image_additive_checkerboard",
                                       "image_additive_channel_second_1x1")},
+    **{name: _IMAGE_CERT for name in ("realnvp_multiscale_tiny", "glow_tiny_lu", "glow_tiny_dense_vector_input")},
 }
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the

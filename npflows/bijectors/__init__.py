@@ -35,3 +35,6 @@ __all__ += ["ImageAffineCoupling", "ImageAdditiveCoupling", "checkerboard_mask"]
 
 from .conv import MaskedConv2d  # noqa: E402
 __all__ += ["MaskedConv2d"]
+
+from .multiscale import glow, realnvp_multiscale  # noqa: E402
+__all__ += ["realnvp_multiscale", "glow"]

@@ -1,11 +1,15 @@
 """The multi-scale architecture of RealNVP and Glow: :class:`MultiScale`, a chain of stages that factors half
-of the channels out after every stage but the last, and puts every scale's latents out as one flat vector.
+of the channels out after every stage but the last, and puts every scale's latents out as one flat vector;
+and the builders :func:`realnvp_multiscale` and :func:`glow`.
 """
 import numpy as np
 
-from .._checks import check_event
+from .._checks import check_event, event_shape_of
 from ..core.bijector import ERRORS, Bijector, in_layer
-from ..core.compose import prefixed
+from ..core.compose import Inverse, Sequential, prefixed
+from .conv import ActNorm2d, Invertible1x1Conv, LUInvertible1x1Conv
+from .image_coupling import ImageAffineCoupling
+from .reshape import Reshape, Squeeze
 
 FACTOR_OUT = ("first", "second")
 
@@ -273,3 +277,162 @@ class MultiScale(Bijector):
     def __repr__(self):
         inner = ",\n  ".join(repr(b) for b in self.stages)
         return f"MultiScale(factor_out={self.factor_out!r}, latent_shapes={self.latent_shapes},\n  {inner}\n)"
+
+
+# ----------------------------------------------------------------------------------------------- builders
+def _with_input(owner, core, event_shape, input_shape):
+    """``core`` alone, or ``Sequential([Reshape(input_shape, event_shape), core])`` when the data come in
+    another shape (the digits pipeline's ``(N, 64)`` vectors for ``(1, 8, 8)`` images)."""
+    if input_shape is None or event_shape_of(owner, input_shape) == tuple(event_shape):
+        return core
+    return Sequential([Reshape(input_shape, event_shape), core])
+
+
+def _image(owner, event_shape, levels):
+    """``(C, H, W)`` whose height and width halve ``levels`` times; ``ValueError`` naming ``owner``."""
+    shape = event_shape_of(owner, event_shape)
+    if len(shape) != 3:
+        raise ValueError(f"{owner}: expected an image event shape (C, H, W), got {shape}")
+    C, H, W = shape
+    if H % 2 ** levels or W % 2 ** levels:
+        raise ValueError(f"{owner}: {levels} squeeze(s) need the height and width divisible by {2 ** levels}, got "
+                         f"the event shape {shape}")
+    return shape
+
+
+def realnvp_multiscale(event_shape, n_scales=2, hidden=64, kernel=3, activation="relu", scale="exp",
+                       scale_bound=2.0, actnorm=False, factor_out="second", squeeze_order="channel_major",
+                       split_order=None, input_shape=None):
+    """RealNVP's multi-scale architecture (Dinh et al. 2017, arXiv:1605.08803, sec. 3.6) as a
+    :class:`MultiScale` of ``n_scales`` stages of :class:`~npflows.bijectors.image_coupling.ImageAffineCoupling`
+    layers.
+
+    Every scale but the last: 3 couplings with alternating checkerboard masks -> :class:`Squeeze` -> 3
+    couplings with alternating channel masks, then half of the channels are factored out.  The last scale: 4
+    couplings with alternating checkerboard masks.  For the 8x8 digits ``(1, 8, 8)`` and ``n_scales=3``:
+    ``(1, 8, 8) -> (4, 4, 4)``, 2 channels out; ``(2, 4, 4) -> (8, 2, 2)``, 4 out; ``(4, 2, 2)`` to the end;
+    the latents have shapes ``[(2, 4, 4), (4, 2, 2), (4, 2, 2)]`` (32 + 16 + 16 = 64).
+
+    Parameters
+    ----------
+    event_shape : (C, H, W)
+        H and W divisible by ``2 ** (n_scales - 1)``, and the last scale at least 2 pixels (its checkerboard).
+    n_scales : int >= 1
+    hidden, kernel, activation : each coupling's :class:`~npflows.nn.conv.ConvNet` (conv kxk -> conv 1x1 ->
+        conv kxk, zero-initialised last layer; RealNVP itself used residual networks).  The same width at every
+        scale (RealNVP doubled it per scale).
+    scale, scale_bound : the couplings' log-scale map (``"exp"``: RealNVP's :math:`e^{s}`; ``"tanh"`` bounds it
+        by ``scale_bound``), see :class:`~npflows.bijectors.coupling.AffineCoupling`.
+    actnorm : bool
+        An :class:`~npflows.bijectors.conv.ActNorm2d` before every coupling (in place of RealNVP's batch
+        normalisation, which is not a fixed bijection).
+    factor_out : {"second", "first"}
+        Which channel half leaves after each scale (:class:`MultiScale`).  Default ``"second"``: RealNVP's own
+        code goes on with the first half (and Glow's, and normflows'); ``"first"`` is nflows'.
+    squeeze_order : see :class:`Squeeze`: the channel order the channel-mask couplings see.
+    split_order : str, optional
+        The squeeze order in which half of the channels is factored out, if not ``squeeze_order``: after the
+        channel couplings, ``Inverse(Squeeze(.., squeeze_order))`` and ``Squeeze(.., split_order)`` reorder
+        the channels (no arithmetic, logdet 0).  RealNVP's own code (``rec_masked_conv_coupling``) is
+        ``squeeze_order="channel_major", split_order="checkerboard"``: its channel couplings act after
+        ``squeeze_2x2``, it un-squeezes, and it splits after ``squeeze_2x2_ordered``, so the pixels that leave
+        form a checkerboard.
+    input_shape : int or tuple, optional
+        The shape the data come in, if not ``event_shape``: ``input_shape=64`` prepends
+        ``Reshape(64, event_shape)`` (the digits pipeline hands ``(N, 64)`` vectors over) and the result is
+        ``Sequential([Reshape, MultiScale])``; its per-scale latents are then ``result[-1].latents(z)``.
+
+    Returns
+    -------
+    MultiScale, or Sequential([Reshape, MultiScale]) with ``input_shape``.
+    """
+    owner = "realnvp_multiscale"
+    if isinstance(n_scales, bool) or not isinstance(n_scales, (int, np.integer)) or n_scales < 1:
+        raise ValueError(f"{owner}: n_scales must be an integer >= 1, got {n_scales!r}")
+    shape = _image(owner, event_shape, n_scales - 1)
+    kw = dict(hidden=hidden, kernel=kernel, activation=activation, scale=scale, scale_bound=scale_bound)
+
+    def couplings(shp, mask, n):
+        out = []
+        for k in range(n):
+            if actnorm:
+                out.append(ActNorm2d(shp))
+            out.append(ImageAffineCoupling(shp, mask=mask, parity=k % 2, **kw))
+        return out
+
+    first, stages = shape, []
+    for s in range(n_scales):
+        if s == n_scales - 1:
+            stages.append(Sequential(couplings(shape, "checkerboard", 4)))
+            break
+        sq = Squeeze(shape, order=squeeze_order)
+        layers = couplings(shape, "checkerboard", 3) + [sq] + couplings(sq.out_event_shape, "channel", 3)
+        if split_order is not None and split_order != squeeze_order:
+            layers += [Inverse(sq), Squeeze(shape, order=split_order)]
+        stages.append(Sequential(layers))
+        C, H, W = sq.out_event_shape
+        shape = (C // 2, H, W)
+    return _with_input(owner, MultiScale(stages, factor_out=factor_out), first, input_shape)
+
+
+def glow(event_shape, K, L, hidden=512, lu=True, kernel=3, activation="relu", scale="logsigmoid",
+         layout="interleaved", shift_first=True, factor_out="second", squeeze_order="channel_major",
+         input_shape=None):
+    """Glow (Kingma & Dhariwal 2018, arXiv:1807.03039, fig. 2) as a :class:`MultiScale` of ``L`` levels:
+    each level is :class:`Squeeze` -> ``K`` steps of flow, then (every level but the last) half of the
+    channels are factored out ("split").  A step of flow is
+    :class:`~npflows.bijectors.conv.ActNorm2d` -> invertible 1x1 convolution
+    (:class:`~npflows.bijectors.conv.LUInvertible1x1Conv` with ``lu=True``, else
+    :class:`~npflows.bijectors.conv.Invertible1x1Conv`) -> affine coupling on channels
+    (:class:`~npflows.bijectors.image_coupling.ImageAffineCoupling` with ``mask="channel"``: the first half
+    conditions, Glow's :class:`~npflows.nn.conv.ConvNet`).  For ``(1, 8, 8)`` with ``L=2``:
+    ``(1, 8, 8) -> (4, 4, 4)``, K steps, 2 channels out; ``(2, 4, 4) -> (8, 2, 2)``, K steps; latents
+    ``[(2, 4, 4), (8, 2, 2)]`` (32 + 32 = 64).
+
+    Parameters
+    ----------
+    event_shape : (C, H, W)
+        H and W divisible by ``2 ** L``.
+    K, L : int >= 1
+        Steps per level and levels.
+    hidden, kernel, activation : the coupling network's width (Glow: 512), first/last kernel size (3) and
+        activation.
+    lu : bool
+        The LU-parameterised 1x1 convolution (Glow's ``flow_permutation=2`` with its LU option; logdet
+        :math:`HW\\sum\\log|s|`) or the dense weight (logdet :math:`HW\\log|\\det W|`).  Its permutation P and the
+        signs of U's diagonal are the identity and +1 here (Glow draws them from the LU of its random initial
+        rotation; the LU layer's ``init`` draws a random rotation within the fixed P and signs).
+    scale, layout, shift_first : the coupling's log-scale map and how its network's output is read; the
+        defaults are openai's Glow coupling (``scale = sigmoid(h + 2)``, shift and scale interleaved,
+        ``(x + t) * scale``), see :class:`~npflows.bijectors.image_coupling.ImageAffineCoupling`.
+    factor_out : {"second", "first"}
+        Glow's ``split2d`` goes on with the first half and factors out the second (default).
+    squeeze_order : see :class:`Squeeze` (Glow's ``squeeze2d`` is ``"channel_major"``).
+    input_shape : int or tuple, optional
+        As :func:`realnvp_multiscale`: ``input_shape=64`` prepends ``Reshape(64, event_shape)``.
+
+    Glow's learned prior for the factored-out half (``split2d_prior``) and its additive-coupling and
+    reverse/shuffle permutation options are not built here; each scale's latents go to the one base.
+
+    Returns
+    -------
+    MultiScale, or Sequential([Reshape, MultiScale]) with ``input_shape``.
+    """
+    owner = "glow"
+    for name, v in (("K", K), ("L", L)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{owner}: {name} must be an integer >= 1, got {v!r}")
+    shape = _image(owner, event_shape, L)
+    conv = LUInvertible1x1Conv if lu else Invertible1x1Conv
+    first, stages = shape, []
+    for level in range(L):
+        sq = Squeeze(shape, order=squeeze_order)
+        s = sq.out_event_shape
+        steps = []
+        for _ in range(K):
+            steps += [ActNorm2d(s), conv(s),
+                      ImageAffineCoupling(s, mask="channel", parity=0, hidden=hidden, kernel=kernel,
+                                          activation=activation, scale=scale, layout=layout, shift_first=shift_first)]
+        stages.append(Sequential([sq] + steps))
+        shape = (s[0] // 2,) + s[1:]
+    return _with_input(owner, MultiScale(stages, factor_out=factor_out), first, input_shape)

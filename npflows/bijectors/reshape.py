@@ -153,5 +153,10 @@ class Squeeze(Bijector):
     def _backward(self, params, dy, dlogdet, cache):
         return self._unsqueeze(dy, np), {}
 
+    def inverse_backward(self, params, dx, dlogdet, cache):
+        """The VJP of the inverse (the un-squeeze), so that ``Inverse(Squeeze(...))`` is a full bijector: the
+        un-squeeze's Jacobian is :math:`P^T`, its transpose :math:`P`, so the cotangent is squeezed."""
+        return self._squeeze(dx, np), {}
+
     def __repr__(self):
         return f"Squeeze({self.event_shape}, order={self.order!r})"
