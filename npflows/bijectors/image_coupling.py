@@ -217,8 +217,11 @@ class ImageAffineCoupling(_ImageCoupling):
     openai's Glow coupling is exactly ``mask="channel", parity=0, scale="logsigmoid", layout="interleaved",
     shift_first=True`` with an even C, up to the network's differences listed in
     :class:`~npflows.nn.conv.ConvNet` (ActNorm inside the net, the learned output scale, the edge-padding
-    channel).  normflows' Glow block's coupling is ``mask="channel", scale="logsigmoid" (its
-    "sigmoid_inv") or "neg_logsigmoid" (its "sigmoid"), layout="interleaved"``.  normflows' *checkerboard*
+    channel).  normflows' ``AffineCouplingBlock`` is ``mask="channel", layout="interleaved"`` with
+    ``scale`` ``"exp"``, ``"logsigmoid"`` (its ``"sigmoid_inv"``) or ``"neg_logsigmoid"`` (its ``"sigmoid"``,
+    the default of its ``GlowBlock``); normflows writes flows in the sampling direction, so its
+    ``GlowBlock``'s data-to-latent map is its ``inverse``, :math:`(x - \\mathrm{shift})\\,\\sigma(r + 2)`:
+    openai's form with :math:`t = -\\mathrm{shift}`.  normflows' *checkerboard*
     split is a different map: it gathers the entries with :math:`(c + i + j)` odd (the pattern alternates
     across channels too) into a half-width tensor ``(N, C, H, W/2)`` that its network sees, rather than a
     masked full-size image; it is not offered here.  nflows masks channels only (its mask marks the

@@ -44,17 +44,20 @@ the matrix form (the output is linear in :math:`x`, in :math:`W` and in :math:`b
   (the same two sums, computed as the other pair of GEMMs).
 
 The forward's gathered matrix :math:`G(x)` is returned in the cache, so the backward's
-:math:`\\bar{\\mathcal W}` needs no second gather; each direction is two GEMMs plus one gather or scatter.
+:math:`\\bar{\\mathcal W}` needs no second gather: the forward is one GEMM and one gather (or scatter), the
+backward two GEMMs and one scatter (or gather).
 
 **Layout and speed.**  The fast NumPy path works in NHWC internally (the pixels as rows, the channels as
 the contiguous axis), so every GEMM is a single 2-D BLAS call with the batch and the pixels together as
 its long axis.  Measured on this machine (one OpenBLAS thread, float64, 3x3 kernel, 4x4 and 8x8 images,
-C = 1..16 channels, hidden 64..512, N = 64 and 256): the im2col form with one GEMM was 1.3x to 4x faster
-than nine per-tap GEMMs in NHWC (each tap then pays a strided copy *and* a skinny GEMM with inner
-dimension C), and the output-side form of the hidden -> 2C layer was 2x to 6x faster than gathering the
-hidden activations (a 9x512-column matrix at N = 256, H = W = 4 is 150 MB in float64).  The traceable
-path (any ``xp``) is the literal sum over taps of zero-padded, shifted slices contracted with
-``W[:, :, u, v]``; it gives the same numbers to rounding.
+N = 64 and 256, a loaded 2-core host, so the ratios are indicative): for a narrow input (C = 1..16 into
+hidden 64..512) the im2col form with one GEMM was 2.5x to 25x faster than nine per-tap GEMMs in NHWC (each
+tap then pays a strided copy *and* a skinny GEMM with inner dimension C); for a narrow output (hidden
+64..512 into 4..32 channels) the output-side form was 3x to 12x faster than gathering the hidden
+activations (a 9x512-column matrix at N = 256, H = W = 4 is 150 MB in float64) and 1.5x to 8x faster than
+per-tap GEMMs.  Hence the rule: gather the narrower side.  The traceable path (any ``xp``) is the literal
+sum over taps of zero-padded, shifted slices contracted with ``W[:, :, u, v]``; it gives the same numbers
+to rounding.
 """
 import numpy as np
 
@@ -285,18 +288,23 @@ class ConvNet:
     for tanh; hidden biases :math:`\\sim U(\\pm 1/\\sqrt{\\mathrm{fan\\_in}})` (:func:`hidden_bias_init`); the
     last layer zero when ``zero_init`` (else :math:`\\mathcal N(0, 1/\\mathrm{fan\\_in})`, zero bias).
 
-    What openai's Glow (Kingma & Dhariwal 2018, arXiv:1807.03039; ``model.py``, ``f()``) has that this net
-    omits: (1) an ActNorm after each of the first two convolutions (their ``conv2d`` has ``do_actnorm=True``
-    and no bias), and (2) a last layer ``Conv2dZeros`` whose output is multiplied by a learned per-channel
-    :math:`e^{3\\,\\mathrm{logs}}` (``logs`` zero-initialised).  Neither changes what the network can
-    represent: a conv followed by a per-channel affine map is a conv with rescaled weights and bias, and
-    the output scale is absorbed the same way, so the two parameterisations cover the same functions; they
-    differ in the gradient geometry (data-dependent normalisation of the hidden layers; the last layer's
-    effective learning rate grows with :math:`e^{3\\,\\mathrm{logs}}`), which matters for training speed
-    and stability at depth, not for the flow's density.  Since ActNorm's init depends on the data, a
-    weight-for-weight comparison with openai's Glow has to fold the two ActNorms and the output scale into
-    ``W``, ``b`` first.  normflows' ``ConvNet2d`` (the net of its Glow blocks) matches this layout (conv
-    kxk, ReLU, conv 1x1, ReLU, conv kxk with ``padding=k//2``, optional ActNorm, zero-init last layer).
+    What openai's Glow (Kingma & Dhariwal 2018, arXiv:1807.03039; ``model.py`` ``f()``, ``tfops.py``) has
+    that this net omits: (1) an ActNorm after each of the first two convolutions (its ``conv2d`` has
+    ``do_actnorm=True`` and then no bias); (2) a last layer ``conv2d_zeros`` whose output is multiplied by a
+    learned per-channel :math:`e^{3\\,\\mathrm{logs}}` (``logs`` zero-initialised); (3) ``edge_bias=True``:
+    each kxk convolution's input gets one extra channel that is 1 in the zero padding and 0 inside, so the
+    net can tell border pixels apart.  (1) and (2) do not change what the network can represent: a conv
+    followed by a per-channel affine map is a conv with rescaled weights and bias, and the output scale is
+    absorbed the same way; they change the gradient geometry (data-dependent normalisation of the hidden
+    layers; the last layer's effective step grows with :math:`e^{3\\,\\mathrm{logs}}`), which matters for
+    training speed and stability in deep stacks, not for the family of densities.  (3) does add functions
+    (a border-dependent offset, which zero padding and a shared bias cannot make); it matters most on small
+    images, where most pixels touch the border (on 4x4 latents, 12 of 16), and it can be added as an input
+    channel where a comparison needs it.  Since ActNorm's init depends on the data, a weight-for-weight
+    comparison with openai's Glow has to fold the two ActNorms and the output scale into ``W``, ``b``
+    first.  Its initial weights are :math:`\\mathcal N(0, 0.05^2)`, not He's.  normflows' ``ConvNet2d``
+    (the net of its Glow blocks) matches this layout (conv kxk, ReLU, conv 1x1, ReLU, conv kxk with
+    ``padding=k//2``, optional ActNorm, zero-init last layer).
     """
 
     def __init__(self, in_channels, out_channels, hidden=512, kernel=3, activation="relu", zero_init=True,
