@@ -62,7 +62,8 @@ class _ImageCoupling(Bijector):
             raise ValueError(f"{self.name}: parity must be 0 or 1, got {parity!r}")
         C, H, W = self.event_shape
         self.mask, self.parity = mask, int(parity)
-        self.hidden, self.kernel, self.activation, self.zero_init = int(hidden), int(kernel), activation, bool(zero_init)
+        self.hidden, self.kernel, self.activation = int(hidden), int(kernel), activation
+        self.zero_init = bool(zero_init)
         if mask == "channel":
             if C < 2:
                 raise ValueError(f"{self.name}: a channel mask needs at least 2 channels, got C = {C}")
@@ -270,7 +271,8 @@ class ImageAffineCoupling(_ImageCoupling):
         if layout not in LAYOUTS:
             raise ValueError(f"ImageAffineCoupling: unknown layout {layout!r}; choose one of {LAYOUTS}")
         super().__init__(event_shape, mask, parity, hidden, kernel, activation, zero_init)
-        self.scale, self.scale_bound, self.layout, self.shift_first = scale, float(scale_bound), layout, bool(shift_first)
+        self.scale, self.scale_bound = scale, float(scale_bound)
+        self.layout, self.shift_first = layout, bool(shift_first)
         self._s, self._ds = SCALES[scale]
 
     # ---------------------------------------------------------------- the network's output, read and written

@@ -271,7 +271,8 @@ class ConvNet:
     :math:`a_{l+1} = \\phi(h_l)` for :math:`l = 0, 1`, output :math:`h_2`.  It is the MLP's recursion with
     each matrix product replaced by a convolution, so its backward is the MLP's with each product's VJP
     replaced by the convolution's (module Notes: :math:`\\bar W = \\mathrm{corr}(a, \\bar h)`,
-    :math:`\\bar a = ` full convolution of :math:`\\bar h` with the flipped kernel, :math:`\\bar b = \\sum_{n,i,j}\\bar h`).
+    :math:`\\bar a = ` full convolution of :math:`\\bar h` with the flipped kernel,
+    :math:`\\bar b = \\sum_{n,i,j}\\bar h`).
     From :math:`\\bar h_2 = \\overline{out}`, for :math:`l = 2, 1, 0`:
 
     * :math:`(\\bar a_l, \\bar W_l, \\bar b_l) = ` ``conv_nhwc_backward`` :math:`(\\bar h_l)`;
