@@ -147,6 +147,8 @@ MODELS = {
 }
 """Model name -> :class:`Model`.  To add one (a multi-scale RealNVP, a Glow), write its ``build`` and add an
 entry; the training loop, the evaluation and the pictures are the same for every model."""
+from digits_image_models import IMAGE_MODELS  # noqa: E402  (the multi-scale RealNVP and Glow)
+MODELS.update({k: Model(**v) for k, v in IMAGE_MODELS.items()})
 
 
 # ---------------------------------------------------------------- options
