@@ -68,6 +68,7 @@ import scipy  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's npflows
 import npflows  # noqa: E402
 import npflows.perf  # noqa: E402
+from npflows.bijectors.coupling import SCALES  # noqa: E402
 from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved, use_native_kernel  # noqa: E402
 from bench_train import git_state, numpy_blas  # noqa: E402
 
@@ -76,6 +77,14 @@ PARAM_NOISE = 0.02
 RTOL64 = 1e-10
 TORCH_INSTALL = "install the CPU build of torch with `pip install torch==2.13.0` (or `pip install -e .[peers]`)"
 NP, TORCH = "npflows", "torch"
+GLOW = dict(K=8, L=2, hidden=64, lu=True, scale="logsigmoid", layout="interleaved", shift_first=True,
+            factor_out="second", squeeze_order="channel_major")
+try:    # the Glow that scripts/train_digits.py trains ("--model glow"), when its module is there
+    from digits_image_models import IMAGE_MODELS
+    GLOW.update({k: v for k, v in IMAGE_MODELS["glow"]["arch"].items() if k in GLOW})
+    GLOW_SOURCE = "scripts/digits_image_models.py (train_digits.py --model glow)"
+except (ImportError, KeyError):
+    GLOW_SOURCE = "this script's defaults"
 
 
 # ----------------------------------------------------------------------------- the npflows model
@@ -100,7 +109,7 @@ def find_multiscale(b):
 def make_npflows(args, x_init, rng):
     """The flow and its float64 parameters: data-dependent init on ``x_init``, then noise on every entry."""
     glow = build_glow(args.levels, args.steps, args.hidden, args.conv, args.scale, args.layout,
-                      args.shift_first == "yes", args.factor_out)
+                      args.shift_first == "yes", args.factor_out, args.squeeze)
     flow = npflows.NormalizingFlow(glow, npflows.StandardNormal(glow.out_event_shape[0]))
     params = flow.init(rng, x_init)
     params = {k: v + PARAM_NOISE * rng.standard_normal(v.shape) for k, v in params.items()}
@@ -464,17 +473,21 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes (default 64 256)")
     ap.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES),
                     help="dtypes (default float64 float32)")
-    ap.add_argument("--levels", type=int, default=2, help="scales (each: squeeze, steps, factor out half)")
-    ap.add_argument("--steps", type=int, default=8, help="Glow steps per level (K)")
-    ap.add_argument("--hidden", type=int, default=64, help="channels of the coupling network's hidden layers")
-    ap.add_argument("--conv", choices=("lu", "plain"), default="lu", help="1x1 convolution: LU-factorised or dense")
-    ap.add_argument("--scale", default="logsigmoid", help="the coupling's scale map (npflows' SCALES; Glow's: logsigmoid)")
-    ap.add_argument("--layout", choices=("interleaved", "scale_shift", "shift_scale"), default="interleaved",
+    ap.add_argument("--levels", type=int, default=GLOW["L"], help="scales L (each: squeeze, K steps, factor out half)")
+    ap.add_argument("--steps", type=int, default=GLOW["K"], help="Glow steps per level K")
+    ap.add_argument("--hidden", type=int, default=GLOW["hidden"], help="channels of the coupling network's hidden layers")
+    ap.add_argument("--conv", choices=("lu", "plain"), default="lu" if GLOW["lu"] else "plain",
+                    help="1x1 convolution: LU-factorised or dense")
+    ap.add_argument("--scale", choices=list(SCALES), default=GLOW["scale"],
+                    help="the coupling's scale map (Glow's: logsigmoid, e^s = sigmoid(r + 2))")
+    ap.add_argument("--layout", choices=("interleaved", "scale_shift", "shift_scale"), default=GLOW["layout"],
                     help="how (r, t) are read off the network's output channels (Glow's: interleaved)")
-    ap.add_argument("--shift-first", choices=("yes", "no"), default="yes",
+    ap.add_argument("--shift-first", choices=("yes", "no"), default="yes" if GLOW["shift_first"] else "no",
                     help="yes: Glow's (x + t) e^s; no: RealNVP's x e^s + t")
-    ap.add_argument("--factor-out", choices=("first", "second"), default="second",
+    ap.add_argument("--factor-out", choices=("first", "second"), default=GLOW["factor_out"],
                     help="which half of the channels leaves after each level (Glow's: second)")
+    ap.add_argument("--squeeze", choices=("channel_major", "space_to_depth", "checkerboard"),
+                    default=GLOW["squeeze_order"], help="the squeeze's channel order (Glow's: channel_major)")
     ap.add_argument("--threads", type=int, default=1, help="BLAS and torch threads")
     ap.add_argument("--block", type=int, default=5,
                     help="consecutive calls of one implementation per rotation (default 5: the steady state of a "
@@ -526,7 +539,8 @@ def main(argv=None):
         print(describe(flow, params64))
         print(f"configuration: --levels {args.levels} --steps {args.steps} --hidden {args.hidden} --conv {args.conv} "
               f"--scale {args.scale} --layout {args.layout} --shift-first {args.shift_first} "
-              f"--factor-out {args.factor_out}" + ("  [--quick shrinks the model]" if args.quick else ""))
+              f"--factor-out {args.factor_out} --squeeze {args.squeeze}; defaults from {GLOW_SOURCE}"
+              + ("  [--quick shrinks the model]" if args.quick else ""))
         print(data_line)
         extra = [f"npflows {npflows.__version__} from {Path(npflows.__file__).parent} ({git_state()})", numpy_blas()]
         for line in env_lines(np, scipy, torch, extra):
