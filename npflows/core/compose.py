@@ -171,10 +171,16 @@ class Inverse(Bijector):
         self.base._check_param_values(params)
 
     def _check_forward_input(self, x):
-        self.base._check_inverse_input(x)
+        try:
+            self.base._check_inverse_input(x)
+        except ValueError as e:          # the message names the wrapper too ("Inverse(Squeeze) forward: ...")
+            raise in_layer(e, f"{self.name} forward") from None
 
     def _check_inverse_input(self, y):
-        self.base._check_forward_input(y)
+        try:
+            self.base._check_forward_input(y)
+        except ValueError as e:
+            raise in_layer(e, f"{self.name} inverse") from None
 
     def _forward(self, params, x, xp):
         y, logdet = self.base._call_inverse(params, x, xp, checked_input=True)
