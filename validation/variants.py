@@ -161,6 +161,54 @@ COUPLING_ADDITIVE = [
             _scaled_outputs(1e6, "all")),
 ]
 
+def _image_scaled_outputs(target, which):
+    """An image coupling's version of :func:`_scaled_outputs`: rescale the ConvNet's last layer (``net.W2``,
+    ``net.b2``, output channels) so that the raw scales (``which = "raw"``, the channels the layout reads r
+    from) or every output (``"all"``) reach ``target`` in magnitude on the transformed entries of the case's
+    inputs; the factor is rounded to 4 significant digits (the network's float output depends on the BLAS
+    kernel in its last bits, the case's parameters must not)."""
+    def make(b, p, x, rng):
+        h, _ = b.net.forward(p, b._conditioner_input(x))
+        K = h.shape[1] // 2
+        if which == "all":
+            cols = np.arange(h.shape[1])
+        else:
+            cols = {"scale_shift": np.arange(K), "shift_scale": np.arange(K, 2 * K),
+                    "interleaved": np.arange(1, 2 * K, 2)}[b.layout]
+        v = h[:, cols]
+        if b.mask == "checkerboard":
+            v = v * b._masks(x)[1]
+        f = float(f"{target / np.max(np.abs(v)):.4g}")
+        q = dict(p)
+        W, bb = p["net.W2"].copy(), p["net.b2"].copy()
+        W[cols] *= f
+        bb[cols] *= f
+        q["net.W2"], q["net.b2"] = W, bb
+        return q, x
+    return make
+
+
+def _masked_small_diagonal(b, p, x, rng):
+    q = dict(p)
+    q["log_diag"] = np.full(b.channels, -2.0 if b.kernel_size > 1 else -6.0)
+    return q, x
+
+
+def _masked_tiny_scale(b, p, x, rng):
+    f = float(mp.exp(-20))
+    return {"weight": p["weight"] * f, "log_diag": p["log_diag"] - 20.0, "bias": p["bias"] * f}, x
+
+
+MASKED_CONV = [
+    Variant("small_diagonal", "log_diag = -2 (kernel 3 or 5; -6 for a 1x1 kernel) against free taps up to 0.7: "
+            "the raster-order substitution divides by the diagonal at every pixel and amplifies errors along the "
+            "image, condition number 1e4-1e7", _masked_small_diagonal),
+    Variant("tiny_scale", "the whole layer scaled by e^-20 (weight and bias times e^-20, log_diag - 20): a centre "
+            "diagonal of ~2e-9, outputs ~1e-9, logdet ~ -20 H W C; well conditioned (an implementation must not "
+            "add an epsilon to the diagonal or clamp it)", _masked_tiny_scale),
+]
+
+
 # --------------------------------------------------------------------------- spline
 
 
@@ -351,6 +399,13 @@ VARIANTS = {
     "Logit": _logit_variants(),
     "Linear": [Variant("near_singular", "W = U diag(1 ... 1e-10) V^T: condition number 1e10",
                        _near_singular_dense)],
+    "ImageAffineCoupling": [
+        Variant("large_raw_scale", "conditioner's raw scale output up to |r| = 15 on the transformed entries: exp "
+                "scales e^-15 ... e^15, tanh saturated, sigmoid at its floor", _image_scaled_outputs(15.0, "raw"))],
+    "ImageAdditiveCoupling": [
+        Variant("large_shift", "conditioner output up to |t| = 1e6: the inverse subtracts nearly equal numbers",
+                _image_scaled_outputs(1e6, "all"))],
+    "MaskedConv2d": MASKED_CONV,
     "ActNorm2d": AFFINE,                     # x.shape[1] is the number of channels, one log_scale and shift each
     "Invertible1x1Conv": [Variant("near_singular", "W = U diag(1 ... 1e-10) V^T: condition number 1e10 (the weight "
                                   "applied at every pixel)", _near_singular_dense, lambda b: b.channels > 1)],
