@@ -21,10 +21,39 @@ Mappings (npflows case -> nflows), each exact to rounding:
   MLP, any order) as ``autoregressive_net``, its output columns interleaved to nflows' per-feature
   ``[raw scale, shift]`` layout (``view(-1, D, 2)``).  nflows' inverse makes its own D passes from 0.
 * ``Sequential`` of mappable layers.
+
+Image layers (images ``(N, C, H, W)``):
+
+* ``Squeeze`` with ``order="channel_major"``: ``transforms.SqueezeTransform(2)`` (the same order; nflows has no
+  other).
+* ``ActNorm2d``: ``transforms.ActNorm(C)`` on 4-D input (``scale * x + shift`` per channel, logdet
+  ``H W sum(log_scale)``; the same names).
+* ``LUInvertible1x1Conv``: ``transforms.OneByOneConvolution(C)`` with its permutation set to the identity
+  (nflows permutes the channels *before* its ``L U``; the case permutes after, ``W = P L M``), then
+  ``transforms.Permutation(perm, dim=1)``; ``lower_entries``/``upper_entries``/``unconstrained_upper_diag``
+  as for ``LULinear`` (only where ``exp(log_scale) > 1e-3``), bias 0.  nflows' diagonal ``softplus(u) + 1e-3``
+  is positive, so a case with Glow's signs ``sign[c] = -1`` enters as ``M = (U D + diag(exp(log_scale))) D``,
+  ``D = diag(sign)``: the channels with sign -1 are negated before nflows' layer and its ``upper_entries`` are
+  the case's ``upper`` with column ``j`` times ``sign[j]`` (negations: exact).
+* ``ImageAffineCoupling`` with ``mask="channel"``, ``scale="sigmoid"`` (nflows' ``sigmoid(r + 2) + 1e-3``),
+  ``shift_first=False``, and ``ImageAdditiveCoupling`` with ``mask="channel"``: ``AffineCouplingTransform`` /
+  ``AdditiveCouplingTransform`` on 4-D input with the mask complemented (1 = transformed channel) and the case's
+  ConvNet as ``transform_net``, its output channels reordered to nflows' ``[shift | raw scale]``.
+* ``MultiScale`` with ``factor_out="first"``: ``transforms.MultiscaleCompositeTransform(S, split_dim=1)`` (its
+  ``torch.chunk`` puts out the first ``ceil(C/2)`` channels, and its output is flat, row-major, in the order of
+  the stages), each stage a mapped transform.
+* ``Reshape``: ``torch.reshape`` (a relabelling, no arithmetic), inside a case with nflows layers only.
+
+Not mapped: ``Invertible1x1Conv`` (a dense ``W``: nflows' only 1x1 convolution stores LU factors, which cannot
+hold a general ``W`` exactly), the ``space_to_depth`` and ``checkerboard`` squeezes, checkerboard couplings
+(nflows' coupling mask is a 1-D mask over the channels), other coupling scales or ``shift_first``,
+``MultiScale(factor_out="second")``, ``MaskedConv2d``.
 """
 import numpy as np
 
-from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_nflows_lu, set_tensor
+from ._images import SQUEEZE_PEER_ORDER, convnet, n_transformed, out_shape, raw_scale_and_shift
+from ._images import refuse_relabelling_only, reshape
+from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_nflows_lu, set_tensor, sub
 from ._torch import supports as _supports
 
 NAME = "nflows"
@@ -197,6 +226,111 @@ BUILD = {
 }
 
 
+# --- image layers ---------------------------------------------------------------------------------------
+
+def _squeeze(T, P, dt):
+    from nflows.transforms import SqueezeTransform
+    if T["order"] != SQUEEZE_PEER_ORDER:
+        raise NotMappable(f"nflows' SqueezeTransform has one order, o = 4c + 2di + dj (channel_major); "
+                          f"order={T['order']!r} has no counterpart")
+    return _t(SqueezeTransform(factor=2))
+
+
+def _actnorm2d(T, P, dt):
+    from nflows.transforms import ActNorm
+    m = ActNorm(T["event_shape"][0])
+    m.eval()
+    m.initialized.fill_(True)
+    set_tensor(m, "log_scale", P["log_scale"])
+    set_tensor(m, "shift", P["shift"])
+    return _t(m)
+
+
+def _lu_conv(T, P, dt):
+    import torch
+    from nflows.transforms import OneByOneConvolution, Permutation
+    C = T["event_shape"][0]
+    sign = torch.as_tensor(np.asarray(T["sign"]), dtype=dt)
+    m = OneByOneConvolution(C)
+    m.permutation = Permutation(torch.arange(C), dim=1)       # nflows' permutation comes first: identity here
+    # M = U + diag(sign exp(s)) = (U D + diag(exp(s))) D with D = diag(sign): nflows' diagonal is positive
+    Q = {"lower": P["lower"], "upper": P["upper"] * sign[None, :], "log_scale": P["log_scale"],
+         "bias": torch.zeros(C, dtype=dt)}
+    set_nflows_lu(m, Q, np.arange(C), "nflows' OneByOneConvolution (its LULinear)")
+    p = Permutation(torch.as_tensor(np.asarray(T["perm"])), dim=1)
+    flip = sign.view(1, C, 1, 1)
+
+    def forward(x):
+        z, l1 = m(x * flip)
+        y, l2 = p(z)
+        return y, l1 + l2
+
+    def inverse(y):
+        z, l2 = p.inverse(y)
+        x, l1 = m.inverse(z)
+        return x * flip, l1 + l2
+    return forward, inverse
+
+
+def _image_coupling(T, P, dt):
+    from nflows.transforms import AdditiveCouplingTransform, AffineCouplingTransform
+    additive = T["type"] == "ImageAdditiveCoupling"
+    if T["mask"] != "channel":
+        raise NotMappable("nflows' couplings take a 1-D mask over the channels; the checkerboard has no "
+                          "counterpart")
+    if not additive and T["scale"] != "sigmoid":
+        raise NotMappable(f"nflows' AffineCouplingTransform makes its scale as sigmoid(r + 2) + 1e-3; "
+                          f"scale={T['scale']!r} has no counterpart")
+    if not additive and T["shift_first"]:
+        raise NotMappable("nflows' AffineCouplingTransform computes x * scale + shift; shift_first "
+                          "((x + t) * scale) has no counterpart")
+    C, K = T["event_shape"][0], n_transformed(T)
+    k = (C + 1) // 2
+    mask = np.r_[np.zeros(k, int), np.ones(C - k, int)] if T["parity"] == 0 else np.r_[np.ones(k, int),
+                                                                                        np.zeros(C - k, int)]
+    net = convnet(P, T)
+    if additive:
+        return _t(AdditiveCouplingTransform(mask, lambda n_in, n_out: net_module(net)))
+    r, t = raw_scale_and_shift(T, K)
+    order = np.r_[t, r]                                          # nflows reads [shift | raw scale]
+    return _t(AffineCouplingTransform(mask, lambda n_in, n_out: net_module(lambda h: net(h)[:, order])))
+
+
+def _stage(fwd, inv):
+    """An nflows ``Transform`` around a mapped transform's two directions."""
+    from nflows.transforms.base import Transform
+
+    class Stage(Transform):
+        def forward(self, inputs, context=None):
+            return fwd(inputs)
+
+        def inverse(self, inputs, context=None):
+            return inv(inputs)
+    return Stage()
+
+
+def _multiscale(T, P, dt):
+    from nflows.transforms import MultiscaleCompositeTransform
+    if T["factor_out"] != "first":
+        raise NotMappable("nflows' MultiscaleCompositeTransform puts out the first torch.chunk of every stage "
+                          "(factor_out='first'); factor_out='second' has no counterpart")
+    m = MultiscaleCompositeTransform(len(T["stages"]), split_dim=1)
+    for i, st in enumerate(T["stages"]):
+        m.add_transform(_stage(*build(st, sub(P, f"{i}."), dt)), out_shape(st))
+    return _t(m)
+
+
+BUILD.update({
+    "Squeeze": _squeeze, "ActNorm2d": _actnorm2d, "LUInvertible1x1Conv": _lu_conv,
+    "ImageAffineCoupling": _image_coupling, "ImageAdditiveCoupling": _image_coupling,
+    "MultiScale": _multiscale, "Reshape": reshape,
+    "Invertible1x1Conv": _not("nflows has no dense 1x1 convolution: OneByOneConvolution stores LU factors "
+                              "(L U applied after a permutation, diagonal softplus(u) + 1e-3), which cannot hold a "
+                              "general W exactly"),
+    "MaskedConv2d": _not("nflows has no masked convolution flow"),
+})
+
+
 def build(T, P, dt):
     if T["type"] == "Sequential":
         return sequential(build)(T, P, dt)
@@ -210,6 +344,10 @@ def supports(case):
         import nflows  # noqa: F401
     except ImportError:
         return "nflows is not installed (pip install -e '.[peers]')"
+    try:
+        refuse_relabelling_only(case["transform"], "nflows")
+    except NotMappable as e:
+        return str(e)
     return _supports(build, case)
 
 

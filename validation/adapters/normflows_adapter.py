@@ -46,11 +46,53 @@ exact to rounding:
 * ``Sequential`` of mappable layers.
 
 normflows has no LeakyReLU, sigmoid or logit layer, no gated MAF update and no continuous flow.
+
+Image layers (images ``(N, C, H, W)``; normflows writes them in the sampling direction, so several run
+backwards):
+
+* ``Squeeze`` with ``order="channel_major"``: ``flows.Squeeze`` **in its inverse direction** (its ``forward``
+  unsqueezes ``(4C, H, W) -> (C, 2H, 2W)``).
+* ``ActNorm2d``: ``flows.ActNorm((C, 1, 1))`` (``z * exp(s) + t`` per channel, logdet ``H W sum(s)``): ``s``, ``t``
+  of shape ``(1, C, 1, 1)`` are the case's ``log_scale``, ``shift``.
+* ``Invertible1x1Conv``: ``flows.Invertible1x1Conv(C, use_lu=False)`` with ``W`` the case's, **inverse direction**
+  (its ``inverse`` is ``conv2d(z, W)``, its ``forward`` ``conv2d(z, W^-1)`` with an explicit ``torch.inverse``).
+* ``LUInvertible1x1Conv``: ``Invertible1x1Conv(C, use_lu=True)``, inverse direction, with ``P = I[perm]``,
+  ``L = lower``, ``U = upper``, ``log_S = log_scale``, ``sign_S = sign`` (its ``W = P @ L @ U``: the case's).
+* ``ImageAffineCoupling`` with ``mask="channel"`` (``parity`` 0/1: ``split_mode`` ``"channel"``/``"channel_inv"``):
+  ``flows.AffineCouplingBlock``, the case's ConvNet as ``param_map`` (``nets.ConvNet2d`` with kernels ``(k, 1, k)``
+  and the weights set, for ReLU and leaky ReLU; else the ConvNet in torch), its last layer's output channels
+  reordered to normflows' interleaved ``[shift, raw scale]`` pairs.  ``shift_first=False``: the block's
+  ``forward`` with ``scale_map`` ``"exp"``, ``"sigmoid"`` (``scale="neg_logsigmoid"``) or ``"sigmoid_inv"``
+  (``"logsigmoid"``).  ``shift_first=True`` (openai Glow's ``(x + t) e^s``): the block's ``inverse``,
+  ``(z2 - shift) * sigmoid(r + 2)`` (``"sigmoid"``: ``scale="logsigmoid"``), ``(z2 - shift) / sigmoid(r + 2)``
+  (``"sigmoid_inv"``: ``"neg_logsigmoid"``) or ``(z2 - shift) exp(-r)`` (``"exp"``), with the net's last layer
+  negated where normflows reads ``-t`` (and ``-r`` for ``exp``): negations, exact.  ``mask="checkerboard"`` with
+  ``scale="exp"`` or the additive coupling: ``flows.MaskedAffineFlow(b, t, s)`` on the whole image (``b`` the
+  case's checkerboard in every channel; its nets see ``b * z``, as the case's).  ``ImageAdditiveCoupling`` with
+  the channel mask: ``AffineCouplingBlock(scale=False)``.
+* **A Glow step**, ``ActNorm2d -> (LU)Invertible1x1Conv -> ImageAffineCoupling`` (channel mask, ``shift_first``,
+  kernel 3, ReLU or leaky ReLU) inside a ``Sequential``: ``flows.GlowBlock`` **in its inverse direction** (its
+  ``inverse`` is ActNorm's inverse, the convolution with ``W``, the coupling's inverse).  GlowBlock's ActNorm runs
+  backwards, ``(z - t) exp(-s)``: ``s = -log_scale`` and ``t = -shift * exp(-log_scale)`` (Glow's
+  ``(x + b') e^s`` with ``b' = shift e^-s``; ``t`` is rounded once, the one parameter change here that is not
+  exact).
+* ``MultiScale``: ``normflows.MultiscaleFlow`` (``inverse_and_log_det`` forward, ``forward_and_log_det`` inverse),
+  stage ``s`` as its level ``S - 1 - s`` (one flow whose ``inverse`` is the stage), ``Merge("channel")`` for
+  ``factor_out="second"`` (even channel counts: ``torch.chunk`` keeps the first ``ceil(C/2)``) and
+  ``Merge("channel_inv")`` for ``"first"``; the latents ``z[S-1], ..., z[0]`` flattened and concatenated.
+* ``Reshape``: ``torch.reshape`` (a relabelling, no arithmetic), inside a case with normflows layers.
+
+Not mapped: the ``space_to_depth`` and ``checkerboard`` squeezes (normflows has one order); checkerboard
+couplings with a scale other than ``exp`` (``MaskedAffineFlow`` has only ``exp``; normflows' own checkerboard
+``Split`` gathers half the entries into a half-width tensor, another map); other coupling scales (``tanh``,
+``sigmoid``, ``softplus``, ``softclip``); ``MaskedConv2d``.
 """
 import numpy as np
 
 from . import Unavailable
-from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_nflows_lu, set_tensor
+from ._images import SQUEEZE_PEER_ORDER, checkerboard, convnet, latent_shapes, n_transformed, out_shape
+from ._images import raw_scale_and_shift, refuse_relabelling_only, reshape
+from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_nflows_lu, set_tensor, sub
 from ._torch import supports as _supports
 
 NAME = "normflows"
@@ -284,9 +326,261 @@ for _name in ("LeakyReLU", "Sigmoid", "Logit"):
     BUILD[_name] = _not(f"normflows has no {_name} flow")
 
 
+# --- image layers ---------------------------------------------------------------------------------------
+
+def _zero_logdet(module_fn):
+    """normflows' reshaping flows return the Python int 0 as their logdet: a tensor of zeros instead."""
+    import torch
+
+    def f(v):
+        out, ld = module_fn(v)
+        return out, (ld if torch.is_tensor(ld) else torch.zeros(v.shape[0], dtype=v.dtype))
+    return f
+
+
+def _squeeze(T, P, dt):
+    from normflows.flows import Squeeze
+    if T["order"] != SQUEEZE_PEER_ORDER:
+        raise NotMappable(f"normflows' Squeeze has one order, o = 4c + 2di + dj (channel_major); "
+                          f"order={T['order']!r} has no counterpart")
+    m = Squeeze()
+    return _zero_logdet(m.inverse), _zero_logdet(m.forward)        # its forward unsqueezes
+
+
+def _set_actnorm(m, s, t):
+    import torch
+    m.data_dep_init_done = torch.tensor(1.0)
+    C = s.shape[0]
+    set_tensor(m, "s", s.view(1, C, 1, 1))
+    set_tensor(m, "t", t.view(1, C, 1, 1))
+
+
+def _actnorm2d(T, P, dt):
+    from normflows.flows import ActNorm
+    m = ActNorm((T["event_shape"][0], 1, 1))
+    _set_actnorm(m, P["log_scale"], P["shift"])
+    return _t(m)
+
+
+def _set_conv(m, T, P, dt):
+    """Load a case's ``Invertible1x1Conv`` / ``LUInvertible1x1Conv`` into normflows' ``Invertible1x1Conv``."""
+    import torch
+    if T["type"] == "Invertible1x1Conv":
+        set_tensor(m, "W", P["W"])
+        return
+    C = T["event_shape"][0]
+    set_tensor(m, "P", torch.eye(C, dtype=dt)[torch.as_tensor(np.asarray(T["perm"]))])    # (P v)_i = v_perm[i]
+    set_tensor(m, "L", P["lower"])
+    set_tensor(m, "U", P["upper"])
+    set_tensor(m, "log_S", P["log_scale"])
+    set_tensor(m, "sign_S", torch.as_tensor(np.asarray(T["sign"]), dtype=dt))
+    set_tensor(m, "eye", torch.eye(C, dtype=dt))
+
+
+def _conv1x1(T, P, dt):
+    from normflows.flows import Invertible1x1Conv
+    m = Invertible1x1Conv(T["event_shape"][0], use_lu=T["type"] == "LUInvertible1x1Conv")
+    _set_conv(m, T, P, dt)
+    return (lambda x: m.inverse(x)), (lambda y: m(y))                # normflows' forward applies W^-1
+
+
+def _coupling_map(T):
+    """``(scale_map, inverse_direction, r_sign, t_sign)``: how normflows' AffineCoupling computes the case's
+    coupling (see the module docstring)."""
+    scale, first = T["scale"], T["shift_first"]
+    maps = ({"exp": "exp", "logsigmoid": "sigmoid", "neg_logsigmoid": "sigmoid_inv"} if first
+            else {"exp": "exp", "neg_logsigmoid": "sigmoid", "logsigmoid": "sigmoid_inv"})
+    if scale not in maps:
+        raise NotMappable(f"normflows' affine couplings have the scale maps exp, sigmoid and sigmoid_inv "
+                          f"(npflows' exp, neg_logsigmoid, logsigmoid); scale={scale!r} has none")
+    r_sign = -1.0 if first and scale == "exp" else 1.0         # (z2 - shift) exp(-r): r = -(case's r)
+    return maps[scale], first, r_sign, -1.0 if first else 1.0   # shift = -t in the inverse direction
+
+
+def _last_layer(T, P, order, sign, dt):
+    """The case's parameters with the net's last layer reordered (``order``) and negated (``sign``)."""
+    import torch
+    Q = dict(P)
+    sg = torch.as_tensor(sign, dtype=dt)
+    Q["net.W2"] = P["net.W2"][torch.as_tensor(order)] * sg[:, None, None, None]
+    Q["net.b2"] = P["net.b2"][torch.as_tensor(order)] * sg
+    return Q
+
+
+def _glow_net(T, P, net_module_in):
+    """``net_module_in`` (a normflows ``nets.ConvNet2d`` of the case's sizes, or None) loaded with the case's
+    ConvNet weights; the ConvNet in torch where normflows' net has no such activation."""
+    if net_module_in is None:
+        return net_module(convnet(P, T))
+    convs = [m for m in net_module_in.net if type(m).__name__ == "Conv2d"]
+    for l, c in enumerate(convs):
+        set_tensor(c, "weight", P[f"net.W{l}"])
+        set_tensor(c, "bias", P[f"net.b{l}"])
+    return net_module_in
+
+
+LEAKY = {"relu": 0.0, "leaky_relu": 0.01}     # normflows' ConvNet2d: LeakyReLU(leaky) between its layers
+
+
+def _conv_net2d(T, c_in, c_out):
+    from normflows.nets import ConvNet2d
+    if T["activation"] not in LEAKY:
+        return None
+    k = T["kernel"]
+    return ConvNet2d((c_in, T["hidden"], T["hidden"], c_out), (k, 1, k), leaky=LEAKY[T["activation"]])
+
+
+def _image_coupling(T, P, dt):
+    from normflows.flows import AffineCouplingBlock, MaskedAffineFlow
+    additive = T["type"] == "ImageAdditiveCoupling"
+    C, K = T["event_shape"][0], n_transformed(T)
+    if T["mask"] == "checkerboard":
+        if not additive and T["scale"] != "exp":
+            raise NotMappable(f"normflows' MaskedAffineFlow (a masked image) has only the exp scale, and its "
+                              f"checkerboard Split is another map; checkerboard with scale={T['scale']!r}")
+        net = convnet(P, T)
+        b = checkerboard(T, dt)
+        if additive:
+            return _t(MaskedAffineFlow(b, t=net_module(net)))
+        r, t = raw_scale_and_shift(T, K)
+        sg = -1.0 if T["shift_first"] else 1.0          # shift_first: its inverse, (z - trans) exp(-scale)
+        m = MaskedAffineFlow(b, t=net_module(lambda h: sg * net(h)[:, t]), s=net_module(lambda h: sg * net(h)[:, r]))
+        return ((lambda x: m.inverse(x)), (lambda y: m(y))) if T["shift_first"] else _t(m)
+    mode = "channel" if T["parity"] == 0 else "channel_inv"
+    c_in = C - K
+    if additive:
+        net = _glow_net(T, P, _conv_net2d(T, c_in, K))
+        return _t(AffineCouplingBlock(net, scale=False, split_mode=mode))
+    scale_map, inverse, r_sign, t_sign = _coupling_map(T)
+    r, t = raw_scale_and_shift(T, K)
+    order = np.ravel(np.column_stack([t, r]))                          # [t_0, r_0, t_1, r_1, ...]
+    sign = np.ravel(np.column_stack([np.full(K, t_sign), np.full(K, r_sign)]))
+    net = _glow_net(T, _last_layer(T, P, order, sign, dt), _conv_net2d(T, c_in, 2 * K))
+    m = AffineCouplingBlock(net, scale=True, scale_map=scale_map, split_mode=mode)
+    return ((lambda x: m.inverse(x)), (lambda y: m(y))) if inverse else _t(m)
+
+
+def _is_glow_step(layers):
+    """Is ``layers`` (three transform descriptions) a step that normflows' GlowBlock computes?"""
+    a, c, k = layers
+    return (a["type"] == "ActNorm2d" and c["type"] in ("Invertible1x1Conv", "LUInvertible1x1Conv")
+            and k["type"] == "ImageAffineCoupling" and k["mask"] == "channel" and k["shift_first"]
+            and k["scale"] in ("exp", "logsigmoid", "neg_logsigmoid") and k["kernel"] == 3
+            and k["activation"] in LEAKY and a["event_shape"][0] > 1
+            and a["event_shape"] == c["event_shape"] == k["event_shape"])
+
+
+def _glow_block(layers, P, dt):
+    """``flows.GlowBlock`` for a Glow step ``[ActNorm2d, 1x1 conv, coupling]`` (keys ``"0."``, ``"1."``, ``"2."``),
+    in its inverse direction."""
+    import torch
+    from normflows.flows import GlowBlock
+    a, c, k = layers
+    C, K = k["event_shape"][0], n_transformed(k)
+    scale_map, _, r_sign, t_sign = _coupling_map(k)
+    m = GlowBlock(C, k["hidden"], scale=True, scale_map=scale_map,
+                  split_mode="channel" if k["parity"] == 0 else "channel_inv", leaky=LEAKY[k["activation"]],
+                  init_zeros=True, use_lu=c["type"] == "LUInvertible1x1Conv")
+    coupling, conv, actnorm = m.flows
+    r, t = raw_scale_and_shift(k, K)
+    order = np.ravel(np.column_stack([t, r]))
+    sign = np.ravel(np.column_stack([np.full(K, t_sign), np.full(K, r_sign)]))
+    _glow_net(k, _last_layer(k, sub(P, "2."), order, sign, dt), coupling.flows[1].param_map)
+    _set_conv(conv, c, sub(P, "1."), dt)
+    s, b = P["0.log_scale"], P["0.shift"]
+    _set_actnorm(actnorm, -s, -b * torch.exp(-s))              # its inverse (z - t) e^-s is x e^s + shift
+    return (lambda x: m.inverse(x)), (lambda y: m(y))
+
+
+def _compose(parts):
+    """Layer 0 first, as ``_torch.sequential``."""
+    def forward(x):
+        ld = 0
+        for f, _ in parts:
+            x, l = f(x)
+            ld = ld + l
+        return x, ld
+
+    def inverse(y):
+        ld = 0
+        for _, g in reversed(parts):
+            y, l = g(y)
+            ld = ld + l
+        return y, ld
+    return forward, inverse
+
+
+def _sequential(T, P, dt):
+    """``Sequential``, with every Glow step in it as one ``GlowBlock``."""
+    layers, parts, i = T["layers"], [], 0
+    while i < len(layers):
+        if i + 3 <= len(layers) and _is_glow_step(layers[i:i + 3]):
+            Q = {f"{j}.{key}": v for j in range(3) for key, v in sub(P, f"{i + j}.").items()}
+            parts.append(_glow_block(layers[i:i + 3], Q, dt))
+            i += 3
+        else:
+            parts.append(build(layers[i], sub(P, f"{i}."), dt))
+            i += 1
+    missing = [g for _, g in parts if isinstance(g, Unavailable)]
+    if missing:
+        return _compose([(f, None) for f, _ in parts])[0], Unavailable(f"a layer: {missing[0].reason}")
+    return _compose(parts)
+
+
+def _multiscale(T, P, dt):
+    import torch
+    from normflows import MultiscaleFlow
+    from normflows.flows import Flow, Merge
+    S = len(T["stages"])
+    if T["factor_out"] == "second":
+        odd = [i for i, st in enumerate(T["stages"][:-1]) if out_shape(st)[0] % 2]
+        if odd:
+            raise NotMappable(f"normflows' Merge('channel') goes on with the first ceil(C/2) channels; "
+                              f"factor_out='second' goes on with the first floor(C/2): stage {odd[0]} has odd C")
+    parts = [build(st, sub(P, f"{i}."), dt) for i, st in enumerate(T["stages"])]
+    if any(isinstance(g, Unavailable) for _, g in parts):
+        raise NotMappable("a stage has no inverse in normflows")
+
+    class Stage(Flow):                    # normflows' sampling direction: its inverse is the stage
+        def __init__(self, f, g):
+            super().__init__()
+            self.f, self.g = f, g
+
+        def forward(self, z):
+            return self.g(z)
+
+        def inverse(self, z):
+            return self.f(z)
+    mode = "channel" if T["factor_out"] == "second" else "channel_inv"
+    m = MultiscaleFlow([torch.nn.Identity() for _ in range(S)], [[Stage(*parts[S - 1 - i])] for i in range(S)],
+                       [Merge(mode) for _ in range(S - 1)], class_cond=False)
+    shapes = latent_shapes(T)
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def forward(x):
+        z, ld = m.inverse_and_log_det(x)
+        return torch.cat([z[S - 1 - s].reshape(x.shape[0], -1) for s in range(S)], dim=1), ld
+
+    def inverse(y):
+        pieces = torch.split(y, sizes, dim=1)
+        z = [None] * S
+        for s in range(S):
+            z[S - 1 - s] = pieces[s].reshape(y.shape[0], *shapes[s])
+        return m.forward_and_log_det(z)
+    return forward, inverse
+
+
+BUILD.update({
+    "Squeeze": _squeeze, "ActNorm2d": _actnorm2d, "Invertible1x1Conv": _conv1x1, "LUInvertible1x1Conv": _conv1x1,
+    "ImageAffineCoupling": _image_coupling, "ImageAdditiveCoupling": _image_coupling,
+    "MultiScale": _multiscale, "Reshape": reshape,
+    "MaskedConv2d": _not("normflows has no masked convolution flow"),
+})
+
+
 def build(T, P, dt):
     if T["type"] == "Sequential":
-        return sequential(build)(T, P, dt)
+        return _sequential(T, P, dt)
     if T["type"] not in BUILD:
         raise NotMappable(f"no normflows mapping for {T['type']}")
     return BUILD[T["type"]](T, P, dt)
@@ -297,7 +591,14 @@ def supports(case):
         import normflows  # noqa: F401
     except ImportError:
         return "normflows is not installed (pip install -e '.[peers]')"
-    return _supports(build, case)
+    try:
+        refuse_relabelling_only(case["transform"], "normflows")
+    except NotMappable as e:
+        return str(e)
+    import warnings
+    with warnings.catch_warnings():             # Invertible1x1Conv's constructor calls the deprecated torch.lu
+        warnings.simplefilter("ignore")
+        return _supports(build, case)
 
 
 def run(case):
