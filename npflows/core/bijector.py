@@ -240,5 +240,5 @@ def zeros_logdet(x, xp=np):
 
 
 def sum_event(a, xp=np):
-    """Sum over every axis but the batch axis: ``(N, ...) -> (N,)``."""
-    return xp.sum(xp.reshape(a, (a.shape[0], -1)), axis=1)
+    """Sum over every axis but the batch axis: ``(N, ...) -> (N,)`` (an empty batch gives ``(0,)``)."""
+    return xp.sum(a, axis=tuple(range(1, a.ndim)))
