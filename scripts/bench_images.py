@@ -22,7 +22,7 @@ every entry, so the zero-initialised last convolutions are not zero and every gr
 optimizer update):
 
 * ``npflows``: ``flow.loss_and_grad(params, x)``, the hand-derived backward;
-* ``torch``: the same architecture as a plain torch model in this script (``torch_model``: ``nn.Conv2d`` for the
+* ``torch``: the same architecture as a plain torch model (``scripts/_torch_glow.py``: ``nn.Conv2d`` for the
   network, ``F.conv2d`` with a ``(C, C, 1, 1)`` weight for the 1x1 convolution, ``pixel_unshuffle`` for the
   squeeze, ...), built from the npflows model layer by layer and given its parameters;
   ``zero_grad()`` + ``(-log_prob(x).mean()).backward()``.
@@ -36,8 +36,8 @@ torch / npflows from the same run (above 1: npflows is faster), with every cell 
 rotation so a change of load hits both alike.  The target (issue 13): at batch 64 on one thread, npflows'
 step at least as fast as torch's (ratio >= 1).  A profile of npflows' step at batch 64 then splits its time
 into the convolutions' GEMMs, the im2col copies, the network's activations and layout copies, the other
-layers' arithmetic and the rest (parameter checks, containers, base density, Python); ``--no-profile`` skips
-it.
+layers' arithmetic and the rest (parameter checks, containers, base density, Python), followed by cProfile's
+top functions and torch.profiler's top ops of torch's step; ``--no-profile`` skips them.
 
 Threads: one by default (``--threads``): NumPy's BLAS through ``threadpoolctl.threadpool_limits`` and
 ``npflows.perf.set_blas_threads``, torch through ``torch.set_num_threads``.  The BLAS kernel is the one OpenBLAS
@@ -71,6 +71,7 @@ import npflows.perf  # noqa: E402
 from npflows.bijectors.coupling import SCALES  # noqa: E402
 from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved, use_native_kernel  # noqa: E402
 from bench_train import git_state, numpy_blas  # noqa: E402
+from _torch_glow import torch_model, torch_step  # noqa: E402
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 PARAM_NOISE = 0.02
@@ -142,208 +143,7 @@ def describe(flow, params):
             f"factor_out {glow.factor_out!r}; latent shapes {glow.latent_shapes}; {n_par} parameters")
 
 
-# ----------------------------------------------------------------------------- the torch model
-def torch_model(torch, flow, params, dtype):
-    """A plain torch model of ``flow``, built layer by layer from the npflows model, holding a copy of ``params``;
-    returns ``(model, log_prob, {npflows key: torch parameter})``."""
-    nn, F = torch.nn, torch.nn.functional
-    tdt = getattr(torch, np.dtype(dtype).name)
-    keymap = {}
-
-    def param(key, value):
-        p = nn.Parameter(torch.tensor(np.asarray(value, dtype=dtype)))
-        keymap[key] = p
-        return p
-
-    class Reshape(nn.Module):
-        def __init__(self, shape):
-            super().__init__()
-            self.shape = tuple(shape)
-
-        def forward(self, x):
-            return x.reshape((x.shape[0],) + self.shape), 0.0
-
-    class Squeeze(nn.Module):
-        def __init__(self, C, order):
-            super().__init__()
-            self.C, self.order = C, order
-            self.checker = [0, 3, 1, 2]      # block positions (0,0), (1,1), (0,1), (1,0)
-
-        def forward(self, x):
-            if self.order == "channel_major":           # o = 4c + 2 di + dj
-                return F.pixel_unshuffle(x, 2), 0.0
-            n, C, H, W = x.shape
-            t = x.reshape(n, C, H // 2, 2, W // 2, 2).permute(0, 3, 5, 1, 2, 4)      # n, di, dj, c, i, j
-            t = t.reshape(n, 4, C, H // 2, W // 2)
-            if self.order == "checkerboard":
-                t = t[:, self.checker]
-            return t.reshape(n, 4 * C, H // 2, W // 2), 0.0
-
-    class ActNorm2d(nn.Module):
-        def __init__(self, b, p, prefix):
-            super().__init__()
-            self.log_scale, self.shift = param(prefix + "log_scale", p["log_scale"]), param(prefix + "shift", p["shift"])
-            self.hw = b.event_shape[1] * b.event_shape[2]
-
-        def forward(self, x):
-            y = x * torch.exp(self.log_scale).view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
-            return y, self.hw * self.log_scale.sum()
-
-    class Conv1x1(nn.Module):
-        def __init__(self, b, p, prefix):
-            super().__init__()
-            self.W = param(prefix + "W", p["W"])
-            self.hw = b.event_shape[1] * b.event_shape[2]
-
-        def forward(self, x):
-            C = self.W.shape[0]
-            return F.conv2d(x, self.W.view(C, C, 1, 1)), self.hw * torch.linalg.slogdet(self.W)[1]
-
-    class LUConv1x1(nn.Module):
-        def __init__(self, b, p, prefix):
-            super().__init__()
-            self.lower, self.upper = param(prefix + "lower", p["lower"]), param(prefix + "upper", p["upper"])
-            self.log_scale = param(prefix + "log_scale", p["log_scale"])
-            C = b.channels
-            self.register_buffer("P", torch.tensor(np.eye(C)[b.perm], dtype=tdt))
-            self.register_buffer("lo", torch.tensor(np.tril(np.ones((C, C)), -1), dtype=tdt))
-            self.register_buffer("eye", torch.eye(C, dtype=tdt))
-            self.register_buffer("sign", torch.tensor(b.sign.astype(np.float64), dtype=tdt))
-            self.hw = b.event_shape[1] * b.event_shape[2]
-
-        def forward(self, x):
-            L = self.lower * self.lo + self.eye
-            M = self.upper * self.lo.T + torch.diag(self.sign * torch.exp(self.log_scale))
-            W = self.P @ (L @ M)
-            C = W.shape[0]
-            return F.conv2d(x, W.view(C, C, 1, 1)), self.hw * self.log_scale.sum()
-
-    scale_maps = {
-        "exp": lambda r, c: r,
-        "tanh": lambda r, c: c * torch.tanh(r),
-        "sigmoid": lambda r, c: torch.log(torch.sigmoid(r + 2.0) + 1e-3),
-        "softplus": lambda r, c: torch.log(F.softplus(r) + 1e-3),
-        "softclip": lambda r, c: r / (1.0 + r.abs() / c),
-        "logsigmoid": lambda r, c: F.logsigmoid(r + 2.0),
-        "neg_logsigmoid": lambda r, c: -F.logsigmoid(r + 2.0),
-    }
-    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": lambda: nn.LeakyReLU(0.01)}
-
-    class Coupling(nn.Module):
-        """Channel-mask affine coupling with Glow's network; the npflows layer's options."""
-
-        def __init__(self, b, p, prefix):
-            super().__init__()
-            if b.mask != "channel":
-                raise NotImplementedError("bench_images: the torch model has only the channel mask")
-            net, k = b.net, b.net.kernel
-            convs = [nn.Conv2d(net.in_channels, net.hidden, k, padding=k // 2),
-                     nn.Conv2d(net.hidden, net.hidden, 1),
-                     nn.Conv2d(net.hidden, net.out_channels, k, padding=k // 2)]
-            for l, c in enumerate(convs):
-                c.weight = param(f"{prefix}net.W{l}", p[f"net.W{l}"])
-                c.bias = param(f"{prefix}net.b{l}", p[f"net.b{l}"])
-            self.net = nn.Sequential(convs[0], acts[net.activation](), convs[1], acts[net.activation](), convs[2])
-            self.ia, self.ib, self.parity = b._ia, b._ib, b.parity
-            self.K, self.layout, self.shift_first = b.n_transformed, b.layout, b.shift_first
-            self.scale, self.bound = scale_maps[b.scale], b.scale_bound
-
-        def forward(self, x):
-            xa, xb = x[:, self.ia], x[:, self.ib]
-            h = self.net(xa)
-            K = self.K
-            if self.layout == "scale_shift":
-                r, t = h[:, :K], h[:, K:]
-            elif self.layout == "shift_scale":
-                r, t = h[:, K:], h[:, :K]
-            else:
-                r, t = h[:, 1::2], h[:, 0::2]
-            s = self.scale(r, self.bound)
-            yb = (xb + t) * torch.exp(s) if self.shift_first else xb * torch.exp(s) + t
-            y = torch.cat([xa, yb] if self.parity == 0 else [yb, xa], dim=1)
-            return y, s.flatten(1).sum(1)
-
-    class Chain(nn.Module):
-        def __init__(self, mods):
-            super().__init__()
-            self.mods = nn.ModuleList(mods)
-
-        def forward(self, x):
-            logdet = 0.0
-            for m in self.mods:
-                x, ld = m(x)
-                logdet = logdet + ld
-            return x, logdet
-
-    class MultiScale(nn.Module):
-        """Stages; after every stage but the last, half the channels go to the output (``factor_out``)."""
-
-        def __init__(self, stages, n_out, factor_out):
-            super().__init__()
-            self.stages, self.n_out, self.factor_out = nn.ModuleList(stages), n_out, factor_out
-
-        def forward(self, x):
-            n, pieces, logdet = x.shape[0], [], 0.0
-            for i, st in enumerate(self.stages):
-                y, ld = st(x)
-                logdet = logdet + ld
-                if i < len(self.stages) - 1:
-                    m = self.n_out[i]
-                    if self.factor_out == "first":
-                        out, x = y[:, :m], y[:, m:]
-                    else:
-                        k = y.shape[1] - m
-                        out, x = y[:, k:], y[:, :k]
-                    y = out
-                pieces.append(y.reshape(n, -1))
-            return torch.cat(pieces, dim=1), logdet
-
-    def convert(b, p, prefix):
-        kind = type(b).__name__
-        if kind == "Reshape":
-            return Reshape(b.out_event_shape)
-        if kind == "Squeeze":
-            return Squeeze(b.event_shape[0], b.order)
-        if kind == "ActNorm2d":
-            return ActNorm2d(b, {k: p[prefix + k] for k in b.param_shapes()}, prefix)
-        if kind == "Invertible1x1Conv":
-            return Conv1x1(b, {k: p[prefix + k] for k in b.param_shapes()}, prefix)
-        if kind == "LUInvertible1x1Conv":
-            return LUConv1x1(b, {k: p[prefix + k] for k in b.param_shapes()}, prefix)
-        if kind == "ImageAffineCoupling":
-            return Coupling(b, {k: p[prefix + k] for k in b.param_shapes()}, prefix)
-        if kind == "Sequential":
-            return Chain([convert(c, p, f"{prefix}{i}.") for i, c in enumerate(b.layers)])
-        if kind == "MultiScale":
-            return MultiScale([convert(st, p, f"{prefix}{i}.") for i, st in enumerate(b.stages)], b._n_out,
-                              b.factor_out)
-        raise NotImplementedError(f"bench_images: no torch counterpart for the npflows layer {kind}")
-
-    model = convert(flow.bijector, params, "").to(tdt)
-    half_log_2pi = 0.5 * np.log(2 * np.pi)
-
-    def log_prob(x):
-        z, logdet = model(x)
-        return -0.5 * (z * z).sum(1) - z.shape[1] * half_log_2pi + logdet
-
-    missing = set(flow.bijector.param_shapes()) - set(keymap)
-    if missing:
-        raise RuntimeError(f"bench_images: the torch model lacks parameters {sorted(missing)[:5]}")
-    return model, log_prob, keymap
-
-
-def torch_step(torch, model, log_prob, x):
-    """The torch train step on the numpy batch ``x``: ``(loss, {key: grad})`` via the returned callables."""
-    xt = torch.from_numpy(x)
-
-    def step():
-        model.zero_grad()
-        loss = -log_prob(xt).mean()
-        loss.backward()
-        return loss
-    return step
-
-
+# ----------------------------------------------------------------------------- torch against npflows
 def agreement(torch, flow, params, x, dtype):
     """Relative differences between torch and npflows: log_prob per sample (max over the batch of
     |diff| / |npflows|), the loss, and the gradients (worst key of ||diff|| / ||npflows|| and of the max-abs
@@ -463,6 +263,22 @@ def cprofile_top(flow, params, x, n_steps, top=12):
         if started and ln.strip():
             out.append("  " + ln.replace(root, ""))
     return out
+
+
+def torch_profile(torch, flow, params, x, n_steps, top=8):
+    """torch.profiler's view of torch's step: ``(rows, total ms per step, convolution share)`` with rows
+    ``(op, self ms per step, calls per step)``, the ops with the most own CPU time."""
+    model, log_prob, _ = torch_model(torch, flow, params, x.dtype)
+    step = torch_step(torch, model, log_prob, x)
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(n_steps):
+            step()
+    ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ev) / 1e3 / n_steps
+    conv = sum(e.self_cpu_time_total for e in ev if "conv" in e.key.lower()) / 1e3 / n_steps
+    rows = [(e.key, e.self_cpu_time_total / 1e3 / n_steps, e.count / n_steps) for e in ev[:top]]
+    return rows, total, conv / total
 
 
 # ----------------------------------------------------------------------------- main
@@ -633,6 +449,16 @@ def main(argv=None):
                   "overhead inflates small functions; the ufuncs and matmuls it cannot see count in their callers)")
             for line in cprofile_top(flow, p, x, n_steps):
                 print(line)
+            if torch is not None:
+                for dname in args.dtypes:
+                    p, x = npflows.cast_params(params64, DTYPES[dname]), data[:nb].astype(DTYPES[dname])
+                    rows, total, conv = torch_profile(torch, flow, p, x, n_steps)
+                    print()
+                    print(f"torch's step, {dname}, batch {nb}: torch.profiler's own CPU time per step over {n_steps} "
+                          f"steps (total {total:.2f} ms with the profiler's overhead; ops whose name contains 'conv': "
+                          f"{100 * conv:.0f}%)")
+                    print(fmt_table(["op", "self ms / step", "calls / step"],
+                                    [[k, f"{ms:.2f}", f"{c:.0f}"] for k, ms, c in rows]))
 
     # -------------------------------------------------------------------- the target
     print()
