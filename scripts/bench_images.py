@@ -79,13 +79,14 @@ RTOL64 = 1e-10
 TORCH_INSTALL = "install the CPU build of torch with `pip install torch==2.13.0` (or `pip install -e .[peers]`)"
 NP, TORCH = "npflows", "torch"
 GLOW = dict(K=8, L=2, hidden=64, lu=True, scale="logsigmoid", layout="interleaved", shift_first=True,
-            factor_out="second", squeeze_order="channel_major")
+            factor_out="second", squeeze_order="channel_major", prior=False)
 try:    # the Glow that scripts/train_digits.py trains ("--model glow"), when its module is there
     from digits_image_models import IMAGE_MODELS
+    TRAIN_BUILD = IMAGE_MODELS["glow"]["build"]
     GLOW.update({k: v for k, v in IMAGE_MODELS["glow"]["arch"].items() if k in GLOW})
-    GLOW_SOURCE = "scripts/digits_image_models.py (train_digits.py --model glow)"
+    GLOW_SOURCE = "scripts/digits_image_models.py, the model of train_digits.py --model glow"
 except (ImportError, KeyError):
-    GLOW_SOURCE = "this script's defaults"
+    TRAIN_BUILD, GLOW_SOURCE = None, "this script's defaults (scripts/digits_image_models.py is not there)"
 
 
 # ----------------------------------------------------------------------------- the npflows model
@@ -108,11 +109,21 @@ def find_multiscale(b):
 
 
 def make_npflows(args, x_init, rng):
-    """The flow and its float64 parameters: data-dependent init on ``x_init``, then noise on every entry."""
-    glow = build_glow(args.levels, args.steps, args.hidden, args.conv, args.scale, args.layout,
-                      args.shift_first == "yes", args.factor_out, args.squeeze)
-    flow = npflows.NormalizingFlow(glow, npflows.StandardNormal(glow.out_event_shape[0]))
-    params = flow.init(rng, x_init)
+    """The flow and its float64 parameters: data-dependent init on ``x_init``, then noise on every entry.
+    Built by the training script's builder when it is there (the same model ``train_digits.py --model glow``
+    trains, with the options given), else by :func:`build_glow`."""
+    arch = dict(K=args.steps, L=args.levels, hidden=args.hidden, lu=args.conv == "lu", scale=args.scale,
+                layout=args.layout, shift_first=args.shift_first == "yes", factor_out=args.factor_out,
+                squeeze_order=args.squeeze, prior=args.prior == "yes")
+    if TRAIN_BUILD is not None:
+        flow, params = TRAIN_BUILD(rng, x_init, **arch)
+    else:
+        if arch["prior"]:
+            raise SystemExit("bench_images: --prior yes needs scripts/digits_image_models.py")
+        glow = build_glow(args.levels, args.steps, args.hidden, args.conv, args.scale, args.layout,
+                          args.shift_first == "yes", args.factor_out, args.squeeze)
+        flow = npflows.NormalizingFlow(glow, npflows.StandardNormal(glow.out_event_shape[0]))
+        params = flow.init(rng, x_init)
     params = {k: v + PARAM_NOISE * rng.standard_normal(v.shape) for k, v in params.items()}
     return flow, params
 
@@ -135,8 +146,11 @@ def describe(flow, params):
     st0 = glow.stages[0]
     step = [b for b in st0.layers if type(b).__name__ == "ImageAffineCoupling"][0]
     inv = [b for b in st0.layers if "1x1" in type(b).__name__][0]
-    return (f"Glow: {len(glow.stages)} levels x {sum(type(b).__name__ == 'ImageAffineCoupling' for b in st0.layers)} "
-            f"steps [ActNorm2d, {type(inv).__name__}, ImageAffineCoupling(mask='channel', parity={step.parity}, "
+    K = sum(type(b).__name__ == "ActNorm2d" for b in st0.layers)
+    prior = len(glow.stages) > 1 and len(st0.layers) > 1 + 3 * K
+    return (f"Glow: {len(glow.stages)} levels x {K} steps"
+            f"{' (+ a prior coupling of the factored-out half before each split)' if prior else ''} "
+            f"[ActNorm2d, {type(inv).__name__}, ImageAffineCoupling(mask='channel', parity={step.parity}, "
             f"scale={step.scale!r}, layout={step.layout!r}, shift_first={step.shift_first})], ConvNet "
             f"{step.net.kernel}x{step.net.kernel} -> {step.net.activation} -> 1x1 -> {step.net.activation} -> "
             f"{step.net.kernel}x{step.net.kernel}, hidden {step.net.hidden}; squeeze {st0.layers[0].order!r}, "
@@ -304,6 +318,8 @@ def main(argv=None):
                     help="which half of the channels leaves after each level (Glow's: second)")
     ap.add_argument("--squeeze", choices=("channel_major", "space_to_depth", "checkerboard"),
                     default=GLOW["squeeze_order"], help="the squeeze's channel order (Glow's: channel_major)")
+    ap.add_argument("--prior", choices=("yes", "no"), default="yes" if GLOW["prior"] else "no",
+                    help="Glow's split2d prior as a coupling of the factored-out half (digits_image_models.with_prior)")
     ap.add_argument("--threads", type=int, default=1, help="BLAS and torch threads")
     ap.add_argument("--block", type=int, default=5,
                     help="consecutive calls of one implementation per rotation (default 5: the steady state of a "
@@ -355,7 +371,8 @@ def main(argv=None):
         print(describe(flow, params64))
         print(f"configuration: --levels {args.levels} --steps {args.steps} --hidden {args.hidden} --conv {args.conv} "
               f"--scale {args.scale} --layout {args.layout} --shift-first {args.shift_first} "
-              f"--factor-out {args.factor_out} --squeeze {args.squeeze}; defaults from {GLOW_SOURCE}"
+              f"--factor-out {args.factor_out} --squeeze {args.squeeze} --prior {args.prior}; defaults and builder: "
+              f"{GLOW_SOURCE}"
               + ("  [--quick shrinks the model]" if args.quick else ""))
         print(data_line)
         extra = [f"npflows {npflows.__version__} from {Path(npflows.__file__).parent} ({git_state()})", numpy_blas()]

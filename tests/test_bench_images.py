@@ -114,6 +114,22 @@ def test_torch_model_computes_npflows_function(bench, kw):
     assert max(a["lp"], a["loss"], a["grad"], a["gmax"]) < 1e-10, a
 
 
+def test_torch_model_computes_npflows_function_with_the_split_prior(bench):
+    """The training script's Glow with ``prior=True`` (a coupling of the factored-out half appended to stage 0)."""
+    import torch
+    import npflows
+    from digits_image_models import build_glow
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 64))
+    flow, params = build_glow(rng, x, K=1, L=2, hidden=4, prior=True)
+    assert len(flow.bijector.layers[1].stages[0].layers) == 1 + 3 + 1
+    params = {k: v + 0.05 * rng.standard_normal(v.shape) for k, v in params.items()}
+    a = bench.agreement(torch, flow, params, x, np.float64)
+    assert a["n"] == len(params) == 2 * (2 + 3 + 6) + 6
+    assert max(a["lp"], a["loss"], a["grad"], a["gmax"]) < 1e-10, a
+    assert isinstance(flow.base, npflows.StandardNormal)
+
+
 def test_the_agreement_check_can_fail(bench):
     """Give the torch model one parameter changed by 1e-6 relative: its log_prob must differ by far more
     than the 1e-10 the benchmark accepts."""
