@@ -746,10 +746,33 @@ def _sub(P, prefix):
     return {k[len(prefix):]: v for k, v in P.items() if k.startswith(prefix)}
 
 
+_LAYERS = []          # [(key, held, result)]: recent layer evaluations inside composites, see _layer_forward
+_LAYERS_KEPT = 64
+
+
+def _layer_forward(L, P, x):
+    """``forward(L, P, x)`` of one layer of a composite, or its result from a recent call on the very same
+    description, parameter arrays and input array (compared by identity; they are held, so no identity is
+    reused, and nothing here writes into an array once it has been passed on).  The certification evaluates
+    a composite once per scalar parameter with only that parameter changed: every layer before the one that
+    owns it sees the same arrays again, so only the layers from it on are recomputed.  The numbers are the
+    same as without the reuse."""
+    held = (L, x) + tuple(P[k] for k in sorted(P))
+    key = (tuple(sorted(P)), mp.mp.prec, _MAGNITUDES[-1])
+    for i, (k, h, r) in enumerate(_LAYERS):
+        if k == key and len(h) == len(held) and all(a is b for a, b in zip(h, held)):
+            _LAYERS.insert(0, _LAYERS.pop(i))
+            return r
+    r = forward(L, P, x)
+    _LAYERS.insert(0, (key, held, r))
+    del _LAYERS[_LAYERS_KEPT:]
+    return r
+
+
 def seq_forward(T, P, x):
     ld = full(x.shape[0], mp.mpf(0))
     for i, L in enumerate(T["layers"]):
-        x, l = forward(L, _sub(P, f"{i}."), x)
+        x, l = _layer_forward(L, _sub(P, f"{i}."), x)
         ld = ld + ldterm(l)
     return x, ld
 
@@ -959,7 +982,7 @@ def multiscale_forward(T, P, x):
     ld = full(N, mp.mpf(0))
     last = len(T["stages"]) - 1
     for s, S in enumerate(T["stages"]):
-        y, l = forward(S, _sub(P, f"{s}."), h)
+        y, l = _layer_forward(S, _sub(P, f"{s}."), h)
         ld = ld + ldterm(l)
         if s < last:
             o, h = _ms_split(T, y)

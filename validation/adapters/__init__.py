@@ -36,9 +36,9 @@ class Unavailable:
 class CaseArrays:
     dtype: np.dtype
     params: dict          # {key: array}
-    x: np.ndarray         # forward input (N, D)
-    y: np.ndarray         # inverse input (N, D)
-    dy: np.ndarray        # cotangent of the forward output (None if the case has no pullback)
+    x: np.ndarray         # forward input (N, *input event): (N, D) or (N, C, H, W)
+    y: np.ndarray         # inverse input (N, *output event): the forward output's shape
+    dy: np.ndarray        # cotangent of the forward output, its shape (None if the case has no pullback)
     dlogdet: np.ndarray   # cotangent of the forward logdet, (N,)
 
 
