@@ -14,8 +14,8 @@ from test_peer_adapters import _assert_all_pass, _cases, _check
 pytest.importorskip("torch")
 
 NFLOWS = ["squeeze_channel_major", "actnorm2d_233", "actnorm2d_144", "conv1x1_lu_233", "conv1x1_lu_322",
-          "image_additive_channel_second_1x1"]
-NFLOWS_VARIANTS = ("base", "float32", "positions", "large_scales", "small_scales", "large_shift")
+          "image_additive_channel_second_1x1", "image_affine_channel_second_nflows"]
+NFLOWS_VARIANTS = ("base", "float32", "positions", "large_scales", "small_scales", "large_shift", "large_raw_scale")
 
 
 def test_nflows_reproduces_the_image_cases_it_maps():
@@ -33,14 +33,19 @@ def test_nflows_skips_the_image_cases_it_cannot_map_with_a_reason():
     for entry, words in [("conv1x1_233", "dense"), ("squeeze_checkerboard", "one order"),
                          ("squeeze_space_to_depth", "one order"), ("conv1x1_lu_322/near_singular", "1e-3"),
                          ("conv1x1_lu_233/large_small_scales", "1e-3"), ("multiscale_three_stages", "factor_out"),
-                         ("masked_conv_k3_233", "masked convolution"), ("reshape_image", "only Reshape")]:
+                         ("masked_conv_k3_233", "masked convolution"), ("reshape_image", "only Reshape"),
+                         ("glow_step_plain_323", "dense"), ("image_additive_checkerboard", "1-D mask"),
+                         ("image_affine_channel_glow", "sigmoid(r + 2) + 1e-3"),
+                         ("image_affine_channel_neg_logsigmoid", "sigmoid(r + 2) + 1e-3")]:
         name, _, variant = entry.partition("/")
         reason = A.supports(_cases([name], (variant or "base",))[0])
         assert reason and words in reason, (entry, reason)
 
 
 NORMFLOWS = ["squeeze_channel_major", "actnorm2d_233", "conv1x1_233", "conv1x1_322", "conv1x1_144", "conv1x1_lu_233",
-             "conv1x1_lu_322", "image_additive_channel_second_1x1"]
+             "conv1x1_lu_322", "image_additive_channel_second_1x1", "image_additive_checkerboard",
+             "image_affine_channel_glow", "image_affine_channel_neg_logsigmoid", "glow_step_lu_422",
+             "glow_step_plain_323"]
 
 
 def test_normflows_reproduces_the_image_cases_it_maps():
@@ -48,7 +53,7 @@ def test_normflows_reproduces_the_image_cases_it_maps():
     explicitly (``torch.inverse``), and the cases' conditioned tolerances still hold for it."""
     pytest.importorskip("normflows")
     cases = _cases(NORMFLOWS, ("base", "float32", "positions", "large_scales", "small_scales", "near_singular",
-                               "large_small_scales", "large_shift"))
+                               "large_small_scales", "large_shift", "large_raw_scale"))
     assert sum(c["variant"] == "near_singular" for c in cases) == 4
     _assert_all_pass(_check("normflows", cases), len(cases))
 
@@ -58,7 +63,9 @@ def test_normflows_skips_the_image_cases_it_cannot_map_with_a_reason():
     from validation.adapters import normflows_adapter as A
     for entry, words in [("squeeze_checkerboard", "one order"), ("squeeze_space_to_depth", "one order"),
                          ("multiscale_three_stages", "one order"), ("masked_conv_k5_144", "masked convolution"),
-                         ("glow_like_conv_step", "masked convolution"), ("reshape_flatten", "only Reshape")]:
+                         ("glow_like_conv_step", "masked convolution"), ("reshape_flatten", "only Reshape"),
+                         ("image_affine_checkerboard_odd_tanh_1x1", "only the exp scale"),
+                         ("image_affine_channel_second_nflows", "scale='sigmoid'")]:
         name, _, variant = entry.partition("/")
         reason = A.supports(_cases([name], (variant or "base",))[0])
         assert reason and words in reason, (entry, reason)
