@@ -141,7 +141,7 @@ MODELS = {
     "spline": Model(build_spline,
                     arch=dict(kind="autoregressive", layers=5, bins=8, bound=3.0, hidden=(256, 256), linear="none",
                               activation="relu"),
-                    train=dict(epochs=300, batch=128, lr=1e-3, patience=40),
+                    train=dict(epochs=200, batch=128, lr=1e-3, weight_decay=3.0, ema=0.995, patience=60),
                     quick=dict(layers=2, bins=4, hidden=(16,), epochs=2, batch=256, val_draws=1),
                     target=2.03, about="autoregressive neural spline flow"),
 }
