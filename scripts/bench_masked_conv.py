@@ -28,8 +28,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few timed calls per cell: a smoke run")
     p.add_argument("--kernel", type=int, default=3, help="odd kernel size (default 3)")
-    p.add_argument("--taps", default="raster", choices=["raster", "quadrant"])
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument("--taps", default="raster", choices=["raster", "quadrant"],
+                   help="the mask: 'raster' (PixelCNN: every tap before the centre in raster order) or 'quadrant' "
+                        "(the 2x2 causal kernel when kernel is 3) (default raster)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="(default float64)")
     args = p.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
