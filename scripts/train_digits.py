@@ -339,12 +339,9 @@ def to_levels(x, alpha=ALPHA):
 
 
 def sample_images(flow, params, n, rng, temperature):
-    """``n`` samples at ``temperature``: base samples scaled by T, then the flow's inverse; grey levels."""
-    pb, pd = flow.split(params)
-    dtype = next(iter(params.values())).dtype
-    z = temperature * flow.base.sample(pd, n, rng, dtype)
-    x, _ = flow.bijector.inverse(pb, z.astype(dtype, copy=False))
-    return to_levels(x)
+    """``n`` samples at ``temperature`` (``NormalizingFlow.sample``: the base's noise scaled by T, then the
+    flow's inverse), as grey levels."""
+    return to_levels(flow.sample(params, n, rng, temperature=temperature))
 
 
 def slerp(a, b, t):
