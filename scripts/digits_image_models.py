@@ -42,9 +42,9 @@ def with_prior(b, hidden, kernel, activation, scale, scale_bound=2.0):
     return nf.Sequential([reshape, MultiScale(stages, factor_out=ms.factor_out)])
 
 
-def build_realnvp(rng, z_init, n_scales=2, hidden=64, kernel=3, activation="relu", scale="tanh", scale_bound=2.0,
+def build_realnvp(rng, z_init, n_scales=3, hidden=128, kernel=3, activation="relu", scale="exp", scale_bound=2.0,
                   actnorm=True, factor_out="second", squeeze_order="channel_major", split_order="same",
-                  prior=False):
+                  prior=True):
     """``(flow, params)``: :func:`npflows.bijectors.multiscale.realnvp_multiscale` on ``(1, 8, 8)`` behind a
     ``Reshape(64, (1, 8, 8))``, a ``StandardNormal(64)`` base over every scale's latents, and its
     data-dependent initialisation on ``z_init`` (the ActNorm2d layers, when ``actnorm``); ``prior``: see
@@ -59,9 +59,9 @@ def build_realnvp(rng, z_init, n_scales=2, hidden=64, kernel=3, activation="relu
     return flow, flow.init(rng, z_init)
 
 
-def build_glow(rng, z_init, K=8, L=2, hidden=64, lu=True, kernel=3, activation="relu", scale="logsigmoid",
+def build_glow(rng, z_init, K=16, L=2, hidden=64, lu=False, kernel=3, activation="relu", scale="logsigmoid",
                layout="interleaved", shift_first=True, factor_out="second", squeeze_order="channel_major",
-               prior=False):
+               prior=True):
     """``(flow, params)``: :func:`npflows.bijectors.multiscale.glow` on ``(1, 8, 8)`` behind a
     ``Reshape(64, (1, 8, 8))``, a ``StandardNormal(64)`` base over every level's latents, and its
     data-dependent initialisation on ``z_init`` (every ActNorm2d on what reaches it); ``prior``: see
@@ -78,17 +78,17 @@ def build_glow(rng, z_init, K=8, L=2, hidden=64, lu=True, kernel=3, activation="
 
 IMAGE_MODELS = {
     "realnvp": dict(build=build_realnvp,
-                    arch=dict(n_scales=2, hidden=64, kernel=3, activation="relu", scale="tanh", scale_bound=2.0,
+                    arch=dict(n_scales=3, hidden=128, kernel=3, activation="relu", scale="exp", scale_bound=2.0,
                               actnorm=True, factor_out="second", squeeze_order="channel_major", split_order="same",
-                              prior=False),
-                    train=dict(epochs=300, batch=128, lr=1e-3, patience=40),
+                              prior=True),
+                    train=dict(epochs=40, batch=64, lr=1e-3, patience=20),
                     quick=dict(hidden=4, epochs=2, batch=256, val_draws=1),
                     target=2.20, about="multi-scale RealNVP"),
     "glow": dict(build=build_glow,
-                 arch=dict(K=8, L=2, hidden=64, lu=True, kernel=3, activation="relu", scale="logsigmoid",
+                 arch=dict(K=16, L=2, hidden=64, lu=False, kernel=3, activation="relu", scale="logsigmoid",
                            layout="interleaved", shift_first=True, factor_out="second", squeeze_order="channel_major",
-                           prior=False),
-                 train=dict(epochs=300, batch=128, lr=1e-3, patience=40),
+                           prior=True),
+                 train=dict(epochs=60, batch=128, lr=1e-3, patience=20),
                  quick=dict(K=1, hidden=4, epochs=2, batch=256, val_draws=1),
                  target=2.20, about="Glow"),
 }
