@@ -36,7 +36,8 @@ def test_nflows_skips_the_image_cases_it_cannot_map_with_a_reason():
                          ("masked_conv_k3_233", "masked convolution"), ("reshape_image", "only Reshape"),
                          ("glow_step_plain_323", "dense"), ("image_additive_checkerboard", "1-D mask"),
                          ("image_affine_channel_glow", "sigmoid(r + 2) + 1e-3"),
-                         ("image_affine_channel_neg_logsigmoid", "sigmoid(r + 2) + 1e-3")]:
+                         ("image_affine_channel_neg_logsigmoid", "sigmoid(r + 2) + 1e-3"),
+                         ("image_affine_checkerboard_exp", "1-D mask"), ("multiscale_two_stages_first", "scale='exp'")]:
         name, _, variant = entry.partition("/")
         reason = A.supports(_cases([name], (variant or "base",))[0])
         assert reason and words in reason, (entry, reason)
@@ -44,8 +45,8 @@ def test_nflows_skips_the_image_cases_it_cannot_map_with_a_reason():
 
 NORMFLOWS = ["squeeze_channel_major", "actnorm2d_233", "conv1x1_233", "conv1x1_322", "conv1x1_144", "conv1x1_lu_233",
              "conv1x1_lu_322", "image_additive_channel_second_1x1", "image_additive_checkerboard",
-             "image_affine_channel_glow", "image_affine_channel_neg_logsigmoid", "glow_step_lu_422",
-             "glow_step_plain_323"]
+             "image_affine_channel_glow", "image_affine_channel_neg_logsigmoid", "image_affine_channel_exp_5x5",
+             "image_affine_checkerboard_exp", "glow_step_lu_422", "glow_step_plain_323", "multiscale_two_stages_first"]
 
 
 def test_normflows_reproduces_the_image_cases_it_maps():
