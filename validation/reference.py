@@ -708,7 +708,7 @@ def lu_conv_inverse(T, P, y):
     return _channel_solve(lu_conv_weight(T, P), y), full(y.shape[0], -_hw(T) * ldtotal(P["log_scale"]))
 
 
-# --------------------------------------------------------------------------- README "Convolution", "Conditioner ConvNet"
+# --------------------------------------------------------------------------- README "Conditioner ConvNet"
 
 
 def conv2d(x, W, b=None):
