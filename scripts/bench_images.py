@@ -5,11 +5,14 @@ What is measured
 The model is a multi-scale Glow (Kingma & Dhariwal 2018, arXiv:1807.03039) on the 8x8 digits, inside
 ``NormalizingFlow(glow, StandardNormal(64))`` on ``(N, 64)`` logit-space data (``npflows.data.digits("train")``
 dequantized and logit-transformed by ``npflows.dequantize.preprocess``; random normal data when scikit-learn is
-absent, which changes no timing).  With the default configuration (``--levels 2 --steps 8 --hidden 64
---conv lu``)::
+absent, which changes no timing).  It is the Glow that ``scripts/train_digits.py --model glow`` trains, built
+by ``digits_image_models.build_glow`` with that script's architecture as the defaults of the options below
+(when that module is missing, by ``npflows.bijectors.multiscale.glow`` with K=8, L=2, hidden 64, LU).
+With K steps per level and L = 2::
 
-    (64,) -> Reshape (1, 8, 8) -> Squeeze (4, 4, 4) -> 8 x [ActNorm2d, LU 1x1 conv, affine coupling]
-          -> factor out 2 channels (2, 4, 4) -> Squeeze (8, 2, 2) -> 8 x [ActNorm2d, LU 1x1 conv, coupling]
+    (64,) -> Reshape (1, 8, 8) -> Squeeze (4, 4, 4) -> K x [ActNorm2d, 1x1 conv, affine coupling]
+          [-> with --prior yes: a coupling of the half that leaves, conditioned on the half that stays]
+          -> factor out 2 channels (2, 4, 4) -> Squeeze (8, 2, 2) -> K x [ActNorm2d, 1x1 conv, coupling]
           -> z: the 32 factored-out values and the last 32, one flat vector, StandardNormal(64) base
 
 Each coupling is Glow's: a channel mask (the first half conditions), a ``ConvNet`` 3x3 -> ReLU -> 1x1 -> ReLU
@@ -47,7 +50,7 @@ warm-up calls (``--quick``: a handful).
 
 Run from the repository root::
 
-    python scripts/bench_images.py                  # full run, a minute or two
+    python scripts/bench_images.py                  # full run, a few minutes
     python scripts/bench_images.py --quick          # smoke run
     python scripts/bench_images.py --steps 4 --hidden 128 --conv plain --threads 2
 """

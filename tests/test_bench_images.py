@@ -121,7 +121,7 @@ def test_torch_model_computes_npflows_function_with_the_split_prior(bench):
     from digits_image_models import build_glow
     rng = np.random.default_rng(3)
     x = rng.standard_normal((6, 64))
-    flow, params = build_glow(rng, x, K=1, L=2, hidden=4, prior=True)
+    flow, params = build_glow(rng, x, K=1, L=2, hidden=4, lu=True, prior=True)
     assert len(flow.bijector.layers[1].stages[0].layers) == 1 + 3 + 1
     params = {k: v + 0.05 * rng.standard_normal(v.shape) for k, v in params.items()}
     a = bench.agreement(torch, flow, params, x, np.float64)
