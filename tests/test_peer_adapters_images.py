@@ -37,7 +37,8 @@ def test_nflows_skips_the_image_cases_it_cannot_map_with_a_reason():
                          ("glow_step_plain_323", "dense"), ("image_additive_checkerboard", "1-D mask"),
                          ("image_affine_channel_glow", "sigmoid(r + 2) + 1e-3"),
                          ("image_affine_channel_neg_logsigmoid", "sigmoid(r + 2) + 1e-3"),
-                         ("image_affine_checkerboard_exp", "1-D mask"), ("multiscale_two_stages_first", "scale='exp'")]:
+                         ("image_affine_checkerboard_exp", "1-D mask"), ("multiscale_two_stages_first", "scale='exp'"),
+                         ("glow_tiny_lu", "factor_out"), ("glow_tiny_dense_vector_input", "dense")]:
         name, _, variant = entry.partition("/")
         reason = A.supports(_cases([name], (variant or "base",))[0])
         assert reason and words in reason, (entry, reason)
@@ -46,12 +47,14 @@ def test_nflows_skips_the_image_cases_it_cannot_map_with_a_reason():
 NORMFLOWS = ["squeeze_channel_major", "actnorm2d_233", "conv1x1_233", "conv1x1_322", "conv1x1_144", "conv1x1_lu_233",
              "conv1x1_lu_322", "image_additive_channel_second_1x1", "image_additive_checkerboard",
              "image_affine_channel_glow", "image_affine_channel_neg_logsigmoid", "image_affine_channel_exp_5x5",
-             "image_affine_checkerboard_exp", "glow_step_lu_422", "glow_step_plain_323", "multiscale_two_stages_first"]
+             "image_affine_checkerboard_exp", "glow_step_lu_422", "glow_step_plain_323", "multiscale_two_stages_first",
+             "glow_tiny_lu", "glow_tiny_dense_vector_input"]
 
 
 def test_normflows_reproduces_the_image_cases_it_maps():
     """Every variant of these, the near-singular 1x1 convolutions included: normflows' forward inverts ``W``
-    explicitly (``torch.inverse``), and the cases' conditioned tolerances still hold for it."""
+    explicitly (``torch.inverse``), and the cases' conditioned tolerances still hold for it.  ``glow_tiny_*`` are
+    whole two-level Glows: ``MultiscaleFlow`` with a ``GlowBlock`` and a ``Squeeze`` per level."""
     pytest.importorskip("normflows")
     cases = _cases(NORMFLOWS, ("base", "float32", "positions", "large_scales", "small_scales", "near_singular",
                                "large_small_scales", "large_shift", "large_raw_scale"))
@@ -66,7 +69,8 @@ def test_normflows_skips_the_image_cases_it_cannot_map_with_a_reason():
                          ("multiscale_three_stages", "one order"), ("masked_conv_k5_144", "masked convolution"),
                          ("glow_like_conv_step", "masked convolution"), ("reshape_flatten", "only Reshape"),
                          ("image_affine_checkerboard_odd_tanh_1x1", "only the exp scale"),
-                         ("image_affine_channel_second_nflows", "scale='sigmoid'")]:
+                         ("image_affine_channel_second_nflows", "scale='sigmoid'"),
+                         ("image_affine_checkerboard_softplus_interleaved", "only the exp scale")]:
         name, _, variant = entry.partition("/")
         reason = A.supports(_cases([name], (variant or "base",))[0])
         assert reason and words in reason, (entry, reason)
