@@ -119,3 +119,14 @@ def test_fit_and_split_take_image_batches():
     p_vec, h_vec = nf.fit(vec.loss_and_grad, p_vec, train.reshape(30, 4), rng=np.random.default_rng(2), **kw)
     assert h_img["train_loss"] == h_vec["train_loss"]
     assert all(np.array_equal(p_img["1." + k], v) for k, v in p_vec.items())
+
+
+def test_data_dependent_init_passes_through_an_inverse_without_parameters():
+    """RealNVP's checkerboard-ordered split un-squeezes with ``Inverse(Squeeze)``; an ActNorm2d after it is
+    initialised on the data that reach it, and the parameter-free inverse itself needs nothing."""
+    b = nf.realnvp_multiscale((1, 8, 8), n_scales=2, hidden=4, actnorm=True, split_order="checkerboard")
+    x = np.random.default_rng(1).standard_normal((16, 1, 8, 8))
+    params = nf.NormalizingFlow(b, nf.StandardNormal(64)).init(np.random.default_rng(0), x)
+    assert set(params) == set(b.param_shapes())
+    with pytest.raises(ValueError, match="data-dependent init through an inverse is not supported"):
+        nf.Inverse(nf.ActNorm(3)).init(np.random.default_rng(0), np.zeros((4, 3)))

@@ -164,6 +164,8 @@ class Inverse(Bijector):
 
     def init(self, rng, x=None, dtype=np.float64):
         if x is not None:
+            if not self.base.param_shapes():       # nothing to initialise (an un-squeeze): the data only set the dtype
+                return self.base.init(rng, dtype=x.dtype)
             raise ValueError(f"{self.name}: data-dependent init through an inverse is not supported")
         return self.base.init(rng, dtype=dtype)
 
