@@ -33,10 +33,24 @@ class Case:
     tol: dict = field(default_factory=dict)
 
 
-def perturbed(b, rng, scale=0.5, x=None):
+QUANTUM_BITS = 30
+
+
+def machine_free(p, bits=QUANTUM_BITS):
+    """Every value rounded to a multiple of 2^-bits: an initialisation that went through LAPACK/BLAS (the 1x1
+    convolutions' random rotation by QR, its pivoted LU, a data-dependent init behind a GEMM) differs in its last
+    bits between BLAS kernels, and a golden case's inputs must not (``tests/test_blas_kernels.py``).  A value
+    moves only if it lies within a rounding error of a grid midpoint: about 1e-7 per value at 2^-30."""
+    return {k: np.ldexp(np.round(np.ldexp(v, bits)), -bits) for k, v in p.items()}
+
+
+def perturbed(b, rng, scale=0.5, x=None, quantize=False):
     """``b.init`` plus Gaussian noise of ``scale`` on every parameter (masks of LULinear keep working:
-    entries outside its triangles are ignored by the map)."""
+    entries outside its triangles are ignored by the map).  ``quantize``: the init first made
+    :func:`machine_free` (for inits that go through LAPACK or BLAS)."""
     p = b.init(rng, x) if x is not None else b.init(rng)
+    if quantize:
+        p = machine_free(p)
     return {k: v + scale * rng.standard_normal(v.shape) for k, v in p.items()}
 
 

@@ -16,9 +16,9 @@ from npflows.bijectors.reshape import Squeeze
 from registry import Case, perturbed
 
 
-def _case(b, rng, n=4, scale=0.3):
+def _case(b, rng, n=4, scale=0.3, quantize=False):
     x = rng.standard_normal((n,) + b.event_shape)
-    return Case(b, perturbed(b, rng, scale), x, [])
+    return Case(b, perturbed(b, rng, scale, quantize=quantize), x, [])
 
 
 def _squeeze(order, shape=(2, 4, 6)):
@@ -55,12 +55,13 @@ def _three_stages(rng):
     return _case(MultiScale([s0, s1, s2], factor_out="second"), rng, n=5)
 
 
-def _builder(build, n=3, scale=0.3):
+def _builder(build, n=3, scale=0.3, quantize=False):
     """A tiny built architecture, every parameter perturbed (ActNorm2d, the 1x1 convolutions' factors and the
-    zero-initialised last conv layers of the coupling networks), on points of the data's shape."""
+    zero-initialised last conv layers of the coupling networks), on points of the data's shape.  ``quantize``
+    for a Glow, whose 1x1 convolutions start from a rotation computed by LAPACK (``registry.machine_free``)."""
     def make(rng):
         b = build()
-        return _case(b, rng, n=n, scale=scale)
+        return _case(b, rng, n=n, scale=scale, quantize=quantize)
     return make
 
 
@@ -81,8 +82,8 @@ ENTRIES = {
                                                                    scale_bound=0.5, split_order="checkerboard"),
                                         scale=0.15),
     # glow: 2 levels of squeeze and one step (ActNorm2d, LU 1x1 conv, Glow's coupling), a split between them
-    "glow_tiny_lu": _builder(lambda: glow((1, 4, 4), K=1, L=2, hidden=4)),
+    "glow_tiny_lu": _builder(lambda: glow((1, 4, 4), K=1, L=2, hidden=4), quantize=True),
     # the dense 1x1 convolution, nflows' split, and the data coming in as vectors (Reshape(16, (1, 4, 4)) first)
     "glow_tiny_dense_vector_input": _builder(lambda: glow((1, 4, 4), K=1, L=2, hidden=3, lu=False,
-                                                          factor_out="first", input_shape=16)),
+                                                          factor_out="first", input_shape=16), quantize=True),
 }
