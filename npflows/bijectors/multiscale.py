@@ -41,7 +41,8 @@ class MultiScale(Bijector):
           ``MultiscaleCompositeTransform``, ``torch.chunk(y, 2, dim=1)``: its first chunk is put out);
         * ``"second"``: the first ``floor(C_s/2)`` go on and the last ``ceil(C_s/2)`` are factored out (openai
           Glow's ``split2d``: ``z1 = z[..., :n//2]`` goes on, ``z2`` is scored; normflows'
-          ``MultiscaleFlow`` with ``Merge(mode="channel")``; RealNVP's own code, which goes on with the first
+          ``MultiscaleFlow`` with ``Merge(mode="channel")`` for an even ``C_s`` only, since its split keeps
+          ``ceil(C_s/2)``; RealNVP's own code, which goes on with the first
           half of its checkerboard-ordered squeeze, see :class:`~npflows.bijectors.reshape.Squeeze`).
 
     Parameters of stage ``s`` appear under the key prefix ``"s."`` (``"1.3.net.W0"``), as in ``Sequential``.
