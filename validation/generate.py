@@ -54,7 +54,6 @@ TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 # them as expected failures rather than passing silently.
 _IMAGE_CERT = ("an image layer of issue 13: its 50-digit reference is being computed (an hour on two busy cores)")
 PENDING = {
-    "multiscale_two_stages_second": _IMAGE_CERT,
 }
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the
