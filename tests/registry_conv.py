@@ -23,9 +23,13 @@ def _bad(x):
     return bad
 
 
-def _case(b, rng, n=4, scale=0.5):
+# _QR: the 1x1 convolutions start from LAPACK's QR (and LU) of a random matrix.  From 3 channels up their last
+# bits differ between OpenBLAS kernels (seen under OPENBLAS_CORETYPE=SkylakeX), and a golden case's inputs must
+# not, so those entries round the init to a 2^-30 grid first (registry.machine_free).  The 1- and 2-channel
+# entries were not seen to differ under any kernel and keep their committed inputs.
+def _case(b, rng, n=4, scale=0.5, quantize=False):
     x = rng.standard_normal((n,) + b.event_shape)
-    return Case(b, perturbed(b, rng, scale), x, _bad(x))
+    return Case(b, perturbed(b, rng, scale, quantize=quantize), x, _bad(x))
 
 
 def _actnorm2d(shape, n=4):
@@ -54,7 +58,8 @@ def _glow_step(shape, lu, **coupling):
 def _lu(shape, sign=None):
     def make(rng):
         C = shape[0]
-        return _case(nf.LUInvertible1x1Conv(shape, perm=rng.permutation(C), sign=sign), rng, scale=0.4)
+        return _case(nf.LUInvertible1x1Conv(shape, perm=rng.permutation(C), sign=sign), rng, scale=0.4,
+                     quantize=C > 2)                  # LAPACK's QR and LU in the init (3x3 and up: see _QR)
     return make
 
 
@@ -62,7 +67,7 @@ ENTRIES = {
     "actnorm2d_233": _actnorm2d((2, 3, 3)),
     "actnorm2d_144": _actnorm2d((1, 4, 4), n=3),
     "conv1x1_233": lambda rng: _case(nf.Invertible1x1Conv((2, 3, 3)), rng),
-    "conv1x1_322": lambda rng: _case(nf.Invertible1x1Conv((3, 2, 2)), rng, n=5),
+    "conv1x1_322": lambda rng: _case(nf.Invertible1x1Conv((3, 2, 2)), rng, n=5, quantize=True),   # see _QR
     "conv1x1_144": lambda rng: _case(nf.Invertible1x1Conv((1, 4, 4)), rng, n=3),
     "conv1x1_lu_322": _lu((3, 2, 2), sign=[1, -1, -1]),
     "conv1x1_lu_233": _lu((2, 3, 3)),
