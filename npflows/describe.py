@@ -21,9 +21,9 @@ import npflows as nf    # attribute lookups happen at call time, after the packa
 
 def family_of(b):
     """The family name of a bijector: its module under ``npflows.bijectors`` (``composite`` for
-    Sequential/Inverse)."""
+    Sequential/Inverse/RecomputeSequential)."""
     mod = type(b).__module__.rsplit(".", 1)[-1]
-    return "composite" if mod in ("compose", "bijector") else mod
+    return "composite" if mod in ("compose", "bijector", "reversible") else mod
 
 
 def _jsonify(owner, v, limits=True):

@@ -929,7 +929,7 @@ def image_additive_forward(T, P, x, sign=1):
 def event_shapes(T):
     """``(input event shape, output event shape)`` of the transform ``T``, from its description alone."""
     t = T["type"]
-    if t == "Sequential":
+    if t in ("Sequential", "RecomputeSequential"):
         return event_shapes(T["layers"][0])[0], event_shapes(T["layers"][-1])[1]
     if t == "Inverse":
         a, b = event_shapes(T["base"])
@@ -1013,6 +1013,7 @@ FORWARD = {
     "Linear": linear_forward, "LULinear": lu_forward, "AdditiveCoupling": additive_forward,
     "AffineCoupling": affine_coupling_forward, "Planar": planar_forward, "Radial": radial_forward,
     "Sequential": seq_forward, "Inverse": lambda T, P, x: inverse(T["base"], P, x),
+    "RecomputeSequential": seq_forward,            # the same map: only npflows' backward differs
     "MaskedAffineAutoregressive": maa_forward, "RationalQuadraticSpline": rqs_forward,
     "SplineCoupling": lambda T, P, x: _spline_coupling(T, P, x, False),
     "MaskedSplineAutoregressive": msa_forward, "Reshape": reshape_forward, "Squeeze": squeeze_forward,
@@ -1026,6 +1027,7 @@ INVERSE = {
     "Linear": linear_inverse, "LULinear": lu_inverse, "AdditiveCoupling": additive_inverse,
     "AffineCoupling": affine_coupling_inverse, "Planar": planar_inverse, "Radial": radial_inverse,
     "Sequential": seq_inverse, "Inverse": lambda T, P, y: forward(T["base"], P, y),
+    "RecomputeSequential": seq_inverse,
     "MaskedAffineAutoregressive": maa_inverse,
     "RationalQuadraticSpline": lambda T, P, y: rqs_forward(T, P, y, inverse=True),
     "SplineCoupling": lambda T, P, y: _spline_coupling(T, P, y, True),

@@ -38,3 +38,6 @@ __all__ += ["MaskedConv2d"]
 
 from .multiscale import glow, realnvp_multiscale  # noqa: E402
 __all__ += ["realnvp_multiscale", "glow"]
+
+from ..core.reversible import RecomputeSequential  # noqa: E402
+__all__ += ["RecomputeSequential"]
