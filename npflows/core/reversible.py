@@ -70,28 +70,41 @@ class RecomputeSequential(Sequential):
     def __init__(self, layers):
         super().__init__(layers)
 
-    def _forward(self, params, x, xp, keep_cache=True):
+    # The context of conditional flows: ``context`` is None for an unconditional chain.  It is kept in this
+    # container's own cache (the layers need it again to invert and re-run), and passed on to a layer only
+    # when given, so the code serves a contract with and without contexts alike.
+    def _forward(self, params, x, xp, context=None, keep_cache=True):
         # Sequential's own forward with every layer's cache dropped as soon as the next layer has its input
-        y, logdet, _ = Sequential._forward(self, params, x, xp, keep_cache=False)
-        return y, logdet, (y if keep_cache else None)
+        kw = {} if context is None else {"context": context}
+        y, logdet, _ = Sequential._forward(self, params, x, xp, keep_cache=False, **kw)
+        return y, logdet, ((y, context) if keep_cache else None)
+
+    def _forward_value(self, params, x, xp, context=None):
+        return self._forward(params, x, xp, context, keep_cache=False)
 
     def _backward(self, params, dy, dlogdet, cache):
-        y, grads = cache, {}
+        (y, context), grads, dcontext = cache, {}, None
+        kw = {} if context is None else {"context": context}
+        with_context = getattr(self, "takes_context", False)     # backward returns the context's cotangent
         for i in range(len(self.layers) - 1, -1, -1):
             b, p = self.layers[i], self._sub(params, i)
             try:
-                x, _ = b._call_inverse(p, y, np, checked_input=True)                    # 1. h_i = f_i^-1(h_{i+1})
-                _, _, c = b._call_forward(p, x, np, checked_input=self._trusted[i][0])   # 2. its cache again
+                x, _ = b._call_inverse(p, y, np, checked_input=True, **kw)                    # 1. h_i = f_i^-1(h_{i+1})
+                _, _, c = b._call_forward(p, x, np, checked_input=self._trusted[i][0], **kw)   # 2. its cache again
             except ERRORS as e:
                 raise in_layer(e, self._where(i, "backward (recomputing the layer's input by its inverse)")) from None
-            try:
-                dy, g = b._call_backward(p, dy, dlogdet, c)                               # 3. its VJP
+            try:                                                                               # 3. its VJP
+                if with_context:
+                    dy, g, dc = b._call_backward(p, dy, dlogdet, c, with_context=True)
+                    dcontext = dc if dcontext is None else (dcontext if dc is None else dcontext + dc)
+                else:
+                    dy, g = b._call_backward(p, dy, dlogdet, c)
             except ERRORS as e:
                 raise in_layer(e, self._where(i, "backward")) from None
             for fk, k in self._keys[i]:
                 grads[fk] = g[k]
             y = x
-        return dy, grads
+        return (dy, grads, dcontext) if with_context else (dy, grads)
 
     def __repr__(self):
         inner = ",\n  ".join(repr(b) for b in self.layers)
