@@ -54,26 +54,32 @@ def sub(P, prefix):
     return {k[len(prefix):]: v for k, v in P.items() if k.startswith(prefix)}
 
 
+def chain(parts):
+    """``(forward, inverse)`` of the composition of ``parts``, a list of ``(forward, inverse)`` pairs, layer 0
+    first: forward runs them in order, inverse in reverse, and each sums its layers' logdets."""
+    def forward(x):
+        ld = 0
+        for f, _ in parts:
+            x, l = f(x)
+            ld = ld + l
+        return x, ld
+
+    def inverse(y):
+        ld = 0
+        for _, g in reversed(parts):
+            y, l = g(y)
+            ld = ld + l
+        return y, ld
+    return forward, inverse
+
+
 def sequential(build):
     """``Sequential`` from the adapter's ``build``: layer 0 first, keys under ``"i."``.  If a layer's inverse
     is :class:`~validation.adapters.Unavailable`, so is the stack's (the first such layer's reason)."""
     def make(T, P, dt):
         parts = [build(L, sub(P, f"{i}."), dt) for i, L in enumerate(T["layers"])]
         missing = [g for _, g in parts if isinstance(g, Unavailable)]
-
-        def forward(x):
-            ld = 0
-            for f, _ in parts:
-                x, l = f(x)
-                ld = ld + l
-            return x, ld
-
-        def inverse(y):
-            ld = 0
-            for _, g in reversed(parts):
-                y, l = g(y)
-                ld = ld + l
-            return y, ld
+        forward, inverse = chain(parts)
         return forward, (Unavailable(f"a layer: {missing[0].reason}") if missing else inverse)
     return make
 

@@ -92,7 +92,7 @@ import numpy as np
 from . import Unavailable
 from ._images import SQUEEZE_PEER_ORDER, checkerboard, convnet, latent_shapes, n_transformed, out_shape
 from ._images import raw_scale_and_shift, refuse_relabelling_only, reshape
-from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_nflows_lu, set_tensor, sub
+from ._torch import NotMappable, chain, mlp, net_module, run as _run, set_nflows_lu, set_tensor, sub
 from ._torch import supports as _supports
 
 NAME = "normflows"
@@ -492,24 +492,6 @@ def _glow_block(layers, P, dt):
     return (lambda x: m.inverse(x)), (lambda y: m(y))
 
 
-def _compose(parts):
-    """Layer 0 first, as ``_torch.sequential``."""
-    def forward(x):
-        ld = 0
-        for f, _ in parts:
-            x, l = f(x)
-            ld = ld + l
-        return x, ld
-
-    def inverse(y):
-        ld = 0
-        for _, g in reversed(parts):
-            y, l = g(y)
-            ld = ld + l
-        return y, ld
-    return forward, inverse
-
-
 def _sequential(T, P, dt):
     """``Sequential``, with every Glow step in it as one ``GlowBlock``."""
     layers, parts, i = T["layers"], [], 0
@@ -523,8 +505,8 @@ def _sequential(T, P, dt):
             i += 1
     missing = [g for _, g in parts if isinstance(g, Unavailable)]
     if missing:
-        return _compose([(f, None) for f, _ in parts])[0], Unavailable(f"a layer: {missing[0].reason}")
-    return _compose(parts)
+        return chain([(f, None) for f, _ in parts])[0], Unavailable(f"a layer: {missing[0].reason}")
+    return chain(parts)
 
 
 def _multiscale(T, P, dt):
