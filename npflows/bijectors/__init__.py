@@ -41,3 +41,6 @@ __all__ += ["realnvp_multiscale", "glow"]
 
 from ..core.reversible import RecomputeSequential  # noqa: E402
 __all__ += ["RecomputeSequential"]
+
+from .residual import ResidualBlock, residual_flow  # noqa: E402
+__all__ += ["ResidualBlock", "residual_flow"]

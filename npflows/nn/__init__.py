@@ -11,3 +11,6 @@ __all__ += ["ODEField"]
 
 from .conv import ConvNet, conv2d, conv2d_backward  # noqa: E402
 __all__ += ["ConvNet", "conv2d", "conv2d_backward"]
+
+from .lipschitz import LipschitzMLP  # noqa: E402
+__all__ += ["LipschitzMLP"]
