@@ -182,6 +182,8 @@ def _check_logdet(case, p, x, ld, direction):
     b = case.bijector
     if not case.traceable or x.dtype != np.float64 or x.shape[0] == 0:
         return 0
+    if getattr(case, "logdet_reference", None) is not None:     # an estimate, not log|det J|: the harness
+        return 0                    # checks it against its own reference (check_logdet_bruteforce)
     n, d = x.shape[0], x[0].size              # events of any shape, flattened
     call = (lambda z: b.forward(p, z, xp=anp)[0]) if direction == "forward" else (lambda z: b.inverse(p, z, xp=anp)[0])
     jac = autograd.jacobian(lambda flat: anp.reshape(call(anp.reshape(flat, x.shape)), (-1,)))
