@@ -31,6 +31,9 @@ class Case:
     # per-check overrides of the harness tolerances (keys: the ``tol`` names in harness.py, plus "step", the
     # central-difference step); an entry that loosens one states why next to its factory
     tol: dict = field(default_factory=dict)
+    # the context ``(N, C)`` of a conditional bijector (one row per row of x), passed to every call; the
+    # harness then checks its cotangent like any other gradient, and that a missing or malformed one is refused
+    context: np.ndarray = None
     # a stochastic logdet (an estimator at fixed probes, not log|det J|) states its own reference for the
     # brute-force check: ``logdet_reference(params, x, J) -> (N,)`` from the per-sample Jacobians J (N, D, D)
     logdet_reference: object = None

@@ -9,7 +9,12 @@ arguments:
   neighbours, exp's overflow thresholds), NaN and inf, empty batches, wrong ranks, sizes and dtypes;
 * parameters: the case's scaled by up to 1e3, one entry NaN or inf, a wrong shape (including shapes that
   NumPy would broadcast), a wrong dtype, a missing or an unexpected key;
-* float64 and float32.
+* float64 and float32;
+* for a conditional entry (a case with a context), the context: the case's rows (most draws), entries
+  replaced by the same finite extremes (valid: the answer must be finite or an error), or a missing, too
+  narrow, too wide, row-short, rank-1, non-finite or wrongly typed context (each must be refused).  The kind
+  is drawn from the example's own seed, so the examples of the unconditional entries are those they always
+  were.
 
 The property: a call returns only finite arrays of the right shape and dtype (the one exception, a -inf
 log-density outside a base's support, cannot arise with the standard normal base used here), or raises one of
@@ -151,6 +156,54 @@ def _hostile_params(case, kind, rng, dtype, scale):
     return bad, False
 
 
+CONTEXT_KINDS = ["case"] * 6 + ["extreme", "extreme", "scaled", "missing", "narrow", "wide", "rows", "rank",
+                                "nonfinite", "wrong_dtype"]
+
+
+def _hostile_context(case, kind, rng, dtype, rows):
+    """``(context, valid)`` for ``rows`` rows of a conditional case (``(None, True)`` for an unconditional
+    one, which gets no context)."""
+    c0 = getattr(case, "context", None)
+    if c0 is None:
+        return None, True
+    c = np.resize(np.asarray(c0, dtype=dtype), (max(int(rows), 0), c0.shape[1]))
+    if kind == "case":
+        return c, True
+    if kind == "extreme":
+        out, pool = c.copy(), np.array(EXTREMES[dtype], dtype=np.float64).astype(dtype)
+        mask = rng.random(c.shape) < rng.choice([0.3, 1.0])
+        out[mask] = rng.choice(pool, size=int(mask.sum()))
+        return out, True
+    if kind == "scaled":
+        return (c * dtype.type(rng.choice([1e3, 1e10, 1e30]))).astype(dtype), True
+    if kind == "missing":
+        return None, False
+    if kind == "narrow":
+        return c[:, :-1], False
+    if kind == "wide":
+        return np.concatenate([c, c[:, :1]], axis=1), False
+    if kind == "rows":
+        return np.concatenate([c, c[:1]], axis=0), False
+    if kind == "rank":
+        return c.reshape(-1), False
+    if kind == "nonfinite":
+        if c.size == 0:
+            return c[:, :-1], False
+        out = c.copy()
+        out[rng.integers(c.shape[0]), rng.integers(c.shape[1])] = rng.choice([np.nan, np.inf, -np.inf])
+        return out, False
+    if kind == "wrong_dtype":
+        other = np.float32 if dtype == np.float64 else np.float64
+        return [c.astype(np.int64), c.astype(other), c.tolist()][rng.integers(3)], False
+    raise AssertionError(kind)
+
+
+def _rows_of(pts):
+    """The number of rows a context for ``pts`` must have (ROWS for a malformed input without a batch axis)."""
+    shape = np.shape(pts) if isinstance(pts, np.ndarray) else ()
+    return shape[0] if len(shape) >= 2 else ROWS
+
+
 def _names(b):
     """Names an error about ``b`` may carry: its own and those of the layers inside it."""
     out = {b.name.split("(")[0]}
@@ -173,7 +226,7 @@ def _finite(what, *arrays, dtype=None):
             assert a.dtype == dtype, f"{what}: dtype {a.dtype}, expected {dtype}"
 
 
-def _check_logdet(case, p, x, ld, direction):
+def _check_logdet(case, p, x, ld, direction, context=None):
     """logdet against slogdet of autograd's Jacobian of the same map at the same input (float64 only), where
     that brute force is itself trustworthy: its float64 pass neither overflows nor divides by zero (at inputs
     like 1e300 autograd's chain rule multiplies inf by 0 where the closed form does not), no entry of J is
@@ -185,7 +238,8 @@ def _check_logdet(case, p, x, ld, direction):
     if getattr(case, "logdet_reference", None) is not None:     # an estimate, not log|det J|: the harness
         return 0                    # checks it against its own reference (check_logdet_bruteforce)
     n, d = x.shape[0], x[0].size              # events of any shape, flattened
-    call = (lambda z: b.forward(p, z, xp=anp)[0]) if direction == "forward" else (lambda z: b.inverse(p, z, xp=anp)[0])
+    call = ((lambda z: b.forward(p, z, context, xp=anp)[0]) if direction == "forward"
+            else (lambda z: b.inverse(p, z, context, xp=anp)[0]))
     jac = autograd.jacobian(lambda flat: anp.reshape(call(anp.reshape(flat, x.shape)), (-1,)))
     # the same Jacobian at a point moved by a relative 1e-12: the chain rule through a closed form can cancel
     # catastrophically (a spline bin whose knot derivative is 1e155 at the other end: (2s - d0)s + s(d0 + d1 -
@@ -222,7 +276,7 @@ def _count_logdets(ld, checked):
     STATS["logdets checked by brute force"] += checked
 
 
-def _run_bijector(case, op, p, valid, pts, rng, dtype):
+def _run_bijector(case, op, p, valid, pts, rng, dtype, ctx=None):
     b, names = case.bijector, _names(case.bijector)
     try:
         if op == "inverse":
@@ -230,23 +284,25 @@ def _run_bijector(case, op, p, valid, pts, rng, dtype):
             if valid and isinstance(pts, np.ndarray) and pts.dtype == dtype and pts.shape[1:] == b.event_shape:
                 try:                  # invert points the forward map produced too, not only raw extremes (always
                     # where the forward changes the event's shape, so the points fit the inverse)
-                    y = b.forward(p, pts)[0] if rng.random() < 0.5 or b.out_event_shape != b.event_shape else pts
+                    y = b.forward(p, pts, ctx)[0] if rng.random() < 0.5 or b.out_event_shape != b.event_shape else pts
                 except ERRORS:
                     y = pts
-            x, ld = b.inverse(p, y)
+            x, ld = b.inverse(p, y, ctx)
             _finite(f"{b.name} inverse", x, ld, dtype=dtype)
             assert x.shape == (y.shape[0],) + b.event_shape and ld.shape == (y.shape[0],)
-            _count_logdets(ld, _check_logdet(case, p, y, ld, "inverse"))
+            _count_logdets(ld, _check_logdet(case, p, y, ld, "inverse", ctx))
         else:
-            y, ld, cache = b.forward(p, pts)
+            y, ld, cache = b.forward(p, pts, ctx)
             _finite(f"{b.name} forward", y, ld, dtype=dtype)
             assert y.shape == (pts.shape[0],) + b.out_event_shape and ld.shape == (pts.shape[0],)
-            _count_logdets(ld, _check_logdet(case, p, pts, ld, "forward"))
+            _count_logdets(ld, _check_logdet(case, p, pts, ld, "forward", ctx))
             if op == "backward":
                 dy = rng.standard_normal(y.shape).astype(dtype)
                 dl = rng.standard_normal(ld.shape).astype(dtype)
-                dx, grads = b.backward(p, dy, dl, cache)
-                _finite(f"{b.name} backward", dx, *grads.values(), dtype=dtype)
+                out = b.backward(p, dy, dl, cache)
+                assert len(out) == (2 if ctx is None else 3)
+                dx, grads = out[0], out[1]
+                _finite(f"{b.name} backward", dx, *grads.values(), *out[2:], dtype=dtype)
                 assert set(grads) == set(p)
     except NotImplementedError:
         raise
@@ -263,7 +319,7 @@ BASES = {"standard": lambda d: nf.StandardNormal(d), "diag": lambda d: nf.DiagNo
          "uniform": lambda d: nf.UniformBox(d, -3.0, 3.0)}
 
 
-def _run_flow(case, op, p, valid, pts, rng, dtype, n, base_kind="standard", scale=1.0, scaled=False):
+def _run_flow(case, op, p, valid, pts, rng, dtype, n, base_kind="standard", scale=1.0, scaled=False, ctx=None):
     b = case.bijector
     # the base sits at the bijector's output in a NormalizingFlow, at its input in a PushForward
     base = BASES[base_kind](b.event_shape if op.startswith("push.") else b.out_event_shape)
@@ -274,23 +330,25 @@ def _run_flow(case, op, p, valid, pts, rng, dtype, n, base_kind="standard", scal
     names = _names(b) | {"NormalizingFlow", "PushForward", base.name}
     # -inf is the one non-finite value allowed: a log-density outside a bounded base's support
     neg_inf_ok = base.bounded_support and op in ("flow.log_prob", "push.log_prob")
+    lead = (n,) if ctx is None else (np.shape(ctx)[0], n)        # sampling: n per context row
     try:
         if op == "flow.log_prob":
-            lp = nf.NormalizingFlow(b, base).log_prob(p, pts)
+            lp = nf.NormalizingFlow(b, base).log_prob(p, pts, ctx)
             _finite("NormalizingFlow.log_prob", np.where(lp == -np.inf, 0.0, lp) if neg_inf_ok else lp, dtype=dtype)
         elif op == "flow.loss_and_grad":
-            loss, g = nf.NormalizingFlow(b, base).loss_and_grad(p, pts)
-            _finite("NormalizingFlow.loss_and_grad", loss, *g.values())
+            out = nf.NormalizingFlow(b, base).loss_and_grad(p, pts, ctx)
+            assert len(out) == (2 if ctx is None else 3)
+            _finite("NormalizingFlow.loss_and_grad", out[0], *out[1].values(), *out[2:])
         elif op == "flow.sample":
-            x = nf.NormalizingFlow(b, base).sample(p, n, rng, dtype=dtype)
+            x = nf.NormalizingFlow(b, base).sample(p, n, rng, context=ctx, dtype=dtype)
             _finite("NormalizingFlow.sample", x, dtype=dtype)
-            assert x.shape == (n,) + b.event_shape
+            assert x.shape == lead + b.event_shape
         elif op == "push.sample_and_log_prob":
-            x, lq = nf.PushForward(b, base).sample_and_log_prob(p, n, rng, dtype=dtype)
+            x, lq = nf.PushForward(b, base).sample_and_log_prob(p, n, rng, context=ctx, dtype=dtype)
             _finite("PushForward.sample_and_log_prob", x, lq, dtype=dtype)
-            assert x.shape == (n,) + b.out_event_shape and lq.shape == (n,)
+            assert x.shape == lead + b.out_event_shape and lq.shape == lead
         elif op == "push.log_prob":
-            lq = nf.PushForward(b, base).log_prob(p, pts)
+            lq = nf.PushForward(b, base).log_prob(p, pts, ctx)
             _finite("PushForward.log_prob", np.where(lq == -np.inf, 0.0, lq) if neg_inf_ok else lq, dtype=dtype)
         else:
             raise AssertionError(op)
@@ -320,17 +378,23 @@ def _sweep(name, seed, op, point_kind, param_kind, dtype, scale, n, base="standa
     p, valid = _hostile_params(case, param_kind, rng, dtype, scale)
     pts = _hostile_points(case, point_kind, rng, dtype)
     point_ok = point_kind in ("case", "extreme", "scaled")
+    ctx, ctx_ok = None, True
+    if getattr(case, "context", None) is not None:       # drawn only here: the other entries' draws are unchanged
+        kind = CONTEXT_KINDS[rng.integers(len(CONTEXT_KINDS))]
+        ctx, ctx_ok = _hostile_context(case, kind, rng, dtype, ROWS if op in ("flow.sample", "push.sample_and_log_prob")
+                                       else _rows_of(pts))
+        STATS[f"contexts: {kind}"] += 1
     with np.errstate(all="ignore"):        # warnings are not the property; results and exceptions are
         if op in FLOW_OPS:
             if op in ("flow.sample", "push.sample_and_log_prob"):
-                ok = valid and isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0
-                return _run_flow(case, op, p, ok, pts, rng, dtype, n, base, scale, param_kind == "scaled")
+                ok = valid and ctx_ok and isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0
+                return _run_flow(case, op, p, ok, pts, rng, dtype, n, base, scale, param_kind == "scaled", ctx)
             # an empty batch has an empty density; a mean over it (the loss) is undefined and refused
-            ok = valid and (point_ok or (point_kind == "empty" and op != "flow.loss_and_grad"))
-            return _run_flow(case, op, p, ok, pts, rng, dtype, n, base, scale, param_kind == "scaled")
+            ok = valid and ctx_ok and (point_ok or (point_kind == "empty" and op != "flow.loss_and_grad"))
+            return _run_flow(case, op, p, ok, pts, rng, dtype, n, base, scale, param_kind == "scaled", ctx)
         if point_kind == "empty":
             point_ok = True                # an empty batch is a valid input to a bijector: empty outputs
-        return _run_bijector(case, op, p, valid and point_ok, pts, rng, dtype)
+        return _run_bijector(case, op, p, valid and point_ok and ctx_ok, pts, rng, dtype, ctx)
 
 
 @pytest.fixture(autouse=True)

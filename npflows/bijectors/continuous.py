@@ -11,7 +11,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from .._checks import check_array, check_finite_result, unbox
-from ..core.bijector import Bijector
+from ..core.bijector import Bijector, ContextCache, split_cache
 from ..perf import managed
 from ..nn.odefield import ODEField
 
@@ -219,39 +219,44 @@ class CNF(Bijector):
         return end[:n * d].reshape(n, d), end[n * d:], nfe
 
     # ------------------------------------------------------------------ the contract
+    takes_context = True
+
     @managed
-    def forward(self, params, x, xp=np, rng=None):
-        """``(y, logdet, cache)``: ``y = z(t0)`` for ``z(t1) = x``; ``cache["nfe"]`` is the solve's NFE.
+    def forward(self, params, x, context=None, xp=np, rng=None):
+        """``(y, logdet, cache)``: ``y = z(t0)`` for ``z(t1) = x``; ``cache["nfe"]`` is the solve's NFE
+        (``cache.inner["nfe"]`` when a context was given: the cache is then a ``ContextCache``).
         ``rng`` draws Hutchinson's probe (ignored for the exact trace)."""
         self._check_forward_input(x)
         self.check_params(params, unbox(x).dtype)
-        y, ld, cache = self._forward(params, x, xp, rng)
+        context = self._check_context(context, x, "forward")
+        y, ld, cache = self._forward(params, x, xp, context, rng)
         self._check_results("forward", params, x, (("output", y), ("log-determinant", ld)))
-        return y, ld, cache
+        return (y, ld, cache) if context is None else (y, ld, ContextCache(cache, context))
 
-    def _forward(self, params, x, xp, rng=None):
+    def _forward(self, params, x, xp, context=None, rng=None):
         p, x64, dtype, probe = self._prepare(params, x, xp, rng)
         y, ld, nfe = self._integrate(p, x64, probe, self.t1, self.t0, "the forward map (t1 -> t0)")
         cache = {"y": y, "probe": probe, "dtype": dtype, "nfe": nfe}
         return y.astype(dtype), ld.astype(dtype), cache
 
     @managed
-    def inverse_with_stats(self, params, y, xp=np, rng=None):
+    def inverse_with_stats(self, params, y, context=None, xp=np, rng=None):
         """``(x, logdet, stats)`` with ``x = z(t1)`` for ``z(t0) = y`` and ``stats = {"nfe": ...}``."""
         self._check_inverse_input(y)
         self.check_params(params, unbox(y).dtype)
+        context = self._check_context(context, y, "inverse")
         p, y64, dtype, probe = self._prepare(params, y, xp, rng)
         x, ld, nfe = self._integrate(p, y64, probe, self.t0, self.t1, "the inverse map (t0 -> t1)")
         x, ld = x.astype(dtype), ld.astype(dtype)
         self._check_results("inverse", params, y, (("output", x), ("log-determinant", ld)))
         return x, ld, {"nfe": nfe}
 
-    def inverse(self, params, y, xp=np, rng=None):
+    def inverse(self, params, y, context=None, xp=np, rng=None):
         """``(x, logdet)``: ``x = z(t1)`` for ``z(t0) = y``, ``logdet = log|det dx/dy|``."""
-        return self.inverse_with_stats(params, y, xp, rng)[:2]
+        return self.inverse_with_stats(params, y, context, xp, rng)[:2]
 
-    def _inverse(self, params, y, xp):
-        return self.inverse_with_stats(params, y, xp)[:2]
+    def _inverse(self, params, y, xp, context=None):
+        return self.inverse_with_stats(params, y, context, xp)[:2]
 
     @managed
     def trajectory(self, params, z, times):
@@ -282,12 +287,14 @@ class CNF(Bijector):
         return sol.y.T.reshape(times.size, n, d).astype(dtype)
 
     def _backward(self, params, dy, dlogdet, cache):
-        """The adjoint method: ``(dx, grads)``; see the class Notes."""
-        return self.backward_with_stats(params, dy, dlogdet, cache)[:2]
+        """The adjoint method: ``(dx, grads, None)``; see the class Notes."""
+        dx, grads, _ = self.backward_with_stats(params, dy, dlogdet, cache)
+        return dx, grads, None
 
     @managed
     def backward_with_stats(self, params, dy, dlogdet, cache):
         """``(dx, grads, stats)``: the adjoint gradient and ``stats = {"nfe": ...}`` of the adjoint solve."""
+        cache, _ = split_cache(cache)
         return self._adjoint(params, cache["y"], dy, dlogdet, cache["probe"], cache["dtype"], self.t0, self.t1,
                              "the adjoint (t0 -> t1)")
 

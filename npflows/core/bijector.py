@@ -14,6 +14,40 @@ a squeeze).  ``logdet`` is ``log|det dy/dx|`` summed over the event, shape ``(N,
 ``log|det dx/dy|``.  ``backward`` returns the cotangent of the input and a dict of parameter cotangents
 with exactly the keys and shapes of ``params``.
 
+**Conditional flows** (one way for every layer).  ``forward``, ``inverse`` (and the flows' methods) take an
+optional ``context``, an array ``(N, C)`` with one row per sample, in the data's dtype::
+
+    y, logdet, cache = b.forward(params, x, context)     # context: (N, C), or None
+    x, logdet = b.inverse(params, y, context)
+    dx, grads, dcontext = b.backward(params, dy, dlogdet, cache)   # dcontext: (N, C)
+
+The rule: ``backward`` returns ``(dx, grads, dcontext)`` exactly when the ``forward`` that made the cache was
+given a context, and ``(dx, grads)`` when it was not.  The caller who passed a context receives its cotangent
+(to train an encoder that computes it, as in a VAE), and every caller that passes none, all code written
+before contexts existed included, unpacks two values as before.  The alternative of a reserved key in
+``grads`` would break "the gradient keys are exactly the parameter keys".  To know which, a ``forward`` given
+a context returns its cache wrapped in a :class:`ContextCache` (``cache.inner`` is the layer's own cache).
+
+* A *conditional* layer (constructed with ``context_dim=C``: the couplings, MAF/IAF, the autoregressive
+  spline, the CNF) feeds the context to its conditioner network and needs it: ``forward``/``inverse``
+  without a context, or with one of the wrong width, raise ``ValueError`` naming the layer.  Its attribute
+  ``context_dim`` is C (None for a layer that is not conditional).
+* Every other layer accepts a context and ignores it, through this base class, with no code of its own:
+  its cotangent is zero (``backward`` returns zeros of the context's shape when nothing reads it).
+* ``Sequential`` and ``Inverse`` hand the same context to every layer and sum the layers' context
+  cotangents (the context enters every layer, so by the chain rule its cotangent is the sum); a
+  ``Sequential`` is conditional when any of its layers is, and its layers must agree on C.
+* A context is checked once per public call: a float array of rank 2 (batch first), one row per sample,
+  finite, in the input's dtype (float32 data with a float64 context is refused, not silently upcast), and
+  of width ``context_dim`` for a conditional bijector; else ``ValueError``.
+
+Writing a layer: a layer with no conditioner implements ``_forward(params, x, xp)``, ``_inverse(params, y,
+xp)`` and ``_backward(params, dy, dlogdet, cache) -> (dx, grads)`` and never sees a context.  A layer that
+reads the context sets the class attribute ``takes_context = True`` and implements ``_forward(params, x, xp,
+context)``, ``_inverse(params, y, xp, context)`` and ``_backward(params, dy, dlogdet, cache) -> (dx, grads,
+dcontext)`` with ``dcontext`` None when its forward had no context (its cache tells it).  The base class
+dispatches on ``takes_context``; containers (``Sequential``, ``Inverse``) take contexts too.
+
 Errors (one contract for every layer): an answer is finite and accurate, or an exception.  Bad input or
 parameters (a missing key, a shape that differs from ``param_shapes()`` even where NumPy would broadcast
 it, a dtype other than the data's, NaN or inf, a point outside the domain) raise ``ValueError``; a result
@@ -25,8 +59,8 @@ composite prefixes the position of the layer where the problem arose: ``"Sequent
 """
 import numpy as np
 
-from .._checks import (QUIET, all_finite, all_finite_many, check_event, check_finite_result, check_params,
-                       event_shape_of, unbox)
+from .._checks import (QUIET, all_finite, all_finite_many, check_array, check_event, check_finite_result,
+                       check_params, event_shape_of, unbox)
 from ..perf import managed
 
 ERRORS = (ValueError, FloatingPointError)
@@ -43,6 +77,52 @@ def in_layer(e, where):
         return type(e)(msg)
     except TypeError:
         return (ValueError if isinstance(e, ValueError) else FloatingPointError)(msg)
+
+
+def check_context(owner, context, x, width=None):
+    """Validate a context for the batch ``x``: ``None`` passes; otherwise a finite float32/float64 array of
+    rank 2 with one row per sample of ``x``, in ``x``'s dtype, and ``width`` columns when given.
+    ``ValueError`` naming ``owner`` otherwise.  Returns ``context``."""
+    if context is None:
+        return None
+    check_array(owner, context, ndim=2, size=width, what="context")
+    raw, xr = unbox(context), unbox(x)
+    n = xr.shape[0] if hasattr(xr, "shape") and len(xr.shape) else None
+    if n is not None and raw.shape[0] != n:
+        raise ValueError(f"{owner}: expected a context with one row per sample ({n}), got shape {raw.shape}")
+    if hasattr(xr, "dtype") and raw.dtype != xr.dtype:
+        raise ValueError(f"{owner}: the context's dtype {raw.dtype} differs from the input's {xr.dtype}; cast it "
+                         f"(no silent up- or downcast)")
+    return context
+
+
+class ContextCache:
+    """The cache that a public ``forward`` given a context returns: the bijector's own cache ``inner`` and the
+    ``context``, so that ``backward`` returns the context's cotangent (see the module docstring)."""
+
+    __slots__ = ("inner", "context")
+
+    def __init__(self, inner, context):
+        self.inner, self.context = inner, context
+
+    def __repr__(self):
+        return f"ContextCache(context shape {unbox(self.context).shape})"
+
+
+def split_cache(cache):
+    """``(the bijector's own cache, the context or None)`` of a cache that a public ``forward`` returned."""
+    if isinstance(cache, ContextCache):
+        return cache.inner, cache.context
+    return cache, None
+
+
+def add_cotangents(a, b):
+    """``a + b`` where None stands for a zero cotangent (a layer that does not read the context)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
 
 
 class Bijector:
@@ -79,6 +159,11 @@ class Bijector:
     dim = None
     _event_shape = None           # set by layers whose event is not a vector (or whose shape changes)
     _out_event_shape = None
+    context_dim = None
+    """C for a conditional bijector, which needs a context ``(N, C)``; None for one that needs none."""
+    takes_context = False
+    """True for a class whose private ``_forward``/``_inverse`` take the context and whose ``_backward`` returns
+    its cotangent as a third value (conditional layers, containers); see the module docstring."""
 
     @property
     def event_shape(self):
@@ -155,41 +240,83 @@ class Bijector:
                                     hint=why or "the layer overflows at this input and these parameters")
 
     # ------------------------------------------------------------------ the contract
-    @managed
-    def forward(self, params, x, xp=np):
-        """``(y, logdet, cache)`` for ``y = f(x)``; ``x`` is ``(N, *event_shape)``, ``y`` is
-        ``(N, *out_event_shape)``, logdet ``(N,)``."""
-        self._check_forward_input(x)
-        self.check_params(params, unbox(x).dtype)
-        with np.errstate(**QUIET):
-            return self._call_forward(params, x, xp, checked_input=True)
+    def _check_context(self, context, x, direction):
+        """The public methods' check of a context (see :func:`check_context`): presence for a conditional
+        bijector, then rank, rows, dtype, finiteness and width."""
+        if context is None:
+            self._require_context(None, direction)
+            return None
+        return check_context(f"{self.name} {direction}", context, x, self.context_dim)
+
+    def _require_context(self, context, direction):
+        """``ValueError`` when this bijector is conditional and ``context`` is None (or of the wrong width):
+        the check that a conditional layer inside a container makes (the container checked the rest)."""
+        if self.context_dim is None:
+            return
+        if context is None:
+            raise ValueError(f"{self.name} {direction}: a conditional layer (context_dim={self.context_dim}) needs "
+                             f"a context of shape (N, {self.context_dim}); got none")
+        shape = unbox(context).shape
+        if len(shape) != 2 or shape[1] != self.context_dim:
+            raise ValueError(f"{self.name} {direction}: expected a context of shape (N, {self.context_dim}), got "
+                             f"shape {shape}")
 
     @managed
-    def inverse(self, params, y, xp=np):
-        """``(x, logdet)`` with ``x = f^{-1}(y)`` and ``logdet = log|det dx/dy|`` of shape ``(N,)``."""
+    def forward(self, params, x, context=None, xp=np):
+        """``(y, logdet, cache)`` for ``y = f(x)``; ``x`` is ``(N, *event_shape)``, ``y`` is
+        ``(N, *out_event_shape)``, logdet ``(N,)``.  ``context``: ``(N, C)`` or None (see the module
+        docstring); given one, the cache is a :class:`ContextCache` and ``backward`` returns its cotangent."""
+        self._check_forward_input(x)
+        self.check_params(params, unbox(x).dtype)
+        context = self._check_context(context, x, "forward")
+        with np.errstate(**QUIET):
+            y, logdet, cache = self._call_forward(params, x, xp, checked_input=True, context=context)
+        return (y, logdet, cache) if context is None else (y, logdet, ContextCache(cache, context))
+
+    @managed
+    def inverse(self, params, y, context=None, xp=np):
+        """``(x, logdet)`` with ``x = f^{-1}(y)`` and ``logdet = log|det dx/dy|`` of shape ``(N,)``; ``context``
+        as in :meth:`forward`."""
         self._check_inverse_input(y)
         self.check_params(params, unbox(y).dtype)
+        context = self._check_context(context, y, "inverse")
         with np.errstate(**QUIET):
-            return self._call_inverse(params, y, xp, checked_input=True)
+            return self._call_inverse(params, y, xp, checked_input=True, context=context)
 
     @managed
     def backward(self, params, dy, dlogdet, cache):
-        """Vector-Jacobian product of ``forward``: cotangents ``(dy, dlogdet)`` -> ``(dx, grads)``."""
+        """Vector-Jacobian product of ``forward``: cotangents ``(dy, dlogdet)`` -> ``(dx, grads)``, or
+        ``(dx, grads, dcontext)`` when the forward that returned ``cache`` was given a context (``dcontext``
+        has the context's shape; zeros where nothing reads the context)."""
+        inner, context = split_cache(cache)
         with np.errstate(**QUIET):
-            dx, grads = self._call_backward(params, dy, dlogdet, cache)
+            dx, grads, dcontext = self._call_backward(params, dy, dlogdet, inner, with_context=True)
         if not all_finite_many(grads.values()):          # one pass over every gradient; the key on failure
             for k, g in grads.items():
                 check_finite_result(f"{self.name} backward", g, f"the gradient of {k!r}",
                                     hint=self._explain("backward", params, None) or "the layer's derivative "
                                          "overflows at this input and these parameters")
-        return dx, grads
+        if context is None:
+            return dx, grads
+        if dcontext is None:                             # nothing in the bijector reads the context
+            raw = unbox(context)
+            dcontext = np.zeros(raw.shape, raw.dtype)
+        return dx, grads, dcontext
 
-    def _call_backward(self, params, dy, dlogdet, cache):
+    def _call_backward(self, params, dy, dlogdet, cache, with_context=False):
         """``backward`` whose parameter gradients the caller checks (once, for a whole composite); the input
-        cotangent is checked here, so a composite names the layer where it overflowed."""
-        dx, grads = self._backward(params, dy, dlogdet, cache)
-        self._check_results("backward", params, None, [("input cotangent", dx)])
-        return dx, grads
+        cotangent (and the context's) is checked here, so a composite names the layer where it overflowed.
+        Returns ``(dx, grads)``, or with ``with_context`` ``(dx, grads, dcontext)`` where ``dcontext`` is None
+        when no layer read a context (a zero cotangent that was never materialised)."""
+        if self.takes_context:
+            dx, grads, dcontext = self._backward(params, dy, dlogdet, cache)
+        else:
+            (dx, grads), dcontext = self._backward(params, dy, dlogdet, cache), None
+        checks = [("input cotangent", dx)]
+        if dcontext is not None:
+            checks.append(("context cotangent", dcontext))
+        self._check_results("backward", params, None, checks)
+        return (dx, grads, dcontext) if with_context else (dx, grads)
 
     def _trusts_container(self, direction):
         """True when this layer's input check is the generic one (rank, size, dtype, finiteness), which the
@@ -197,25 +324,36 @@ class Bijector:
         hook = "_check_forward_input" if direction == "forward" else "_check_inverse_input"
         return getattr(type(self), hook) is getattr(Bijector, hook)
 
-    def _call_forward(self, params, x, xp=np, checked_input=False, keep_cache=True):
-        """``forward`` with the parameters already validated by the caller.  ``keep_cache=False`` (an
-        evaluation that nothing will differentiate, such as ``log_prob``) returns the cache as None and lets
-        a container free each layer's intermediate arrays as soon as the next layer has its input."""
+    def _call_forward(self, params, x, xp=np, checked_input=False, keep_cache=True, context=None):
+        """``forward`` with the parameters (and the context's rank, rows, dtype and finiteness) already validated
+        by the caller.  ``keep_cache=False`` (an evaluation that nothing will differentiate, such as
+        ``log_prob``) returns the cache as None and lets a container free each layer's intermediate arrays as
+        soon as the next layer has its input.  A layer that does not take a context never sees it."""
         if not checked_input:
             self._check_forward_input(x)
-        y, logdet, cache = self._forward(params, x, xp) if keep_cache else self._forward_value(params, x, xp)
+        if self.takes_context:
+            self._require_context(context, "forward")
+            y, logdet, cache = (self._forward(params, x, xp, context) if keep_cache
+                                else self._forward_value(params, x, xp, context))
+        else:
+            y, logdet, cache = self._forward(params, x, xp) if keep_cache else self._forward_value(params, x, xp)
         self._check_results("forward", params, x, (("output", y), ("log-determinant", logdet)))
         return y, logdet, (cache if keep_cache else None)
 
-    def _forward_value(self, params, x, xp):
-        """``_forward`` for a caller that discards the cache; containers override it to keep none."""
-        return self._forward(params, x, xp)
+    def _forward_value(self, params, x, xp, *context):
+        """``_forward`` for a caller that discards the cache; containers override it to keep none.  (A class
+        that takes a context receives it as the last argument, as its ``_forward`` does.)"""
+        return self._forward(params, x, xp, *context)
 
-    def _call_inverse(self, params, y, xp=np, checked_input=False):
-        """``inverse`` with the parameters already validated by the caller."""
+    def _call_inverse(self, params, y, xp=np, checked_input=False, context=None):
+        """``inverse`` with the parameters (and the context, as in ``_call_forward``) already validated."""
         if not checked_input:
             self._check_inverse_input(y)
-        x, logdet = self._inverse(params, y, xp)
+        if self.takes_context:
+            self._require_context(context, "inverse")
+            x, logdet = self._inverse(params, y, xp, context)
+        else:
+            x, logdet = self._inverse(params, y, xp)
         self._check_results("inverse", params, y, (("output", x), ("log-determinant", logdet)))
         return x, logdet
 
