@@ -152,7 +152,7 @@ class LipschitzMLP:
     """
 
     def __init__(self, n_in, hidden=(64, 64), activation="lipswish", lipschitz=0.9, spectral="exact",
-                 n_power_iter=10, prefix=""):
+                 n_power_iter=20, prefix=""):
         if activation not in LIP_ACTIVATIONS:
             raise ValueError(f"LipschitzMLP: unknown activation {activation!r}; choose one of {LIP_ACTIVATIONS}")
         if spectral not in SPECTRAL:
