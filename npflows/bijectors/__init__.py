@@ -44,3 +44,6 @@ __all__ += ["RecomputeSequential"]
 
 from .residual import ResidualBlock, residual_flow  # noqa: E402
 __all__ += ["ResidualBlock", "residual_flow"]
+
+from .planar_radial import ConditionalPlanar  # noqa: E402
+__all__ += ["ConditionalPlanar"]

@@ -457,3 +457,163 @@ class Radial(Bijector):
 
     def __repr__(self):
         return f"Radial(dim={self.dim})" if self.alpha == "softplus" else f"Radial(dim={self.dim}, alpha='abs')"
+
+
+class ConditionalPlanar(Bijector):
+    """Amortised planar flow: :math:`x = z + \\hat u(h)\\tanh(w(h)^T z + b(h))` with parameters that are affine
+    in a context :math:`h` ``(N, C)``, one planar map per sample (Rezende & Mohamed 2015, arXiv:1505.05770,
+    sec. 4.1 and 6: the inference network outputs the flow's parameters).
+
+    Parameters ``w``, ``u`` ``(D,)``, ``b`` ``(1,)`` (the context-free part, as :class:`Planar`'s) and ``Cw``,
+    ``Cu`` ``(C, D)``, ``Cb`` ``(C, 1)``:
+
+    .. math:: w_n = w + h_n C_w, \\qquad u_n = u + h_n C_u, \\qquad b_n = b + h_n C_b.
+
+    The context is required (``context_dim`` = C).  In a VAE the encoder computes :math:`h` and the
+    cotangent that ``backward`` returns for it trains the encoder (:class:`npflows.vae.VAE`): the linear
+    heads :math:`C` make the flow parameters an output of the encoder, as in the paper.
+
+    Parameters
+    ----------
+    dim : int
+        Event size D.
+    context_dim : int
+        C.
+    rtol, maxiter : float, int
+        Of the inverse's root, as in :class:`Planar`.
+
+    Notes
+    -----
+    **The map, per sample.**  Given :math:`(w_n, u_n, b_n)` the map is :class:`Planar`'s with those
+    parameters, so its constraint, Jacobian and log-determinant are :class:`Planar`'s, sample by sample:
+    :math:`c_n = w_n^T u_n`, :math:`\\sigma_{+,n} = \\mathrm{softplus}(c_n)`, :math:`m_n = \\sigma_{+,n} - 1 > -1`,
+    :math:`\\hat u_n = u_n + k_n w_n` with :math:`k_n = (m_n - c_n)/\\lVert w_n\\rVert^2`, so
+    :math:`w_n^T\\hat u_n = m_n`; :math:`a_n = w_n^T z_n + b_n`, :math:`t = \\tanh a`, :math:`s = 1 - t^2`,
+    and by the matrix determinant lemma on :math:`I + s_n\\hat u_n w_n^T`
+
+    .. math:: \\log|\\det\\partial x_n/\\partial z_n| = \\log g_n, \\qquad g_n = 1 + s_n m_n = t_n^2 +
+              s_n\\sigma_{+,n} > 0.
+
+    The context does not move :math:`z_n` and the map of sample n reads only row n of the context, so the
+    Jacobian in :math:`z` is block diagonal over the batch as for any bijector.  A context with
+    :math:`w_n = 0` has no planar map (the direction is undefined); the forward then overflows and raises
+    ``FloatingPointError`` naming the sample (a set of measure zero that training does not approach: the
+    map is invariant to the scale of :math:`w_n` only through :math:`\\hat u_n`).
+
+    **Backward** for cotangents :math:`(\\bar x_n, \\bar\\ell_n)`: :class:`Planar`'s lines with per-sample
+    parameters (each sum over the batch there is now a per-sample value), then the affine heads:
+
+    * :math:`\\bar a_n = s_n\\,\\bar x_n^T\\hat u_n - 2t_n s_n m_n\\bar\\ell_n/g_n`,
+      :math:`\\bar m_n = s_n\\bar\\ell_n/g_n`;
+    * :math:`\\bar{\\hat u}_n = t_n\\bar x_n`; :math:`\\bar z_n = \\bar x_n + \\bar a_n w_n`,
+      :math:`\\bar b_n = \\bar a_n`, :math:`\\bar w_n = \\bar a_n z_n`;
+    * through :math:`\\hat u_n = u_n + k_n w_n`: :math:`\\bar u_n = \\bar{\\hat u}_n`,
+      :math:`\\bar w_n \\mathrel{+}= k_n\\bar{\\hat u}_n`, :math:`\\bar k_n = w_n^T\\bar{\\hat u}_n`;
+    * through :math:`k_n = (m_n - c_n)/\\lVert w_n\\rVert^2`: :math:`\\bar m_n \\mathrel{+}= \\bar k_n/\\lVert
+      w_n\\rVert^2`, :math:`\\bar c_n = -\\bar k_n/\\lVert w_n\\rVert^2`,
+      :math:`\\bar w_n \\mathrel{+}= -2\\bar k_n k_n w_n/\\lVert w_n\\rVert^2`;
+    * through :math:`m_n = \\mathrm{softplus}(c_n) - 1`: :math:`\\bar c_n \\mathrel{+}= \\bar m_n\\,
+      \\mathrm{sigmoid}(c_n)`; through :math:`c_n = w_n^T u_n`: :math:`\\bar w_n \\mathrel{+}= \\bar c_n u_n`,
+      :math:`\\bar u_n \\mathrel{+}= \\bar c_n w_n`;
+    * the heads, :math:`w_n = w + h_n C_w` and likewise: :math:`\\bar w = \\sum_n\\bar w_n`,
+      :math:`\\bar C_w = h^T\\bar W` (rows :math:`\\bar w_n`), the same for ``u`` and ``b``, and the context's
+      cotangent :math:`\\bar h = \\bar W C_w^T + \\bar U C_u^T + \\bar B C_b^T`.
+
+    **Inverse**: per sample, the scalar root of :math:`a + m_n\\tanh a = w_n^T x_n + b_n` in
+    :math:`[y_n - |m_n|, y_n + |m_n|]` by :func:`solve_increasing`, then one traced Newton step, exactly as
+    :class:`Planar` (whose Notes give the argument) with :math:`m` an array over the batch.
+    """
+
+    takes_context = True
+
+    def __init__(self, dim, context_dim, rtol=1e-12, maxiter=100):
+        self.dim, self.context_dim = int(dim), int(context_dim)
+        if self.dim < 1 or self.context_dim < 1:
+            raise ValueError(f"ConditionalPlanar: dim and context_dim must be at least 1, got {dim}, {context_dim}")
+        self.rtol, self.maxiter = float(rtol), int(maxiter)
+
+    def param_shapes(self):
+        D, C = self.dim, self.context_dim
+        return {"w": (D,), "u": (D,), "b": (1,), "Cw": (C, D), "Cu": (C, D), "Cb": (C, 1)}
+
+    def init(self, rng, x=None, dtype=np.float64):
+        """:class:`Planar`'s near-identity ``w, u, b`` and small heads (``N(0, 0.01^2/C)``): the layer starts
+        close to the identity for every context, and the heads' gradients are not all equal."""
+        dtype = x.dtype if x is not None else dtype
+        D, C = self.dim, self.context_dim
+        w = rng.standard_normal(D) / math.sqrt(D)
+        u = _M_ZERO * w / (w @ w) + 0.01 * rng.standard_normal(D)
+        heads = {k: 0.01 / math.sqrt(C) * rng.standard_normal((C, n)) for k, n in (("Cw", D), ("Cu", D), ("Cb", 1))}
+        return {"w": w.astype(dtype), "u": u.astype(dtype), "b": np.zeros(1, dtype),
+                **{k: v.astype(dtype) for k, v in heads.items()}}
+
+    def per_sample(self, params, h, xp=np):
+        """``(W, U, B, U_hat, m, c, softplus(c), |w|^2, k)`` per sample: ``(N, D)`` for the vectors and
+        ``(N,)`` for the scalars."""
+        W = params["w"] + h @ params["Cw"]
+        U = params["u"] + h @ params["Cu"]
+        B = params["b"][0] + (h @ params["Cb"])[:, 0]
+        c = xp.sum(W * U, axis=1)
+        sp = xp.logaddexp(0.0, c)
+        m = sp - 1.0
+        ww = xp.sum(W * W, axis=1)
+        k = (m - c) / ww
+        return W, U, B, U + k[:, None] * W, m, c, sp, ww, k
+
+    def _forward(self, params, x, xp, context):
+        W, U, B, U_hat, m, c, sp, ww, k = self.per_sample(params, context, xp)
+        a = xp.sum(W * x, axis=1) + B
+        t = xp.tanh(a)
+        s = (1.0 - t) * (1.0 + t)
+        g = t * t + s * sp
+        y = x + t[:, None] * U_hat
+        return y, xp.log(g), (x, context, W, U, U_hat, t, s, g, m, c, ww, k)
+
+    def _backward(self, params, dy, dlogdet, cache):
+        z, h, W, U, U_hat, t, s, g, m, c, ww, k = cache
+        ell = dlogdet / g
+        da = s * np.sum(dy * U_hat, axis=1) - 2.0 * m * (t * s) * ell
+        dU_hat = t[:, None] * dy
+        dz = dy + da[:, None] * W
+        dW = da[:, None] * z + k[:, None] * dU_hat
+        dk = np.sum(W * dU_hat, axis=1)
+        dm = s * ell + dk / ww
+        dc = -dk / ww + dm * _sigmoid(c)
+        dW = dW + (-2.0 * dk * k / ww)[:, None] * W + dc[:, None] * U
+        dU = dU_hat + dc[:, None] * W
+        dB = da[:, None]
+        grads = {"w": dW.sum(0), "u": dU.sum(0), "b": dB.sum(0),
+                 "Cw": h.T @ dW, "Cu": h.T @ dU, "Cb": h.T @ dB}
+        dh = dW @ params["Cw"].T + dU @ params["Cu"].T + dB @ params["Cb"].T
+        return dz, grads, dh
+
+    def _inverse(self, params, y, xp, context):
+        W, U, B, U_hat, m, c, sp, ww, k = self.per_sample(params, context, xp)
+        proj = xp.sum(W * y, axis=1) + B
+        m64, sp64 = np.asarray(unbox(m), np.float64), np.asarray(unbox(sp), np.float64)
+        p64 = np.asarray(unbox(proj), dtype=np.float64)
+        eps = float(np.finfo(np.float64).eps)
+
+        def fun(a):
+            th = np.tanh(a)
+            F = a + m64 * th - p64
+            dF = th * th + (1.0 - th) * (1.0 + th) * sp64
+            return F, dF, 4.0 * eps * (np.abs(a) + np.abs(m64) + np.abs(p64))
+
+        a0 = solve_increasing(fun, p64, p64 - np.abs(m64), p64 + np.abs(m64), self.rtol, self.maxiter, self.name)
+        a0 = a0.astype(unbox(y).dtype)
+        t0 = xp.tanh(a0)                       # one traced Newton step: same value, implicit derivative
+        s0 = (1.0 - t0) * (1.0 + t0)
+        a = a0 - (a0 + m * t0 - proj) / (t0 * t0 + s0 * sp)
+        t = xp.tanh(a)
+        s = (1.0 - t) * (1.0 + t)
+        return y - t[:, None] * U_hat, -xp.log(t * t + s * sp)
+
+    def _explain(self, direction, params, x):
+        if direction == "backward":
+            return None
+        return ("u_hat = u + k w with k = (m - c)/|w(h)|^2 overflows where the context makes w(h) = w + h Cw "
+                "vanish (the planar map has no direction there), or the input itself is out of range")
+
+    def __repr__(self):
+        return f"ConditionalPlanar(dim={self.dim}, context_dim={self.context_dim})"
