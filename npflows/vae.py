@@ -124,14 +124,20 @@ class BernoulliDecoder:
         return f"BernoulliDecoder(data_dim={self.data_dim}, latent_dim={self.latent_dim}, hidden={self.hidden})"
 
 
-def planar_posterior(latent_dim, n_flows):
-    """``n_flows`` :class:`~npflows.Planar` layers in sequence (Rezende & Mohamed 2015, arXiv:1505.05770), to
-    refine a VAE's Gaussian posterior: ``VAE(..., flow=planar_posterior(L, K))``.  Their parameters are global
-    (one set per layer, shared by every image; see :class:`VAE`, Notes)."""
-    from .bijectors.planar_radial import Planar
+def planar_posterior(latent_dim, n_flows, context_dim=None):
+    """``n_flows`` planar layers in sequence (Rezende & Mohamed 2015, arXiv:1505.05770) to refine a VAE's
+    Gaussian posterior: ``VAE(..., flow=planar_posterior(L, K, H), context_dim=H)``.
+
+    With ``context_dim`` H (the paper's amortised flow), :class:`~npflows.ConditionalPlanar` layers whose
+    parameters are affine in the encoder's context :math:`h(x)`: a planar map per image.  Without it,
+    :class:`~npflows.Planar` layers with global parameters, one map shared by every image (see :class:`VAE`,
+    Notes, for what that can and cannot do)."""
+    from .bijectors.planar_radial import ConditionalPlanar, Planar
     from .core.compose import Sequential
     if int(n_flows) < 1:
         raise ValueError(f"planar_posterior: n_flows must be >= 1, got {n_flows}")
+    if context_dim:
+        return Sequential([ConditionalPlanar(latent_dim, context_dim) for _ in range(int(n_flows))])
     return Sequential([Planar(latent_dim) for _ in range(int(n_flows))])
 
 
@@ -153,10 +159,11 @@ class VAE:
         Default: ``BernoulliDecoder(data_dim, latent_dim, hidden, activation)``.
     flow : Bijector on R^L, optional
         The posterior flow in its sampling direction (``forward`` maps :math:`z_0` to :math:`z_K`): None (the
-        diagonal Gaussian), :func:`planar_posterior`, or :func:`iaf_posterior` (which takes a context).
+        diagonal Gaussian), :func:`planar_posterior` (amortised with a context, or global), or
+        :func:`iaf_posterior` (conditioned on a context).
     context_dim : int
         H, the size of the context vector :math:`h(x)` that the encoder emits for a conditional ``flow``
-        (an IAF); 0 for a flow without a context.
+        (an amortised planar chain, an IAF); 0 for a flow without a context.
 
     Parameters are one flat dict: the encoder's MLP under ``"enc."`` (its output is
     :math:`[\\mu, \\log\\sigma, h]`, ``2L + H`` units), the decoder's under ``"dec."`` and the flow's under
@@ -205,14 +212,15 @@ class VAE:
     :math:`(z_0-\\mu)/\\sigma` the path term of :math:`\\mu` (:math:`-u/\\sigma`) cancels its direct term
     (:math:`+u/\\sigma`), leaving the :math:`-1` per :math:`s_j` used above.
 
-    **Planar posteriors: global parameters.**  :func:`planar_posterior`'s layers are
-    :class:`~npflows.Planar` bijectors, whose parameters are one vector per layer: the flow is the same for
-    every image.  Rezende & Mohamed amortise them (the encoder outputs :math:`u, w, b` per image); that needs
-    a planar map whose parameters are per-sample arrays, which the bijector contract does not have (context
-    reaches a layer only through a conditioner network, and the planar map has none).  A global flow is
-    still a real refinement: in the coordinate :math:`z_0` the model is a Gaussian posterior under the
-    learned prior :math:`(f^{-1})_\\#\\mathcal N(0, I)`, so it can match the aggregate posterior that a fixed
-    :math:`\\mathcal N(0, I)` prior cannot; the per-image shape of :math:`q` is what the IAF adds.
+    **Planar posteriors: amortised or global.**  Rezende & Mohamed amortise the flow: the encoder outputs
+    each layer's :math:`u, w, b` per image.  :func:`planar_posterior` with a ``context_dim`` does this within
+    the bijector contract: :class:`~npflows.ConditionalPlanar` layers take :math:`w_n = w + h_n C_w` (and so on)
+    from the encoder's context :math:`h`, i.e. linear heads on the encoder's output, and their backward
+    returns :math:`\\bar h`, which step 5 adds to the encoder's cotangent.  Without a context the layers are
+    :class:`~npflows.Planar` bijectors with global parameters, the same map for every image: in the
+    coordinate :math:`z_0` that model is a Gaussian posterior under the learned prior
+    :math:`(f^{-1})_\\#\\mathcal N(0, I)`, so it can match the aggregate posterior better than a fixed
+    :math:`\\mathcal N(0, I)`, but it cannot change the shape of any one image's posterior.
     """
 
     def __init__(self, data_dim, latent_dim, hidden=(128,), activation="tanh", decoder=None, flow=None,
@@ -241,7 +249,7 @@ class VAE:
             raise ValueError(f"VAE: the posterior flow takes a context of size {flow_context}, but context_dim is "
                              f"{self.context_dim}")
         if flow is None and self.context_dim:
-            raise ValueError("VAE: context_dim > 0 needs a conditional posterior flow (iaf_posterior)")
+            raise ValueError("VAE: context_dim > 0 needs a conditional posterior flow (planar_posterior with a context_dim, iaf_posterior)")
         self._dec_keys = list(self.decoder.param_shapes())
         self._flow_keys = list(flow.param_shapes()) if flow is not None else []
 

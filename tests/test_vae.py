@@ -29,6 +29,8 @@ def _perturbed(vae, rng, scale=0.3):
 def _models():
     return {"gaussian": lambda: VAE(D, L, hidden=(5,), activation="tanh"),
             "planar": lambda: VAE(D, L, hidden=(5,), activation="tanh", flow=planar_posterior(L, 3)),
+            "planar_amortised": lambda: VAE(D, L, hidden=(5,), activation="tanh", flow=planar_posterior(L, 2, 3),
+                                            context_dim=3),
             "gaussian_relu_2hidden": lambda: VAE(D, 3, hidden=(4, 3), activation="relu")}
 
 
@@ -89,7 +91,7 @@ def _mlp(p, prefix, a, n_layers, act=np.tanh):
     return a
 
 
-@pytest.mark.parametrize("name", ["gaussian", "planar"])
+@pytest.mark.parametrize("name", ["gaussian", "planar", "planar_amortised"])
 def test_log_weights_equal_log_joint_minus_log_posterior_recomputed(name):
     """ell = log p(x|z) + log N(z; 0, I) - log q(z|x), with every density from scipy.stats and log q by the
     change of variables through the flow's *inverse* (a different code path from the forward logdet)."""
@@ -102,8 +104,9 @@ def test_log_weights_equal_log_joint_minus_log_posterior_recomputed(name):
         zk, log_q = z0, stats.norm.logpdf(z0, mu, sig).sum(1)
     else:
         pf = {k[len("flow."):]: v for k, v in p.items() if k.startswith("flow.")}
-        zk = vae.flow.forward(pf, z0)[0]
-        z0_back, ld_inv = vae.flow.inverse(pf, zk)             # log|det dz0/dzK|
+        h = {"context": out[:, 2 * L:]} if vae.context_dim else {}
+        zk = vae.flow.forward(pf, z0, **h)[0]
+        z0_back, ld_inv = vae.flow.inverse(pf, zk, **h)        # log|det dz0/dzK|
         close(z0_back, z0, 1e-10, "flow round trip")
         log_q = stats.norm.logpdf(z0_back, mu, sig).sum(1) + ld_inv
     probs = expit(_mlp(p, "dec.", zk, 2))
@@ -111,7 +114,7 @@ def test_log_weights_equal_log_joint_minus_log_posterior_recomputed(name):
     close(ell, log_px + stats.norm.logpdf(zk).sum(1) - log_q, 1e-10, "log weights vs scipy")
 
 
-@pytest.mark.parametrize("name", ["gaussian", "planar"])
+@pytest.mark.parametrize("name", ["gaussian", "planar", "planar_amortised"])
 def test_importance_weights_average_to_p_of_x_by_quadrature(name):
     """The identity under every bound: E_q[p(x, z)/q(z|x)] = p(x) exactly, for any q with the right log q.
     A 2-D latent space, log p(x) = log of the integral of p(x|z) N(z; 0, I) over z by the trapezoid rule on
@@ -123,10 +126,13 @@ def test_importance_weights_average_to_p_of_x_by_quadrature(name):
     draws is their log-mean-exp, i.e. log p(x) + log(mean w); and the ELBO estimate lies below log p(x) by the
     KL of q from the true posterior (at least 0.05 nats here, each SE below 0.02)."""
     rng = np.random.default_rng(11)
-    vae = VAE(D, 2, hidden=(5,), flow=planar_posterior(2, 2) if name == "planar" else None)
+    vae = {"gaussian": lambda: VAE(D, 2, hidden=(5,)),
+           "planar": lambda: VAE(D, 2, hidden=(5,), flow=planar_posterior(2, 2)),
+           "planar_amortised": lambda: VAE(D, 2, hidden=(5,), flow=planar_posterior(2, 2, 2), context_dim=2)}[name]()
     p = _perturbed(vae, rng, scale=0.2)
-    p["enc.W1"] = p["enc.W1"] * np.r_[1.0, 1.0, 0.1, 0.1]
-    p["enc.b1"] = p["enc.b1"] * np.r_[1.0, 1.0, 0.0, 0.0] + np.r_[0.0, 0.0, 0.4, 0.4]
+    H = vae.context_dim                      # q wider than the prior: sigma's head small, its bias 0.4
+    p["enc.W1"] = p["enc.W1"] * np.r_[1.0, 1.0, 0.1, 0.1, [1.0] * H]
+    p["enc.b1"] = p["enc.b1"] * np.r_[1.0, 1.0, 0.0, 0.0, [1.0] * H] + np.r_[0.0, 0.0, 0.4, 0.4, [0.0] * H]
     n = 3
     x = (rng.random((n, D)) < 0.5).astype(np.float64)
     grid = np.linspace(-7.0, 7.0, 401)
@@ -166,7 +172,7 @@ def test_bounds_do_not_depend_on_the_chunking():
     assert np.all(a[1] >= a[0])        # Jensen, draw set by draw set
 
 
-@pytest.mark.parametrize("name", ["gaussian", "planar"])
+@pytest.mark.parametrize("name", ["gaussian", "planar", "planar_amortised"])
 def test_float32_in_float32_out_and_close_to_float64(name):
     vae, p, x, eps = _case(name, seed=5)
     p32 = {k: v.astype(np.float32) for k, v in p.items()}
