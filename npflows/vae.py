@@ -141,6 +141,23 @@ def planar_posterior(latent_dim, n_flows, context_dim=None):
     return Sequential([Planar(latent_dim) for _ in range(int(n_flows))])
 
 
+def iaf_posterior(latent_dim, n_layers=2, hidden=(32, 32), context_dim=16, activation="elu", update="gated"):
+    """An inverse autoregressive flow conditioned on the encoder's context (Kingma et al. 2016,
+    arXiv:1606.04934): ``VAE(..., flow=iaf_posterior(L, T, hidden, H), context_dim=H)``.
+
+    ``n_layers`` :class:`~npflows.MaskedAffineAutoregressive` layers with ``context_dim`` (MADE reads
+    :math:`[z, h]`, the context connected to every hidden unit), orders alternating between natural and
+    reversed (the paper reverses the order between steps), used in their ``forward``, the sampling direction:
+    each layer maps :math:`z_{t-1}` to :math:`z_t` with coefficients computed from :math:`z_{t-1}` itself and
+    :math:`h`, in one pass, and its logdet is the sum of its log-scales.  ``update="gated"`` is the paper's
+    numerically stable form :math:`z_t = \\sigma_t\\odot z_{t-1} + (1-\\sigma_t)\\odot m_t`,
+    :math:`\\sigma_t = \\mathrm{sigmoid}(r_t + 2)` (eq. 14 and sec. 4); ``"affine"`` is
+    :math:`z_t = z_{t-1} e^{s_t} + m_t`."""
+    from .bijectors.autoregressive import maf
+    return maf(latent_dim, n_layers=n_layers, hidden=tuple(hidden), activation=activation, order="alternate",
+               update=update, context_dim=int(context_dim))
+
+
 class VAE:
     """A VAE with posterior :math:`q(z \\mid x) = f_\\#\\,\\mathcal N(\\mu(x), \\mathrm{diag}\\,\\sigma(x)^2)` and a
     hand-derived gradient of its one-sample reparameterised ELBO.
@@ -318,9 +335,14 @@ class VAE:
             return dz0, g, dh
         return out[0], out[1], None
 
-    def posterior_sample(self, params, x, eps, xp=np):
-        """``(z_K, z_0, mu, log_sigma, h, logdet, caches)``: the posterior's sample for the noise ``eps``."""
-        mu, ls, h, ec = self.encode(params, x, xp)
+    def posterior_sample(self, params, x, eps, xp=np, encoded=None):
+        """``(z_K, z_0, mu, log_sigma, h, logdet, caches)``: the posterior's sample for the noise ``eps``.
+        ``encoded``: ``(mu, log_sigma, h)`` already computed for these rows (:meth:`bounds` encodes each image
+        once and repeats the rows for its samples); the encoder's cache is then None."""
+        if encoded is None:
+            mu, ls, h, ec = self.encode(params, x, xp)
+        else:
+            (mu, ls, h), ec = encoded, None
         sig = xp.exp(ls)
         if not all_finite(unbox(sig)):
             check_finite_result("VAE encoder", unbox(sig), "sigma = exp(log_sigma)",
@@ -334,10 +356,10 @@ class VAE:
             zk, logdet, fc = self._flow_forward(pf, z0, h, xp)
         return zk, z0, mu, ls, h, logdet, (ec, sig, fc)
 
-    def _log_weights(self, params, x, eps, xp=np):
+    def _log_weights(self, params, x, eps, xp=np, encoded=None):
         """:math:`\\ell` per image (Notes) and the cache of the backward; no input checks."""
         pd, _ = self._split(params)
-        zk, z0, mu, ls, h, logdet, (ec, sig, fc) = self.posterior_sample(params, x, eps, xp)
+        zk, z0, mu, ls, h, logdet, (ec, sig, fc) = self.posterior_sample(params, x, eps, xp, encoded)
         lpx, dc = self.decoder.log_prob(pd, x, zk, xp)
         ell = lpx - 0.5 * xp.sum(zk * zk, axis=1) + 0.5 * xp.sum(eps * eps, axis=1) + xp.sum(ls, axis=1)
         if logdet is not None:
@@ -416,13 +438,16 @@ class VAE:
         peak = np.full(n, -np.inf)
         scaled = np.zeros(n)           # sum_k exp(ell_k - peak)
         per_chunk = max(1, chunk_rows // max(n, 1))
+        with np.errstate(**QUIET):
+            encoded = self.encode(params, x)[:3]            # once per image; repeated for its samples below
         done = 0
         while done < samples:
             k = min(per_chunk, samples - done)
             eps = rng.standard_normal((k, n, self.latent_dim)).astype(x.dtype, copy=False)
             xr = np.broadcast_to(x, (k,) + x.shape).reshape(k * n, -1)
+            rep = tuple(np.broadcast_to(a, (k,) + a.shape).reshape(k * n, -1) for a in encoded)
             with np.errstate(**QUIET):
-                ell, _ = self._log_weights(params, xr, eps.reshape(k * n, -1))
+                ell, _ = self._log_weights(params, xr, eps.reshape(k * n, -1), encoded=rep)
             check_finite_result(owner, ell, "the log importance weight", hint="a layer overflows")
             ell = ell.astype(np.float64).reshape(k, n)
             total += ell.sum(axis=0)

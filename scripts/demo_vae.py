@@ -1,0 +1,344 @@
+"""A VAE on the binarised 8x8 digits with three posteriors: the diagonal Gaussian, planar flows and an IAF (issue 15).
+
+**Data.**  ``npflows.data.digits``: 1257 train / 180 validation / 360 test images (the fixed split), each pixel
+binarised, 1 where its grey level is at least 8 of 16 (``npflows.vae.binarize``).
+
+**Models** (``npflows.vae.VAE``), the same encoder and decoder for all three: encoder MLP 64 -> ``hidden`` ->
+(mu, log sigma) in R^L (plus a context h in R^C for the flows), decoder MLP L -> ``hidden`` -> 64 Bernoulli
+logits, activation ``tanh``, prior N(0, I).  The posteriors:
+
+* ``gaussian``: q(z|x) = N(mu(x), diag sigma(x)^2), the baseline;
+* ``planar``: that Gaussian pushed through ``--planar-layers`` planar maps (Rezende & Mohamed 2015,
+  arXiv:1505.05770) whose parameters are amortised, affine in the encoder's context h
+  (``npflows.ConditionalPlanar``; ``--planar-global`` for one map shared by every image, ``npflows.Planar``);
+* ``iaf``: that Gaussian pushed through ``--iaf-layers`` inverse autoregressive layers conditioned on h (Kingma
+  et al. 2016, arXiv:1606.04934): ``npflows.MaskedAffineAutoregressive`` with the paper's gated update, MADE
+  ``--iaf-hidden`` reading [z, h], orders alternating, used in its sampling direction.
+
+The encoder's last layer has 2L + C outputs for the flows and 2L for the Gaussian; every other layer is the same.
+
+**Training.**  Adam (lr ``--lr``, batch ``--batch``) on minus the one-sample reparameterised ELBO, every gradient
+derived by hand (``VAE.loss_and_grad``; the derivation is in ``VAE``'s Notes).  Every ``--val-every`` epochs the
+validation ELBO is estimated with ``--val-samples`` draws per image (the same draws each time: a paired
+comparison between epochs); the parameters with the best validation ELBO are kept, and training stops after
+``--patience`` epochs without improvement, after ``--epochs``, or at ``--max-minutes``.
+
+**Evaluation** on the 360 test images, once, at the end: per image the ELBO (the mean of ``--samples`` log
+importance weights, so its Monte Carlo error is negligible beside the spread over images) and the importance-
+weighted bound log (1/K) sum_k p(x, z_k)/q(z_k|x) with K = ``--samples`` (Burda et al. 2015, arXiv:1509.00519),
+from the same draws; their means and standard errors over the test images; and the gap of each flow posterior
+over the Gaussian, the mean of the per-image differences with the standard error of those paired differences.
+Target (issue 15): each flow posterior improves the test ELBO over the diagonal Gaussian; this script counts
+it as met when the gap exceeds twice its standard error.
+
+**Outputs** in ``--out`` (default ``out/vae``): ``reconstructions.png`` (test images and each posterior's
+reconstruction, the decoder's pixel probabilities at z = f(mu; h)), ``samples.png`` (decoder probabilities at
+64 prior draws per posterior), ``latent.png`` (L = 2 only: f(mu(x); h(x)) of every test image coloured by its
+digit, per posterior, and 300 posterior draws for three test images), ``elbo_curves.png`` (validation and
+training ELBO per epoch of the three), ``vae_<posterior>.npz`` (the parameters, and the configuration as JSON
+under ``__config__``; ``numpy.load(path, allow_pickle=False)``).  PNGs need matplotlib.
+
+Every random draw comes from ``numpy.random.default_rng([seed, posterior id, purpose])``.
+
+Usage::
+
+    python scripts/demo_vae.py                       # L = 2, the three posteriors, the table and the PNGs
+    python scripts/demo_vae.py --latent 8 --out out/vae8
+    python scripts/demo_vae.py --quick               # a few epochs of tiny models: a smoke run
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")   # tiny matrices: one BLAS thread (set before NumPy loads BLAS)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench_util import use_native_kernel  # noqa: E402
+from _cli import HelpFormatter, announce_quick, exit_status, target_verdict  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+import npflows as nf  # noqa: E402
+from npflows import data  # noqa: E402
+from npflows.vae import VAE, binarize, iaf_posterior, planar_posterior  # noqa: E402
+
+POSTERIORS = ("gaussian", "planar", "iaf")
+INIT, MINIBATCH, NOISE, VALID, TEST, SAMPLES = range(6)
+"""Purposes of the random streams ``default_rng([seed, posterior id, purpose])``."""
+TIME_BUDGET = 15 * 60
+"""Issue 15: every training run finishes in under 15 minutes on this 2-core machine (seconds)."""
+
+
+def stream(seed, posterior, purpose):
+    return np.random.default_rng([seed, POSTERIORS.index(posterior), purpose])
+
+
+def load_avg():
+    return "%.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else "n/a"
+
+
+def build(posterior, args):
+    """The VAE of ``posterior`` (module docstring)."""
+    common = dict(hidden=tuple(args.hidden), activation=args.activation)
+    L, C = args.latent, args.context
+    if posterior == "gaussian":
+        return VAE(64, L, **common)
+    if posterior == "planar":
+        if args.planar_global:
+            return VAE(64, L, flow=planar_posterior(L, args.planar_layers), **common)
+        return VAE(64, L, flow=planar_posterior(L, args.planar_layers, C), context_dim=C, **common)
+    return VAE(64, L, flow=iaf_posterior(L, args.iaf_layers, tuple(args.iaf_hidden), C), context_dim=C, **common)
+
+
+def train(vae, params, posterior, x_train, x_val, args, say):
+    """``(best params, history, seconds, how it stopped)``: the loop of the module docstring."""
+    rng_batch, rng_noise = stream(args.seed, posterior, MINIBATCH), stream(args.seed, posterior, NOISE)
+    state = nf.adam_init(params)
+    n, batch = x_train.shape[0], args.batch
+    history = {"epoch": [], "train_elbo": [], "val_elbo": []}
+    best, best_params, best_epoch, stop = -math.inf, params, 0, f"after {args.epochs} epochs"
+    t0 = time.perf_counter()
+    running, count = 0.0, 0
+    for epoch in range(1, args.epochs + 1):
+        perm = rng_batch.permutation(n)
+        for b in range(n // batch):
+            loss, grads = vae.loss_and_grad(params, x_train[perm[b * batch:(b + 1) * batch]], rng_noise)
+            params, state = nf.adam(params, grads, state, lr=args.lr)
+            running, count = running - loss, count + 1
+        if epoch % args.val_every and epoch != args.epochs:
+            continue
+        val = float(vae.bounds(params, x_val, stream(args.seed, posterior, VALID), samples=args.val_samples)[0].mean())
+        history["epoch"].append(epoch)
+        history["train_elbo"].append(running / count)
+        history["val_elbo"].append(val)
+        running, count = 0.0, 0
+        improved = val > best
+        if improved:
+            best, best_params, best_epoch = val, params, epoch
+        elapsed = time.perf_counter() - t0
+        if epoch % (args.val_every * args.print_every) == 0 or epoch == args.epochs:
+            say(f"{posterior:8s} epoch {epoch:5d}  train ELBO {history['train_elbo'][-1]:8.3f}  validation "
+                f"{val:8.3f}{' *' if improved else '  '} (best {best:.3f} @ {best_epoch})  {elapsed:6.1f} s  "
+                f"load {load_avg()}")
+        if epoch - best_epoch >= args.patience:
+            stop = f"early stop at epoch {epoch} ({args.patience} epochs without a better validation ELBO)"
+            break
+        if elapsed > 60 * args.max_minutes:
+            stop = f"time limit ({args.max_minutes} min) at epoch {epoch}"
+            break
+    history["best_epoch"] = best_epoch
+    return best_params, history, time.perf_counter() - t0, stop
+
+
+def mean_se(a):
+    a = np.asarray(a, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(a.size))
+
+
+# ---------------------------------------------------------------- pictures
+def _tile(images, cols):
+    """``(n, 64)`` values in [0, 1] as one array of 8x8 tiles with NaN gaps."""
+    n = images.shape[0]
+    rows = -(-n // cols)
+    out = np.full((rows * 9 - 1, cols * 9 - 1), np.nan)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * 9:r * 9 + 8, c * 9:c * 9 + 8] = images[i].reshape(8, 8)
+    return out
+
+
+def _figure(size):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def pictures(out, models, x_test, y_test, args, results):
+    """The four PNGs of the module docstring; returns their paths."""
+    from matplotlib import colormaps
+    cmap = colormaps["gray_r"].with_extremes(bad="#b0c4de")
+    written = []
+    names = list(models)
+    # reconstructions: 2 rows of 12 test images, then each posterior's reconstruction of them
+    idx = np.concatenate([np.flatnonzero(y_test == d)[:2] for d in range(10)])[:20]
+    panels = [("test images (binarised)", x_test[idx])]
+    panels += [(f"{p}: reconstruction", models[p][0].reconstruct(models[p][1], x_test[idx])) for p in names]
+    fig = _figure((10, 0.75 * len(panels) + 0.3))
+    for ax, (title, imgs) in zip(fig.subplots(len(panels), 1, squeeze=False)[:, 0], panels):
+        ax.imshow(_tile(imgs, 20), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    written.append(os.path.join(out, "reconstructions.png"))
+    fig.savefig(written[-1], dpi=100)
+    # samples
+    fig = _figure((3.6 * len(names), 4.0))
+    for ax, p in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+        vae, params = models[p]
+        ax.imshow(_tile(vae.sample(params, 64, stream(args.seed, p, SAMPLES)), 8), cmap=cmap, vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title(f"{p}: decoder means at z ~ N(0, I)", fontsize=9)
+        ax.set_axis_off()
+    written.append(os.path.join(out, "samples.png"))
+    fig.savefig(written[-1], dpi=100)
+    # latent space (L = 2)
+    if args.latent == 2:
+        fig = _figure((4.2 * len(names), 4.4))
+        tab = colormaps["tab10"]
+        picks = [int(np.flatnonzero(y_test == d)[0]) for d in (0, 3, 7)]
+        for ax, p in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+            vae, params = models[p]
+            z = vae.latent(params, x_test)
+            ax.scatter(z[:, 0], z[:, 1], c=[tab(int(d)) for d in y_test], s=9, alpha=0.8, linewidths=0)
+            rng = stream(args.seed, p, SAMPLES)
+            for i in picks:
+                eps = rng.standard_normal((300, 2))
+                zs = vae.posterior_sample(params, np.repeat(x_test[i:i + 1], 300, 0), eps)[0]
+                ax.scatter(zs[:, 0], zs[:, 1], s=2, color="black", alpha=0.35, linewidths=0)
+            for d in range(10):
+                ax.scatter([], [], color=tab(d), label=str(d), s=12)
+            ax.set_title(f"{p}: test images at f(mu; h) by digit;\nblack: q(z|x) draws for three test digits",
+                         fontsize=9)
+            ax.set_aspect("equal", "datalim")
+            ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2, loc="best", markerscale=1.2)
+        written.append(os.path.join(out, "latent.png"))
+        fig.savefig(written[-1], dpi=100)
+    # ELBO curves
+    fig = _figure((7.0, 4.4))
+    ax = fig.subplots()
+    for j, p in enumerate(names):
+        h = results[p]["history"]
+        ax.plot(h["epoch"], h["val_elbo"], color=f"C{j}", label=f"{p}: validation")
+        ax.plot(h["epoch"], h["train_elbo"], color=f"C{j}", ls=":", lw=1, label=f"{p}: train (running mean)")
+        ax.axvline(h["best_epoch"], color=f"C{j}", lw=0.6, alpha=0.5)
+    vals = np.concatenate([results[p]["history"]["val_elbo"] for p in names])
+    ax.set_ylim(np.percentile(vals, 5) - 1.0, max(np.concatenate(
+        [results[p]["history"]["train_elbo"] for p in names]).max(), vals.max()) + 0.3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO (nats per image)")
+    ax.set_title(f"VAE on binarised digits, L = {args.latent}: ELBO per epoch (vertical: kept epoch)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    written.append(os.path.join(out, "elbo_curves.png"))
+    fig.savefig(written[-1], dpi=100)
+    return written
+
+
+# ---------------------------------------------------------------- main
+def main(argv=None):
+    use_native_kernel(__file__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--posteriors", nargs="+", choices=POSTERIORS, default=list(POSTERIORS),
+                   help="which posteriors to train (the gaps need gaussian)")
+    p.add_argument("--latent", type=int, default=2, help="latent dimension L (2 to 8)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[128], help="hidden widths of encoder and decoder")
+    p.add_argument("--activation", default="tanh", choices=nf.nn.ACTIVATIONS, help="of encoder and decoder")
+    p.add_argument("--context", type=int, default=16, help="size C of the encoder's context h for the flows")
+    p.add_argument("--planar-layers", type=int, default=8, help="planar maps in the planar posterior")
+    p.add_argument("--planar-global", action="store_true",
+                   help="global planar parameters (one map for every image) instead of amortised ones")
+    p.add_argument("--iaf-layers", type=int, default=2, help="IAF layers")
+    p.add_argument("--iaf-hidden", type=int, nargs="+", default=[32, 32], help="hidden widths of each IAF's MADE")
+    p.add_argument("--epochs", type=int, default=3000, help="at most this many epochs")
+    p.add_argument("--batch", type=int, default=100, help="images per Adam step")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam's learning rate")
+    p.add_argument("--val-every", type=int, default=10, help="epochs between validation estimates")
+    p.add_argument("--val-samples", type=int, default=10, help="posterior draws per validation image")
+    p.add_argument("--patience", type=int, default=300, help="epochs without a better validation ELBO before stopping")
+    p.add_argument("--max-minutes", type=float, default=14.0, help="stop a training run after this many minutes")
+    p.add_argument("--print-every", type=int, default=10, help="print every this many validation estimates")
+    p.add_argument("--samples", type=int, default=1000, help="posterior draws K per test image (ELBO and IW bound)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random stream")
+    p.add_argument("--out", default=os.path.join("out", "vae"), help="output directory")
+    p.add_argument("--no-plots", action="store_true", help="write no PNGs")
+    p.add_argument("--quick", action="store_true", help="tiny models, a few epochs, K = 50: a smoke run")
+    args = p.parse_args(argv)
+    announce_quick(args)
+    if args.quick:
+        args.hidden, args.context, args.planar_layers, args.iaf_hidden = [16], 4, 2, [8]
+        args.epochs, args.val_every, args.print_every, args.samples, args.val_samples = 4, 2, 1, 50, 2
+    if not 1 <= args.latent <= 64 or args.samples < 1 or args.batch < 1:
+        p.error("--latent must be in 1..64, --samples and --batch at least 1")
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.perf_counter()
+
+    def say(msg):
+        print(f"[{time.perf_counter() - t_start:7.1f} s] {msg}", flush=True)
+
+    try:
+        (xi_train, _), (xi_val, _), (xi_test, y_test) = (data.digits(s) for s in ("train", "validation", "test"))
+    except ImportError as e:
+        print(f"demo_vae: {e}")
+        return 2
+    x_train, x_val, x_test = binarize(xi_train), binarize(xi_val), binarize(xi_test)
+    say(f"binarised digits (pixel >= {8} of 16): {len(x_train)} train / {len(x_val)} validation / {len(x_test)} "
+        f"test; L = {args.latent}, encoder/decoder hidden {args.hidden} {args.activation}; numpy {np.__version__}, "
+        f"BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')}; load {load_avg()}")
+    models, results = {}, {}
+    for post in args.posteriors:
+        vae = build(post, args)
+        params = vae.init(stream(args.seed, post, INIT))
+        say(f"{post}: {vae.flow!r}".replace("\n", " ") if vae.flow is not None else f"{post}: no flow")
+        say(f"{post}: {sum(v.size for v in params.values()):,} parameters "
+            f"({sum(v.size for k, v in params.items() if k.startswith('flow.')):,} in the flow), load {load_avg()}")
+        load0 = load_avg()
+        best, history, seconds, stop = train(vae, params, post, x_train, x_val, args, say)
+        t_eval = time.perf_counter()
+        elbo, iw = vae.bounds(best, x_test, stream(args.seed, post, TEST), samples=args.samples)
+        say(f"{post}: trained {seconds:.1f} s ({stop}; kept epoch {history['best_epoch']}), load {load0} -> "
+            f"{load_avg()}; test bounds with K = {args.samples} in {time.perf_counter() - t_eval:.1f} s")
+        models[post] = (vae, best)
+        results[post] = dict(elbo=elbo, iw=iw, history=history, seconds=seconds, stop=stop,
+                             n_params=int(sum(v.size for v in params.values())))
+        np.savez(os.path.join(args.out, f"vae_{post}.npz"), **best, __config__=np.array(json.dumps(
+            {"posterior": post, "args": vars(args), "best_epoch": history["best_epoch"],
+             "test_elbo": float(elbo.mean()), "test_iw": float(iw.mean()), "seconds": seconds})))
+
+    print()
+    print(f"VAE on binarised digits, L = {args.latent}, hidden {args.hidden}: test set of {len(x_test)} images, "
+          f"K = {args.samples} posterior draws per image; nats per image (higher is better), +- the standard error "
+          f"over the test images (of the paired differences for the gaps)")
+    print(f"{'posterior':<10} {'params':>7} {'epochs':>11} {'train s':>8} {'test ELBO':>17} {'IW bound':>17} "
+          f"{'ELBO gap vs gaussian':>21} {'IW gap vs gaussian':>19}")
+    missed = False
+    verdicts = []
+    for post in args.posteriors:
+        r = results[post]
+        e, ie = mean_se(r["elbo"]), mean_se(r["iw"])
+        gap = giw = ""
+        if post != "gaussian" and "gaussian" in results:
+            g, gi = mean_se(r["elbo"] - results["gaussian"]["elbo"]), mean_se(r["iw"] - results["gaussian"]["iw"])
+            r["gap"], r["gap_iw"] = g, gi
+            gap, giw = f"{g[0]:+.3f} +- {g[1]:.3f}", f"{gi[0]:+.3f} +- {gi[1]:.3f}"
+            met = g[0] > 2 * g[1]
+            missed |= not met
+            verdicts.append(f"target: the {post} posterior improves the test ELBO over the diagonal Gaussian by more "
+                            f"than 2 standard errors: {g[0]:+.3f} +- {g[1]:.3f} nats: {target_verdict(met, args.quick)}")
+        h = r["history"]
+        print(f"{post:<10} {r['n_params']:7d} {h['best_epoch']:5d}/{h['epoch'][-1]:<5d} {r['seconds']:8.1f} "
+              f"{e[0]:9.3f} +- {e[1]:.3f} {ie[0]:9.3f} +- {ie[1]:.3f} {gap:>21} {giw:>19}")
+    for post in args.posteriors:
+        over = results[post]["seconds"] > TIME_BUDGET
+        missed |= over
+        verdicts.append(f"target: {post} trains in under 15 minutes: {results[post]['seconds'] / 60:.1f} min: "
+                        f"{target_verdict(not over, args.quick)}")
+    print("\n".join(verdicts))
+    print(f"load average now: {load_avg()}")
+    if not args.no_plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("matplotlib is not installed: no PNGs written (pip install 'npflows[plot]')")
+        else:
+            print("wrote " + ", ".join(pictures(args.out, models, x_test, y_test, args, results)))
+    return exit_status(missed, args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
