@@ -8,6 +8,9 @@ couplings, whose MLP widths live on their conditioner, have explicit rules.  The
 checks every description by rebuilding the transform from it and comparing outputs bit for bit, and the
 tests save and load every registry entry, so an incomplete description cannot slip through.
 
+A conditional layer's ``context_dim`` is part of its description (``"context_dim": C``); an unconditional
+layer's (None) is left out, so descriptions written before conditional flows existed are unchanged.
+
 Flows and bases are described too (:func:`describe_model`, :func:`build_model`):
 ``{"type": "NormalizingFlow", "bijector": {...}, "base": {"type": "StandardNormal", "dim": 2}, ...}`` (an
 image base: ``"shape": [C, H, W]``).
@@ -52,6 +55,13 @@ def _coupling(b):
          "activation": b.net.activation}
     if isinstance(b, nf.AffineCoupling):
         d.update(scale=b.scale, scale_bound=b.scale_bound)
+    return _with_context(d, b)
+
+
+def _with_context(d, b):
+    """``d`` with ``context_dim`` when ``b`` is conditional (left out when None: see the module docstring)."""
+    if getattr(b, "context_dim", None) is not None:
+        d["context_dim"] = int(b.context_dim)
     return d
 
 
@@ -63,8 +73,8 @@ def _made(net):
 
 
 def _masked_affine(b):
-    return {"type": "MaskedAffineAutoregressive", "dim": b.dim, **_made(b.net), "update": b.update,
-            "scale": b.scale, "scale_bound": b.scale_bound, "gate_bias": b.gate_bias}
+    return _with_context({"type": "MaskedAffineAutoregressive", "dim": b.dim, **_made(b.net), "update": b.update,
+                          "scale": b.scale, "scale_bound": b.scale_bound, "gate_bias": b.gate_bias}, b)
 
 
 def _spline_config(sp):
@@ -87,13 +97,13 @@ RULES = {
     "Radial": lambda b: ({"type": "Radial", "dim": b.dim} if b.alpha == "softplus"      # as before the option
                          else {"type": "Radial", "dim": b.dim, "alpha": b.alpha}),
     "MaskedAffineAutoregressive": _masked_affine,
-    "MaskedSplineAutoregressive": lambda b: {"type": "MaskedSplineAutoregressive", "dim": b.dim, **_made(b.net),
-                                             **_spline_config(b.spline)},
+    "MaskedSplineAutoregressive": lambda b: _with_context({"type": "MaskedSplineAutoregressive", "dim": b.dim,
+                                                           **_made(b.net), **_spline_config(b.spline)}, b),
     "RationalQuadraticSpline": lambda b: {"type": "RationalQuadraticSpline", "dim": b.dim,
                                           **_spline_config(b.spline)},
-    "SplineCoupling": lambda b: {"type": "SplineCoupling", "mask": b.mask.astype(int).tolist(),
-                                 "hidden": list(b.net.sizes[1:-1]), "activation": b.net.activation,
-                                 **_spline_config(b.spline)},
+    "SplineCoupling": lambda b: _with_context({"type": "SplineCoupling", "mask": b.mask.astype(int).tolist(),
+                                               "hidden": list(b.net.sizes[1:-1]), "activation": b.net.activation,
+                                               **_spline_config(b.spline)}, b),
     "Sequential": lambda b, limits: {"type": "Sequential", "layers": [describe(l, limits) for l in b.layers]},
     "Inverse": lambda b, limits: {"type": "Inverse", "base": describe(b.base, limits)},
     "AdditiveCoupling": _coupling,
@@ -118,6 +128,8 @@ def describe(b, limits=True):
     for p in list(inspect.signature(type(b).__init__).parameters.values())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or (not limits and p.name in NOT_THE_MAP):
             continue
+        if p.name == "context_dim" and getattr(b, "context_dim", None) is None:
+            continue                              # unconditional: described as before contexts existed
         if hasattr(b, p.name):
             d[p.name] = _jsonify(name, getattr(b, p.name), limits)
         elif p.default is p.empty:

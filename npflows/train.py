@@ -39,7 +39,8 @@ def _lr_at(step, steps, lr, schedule, warmup):
 
 
 def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr=1e-3, schedule="constant",
-        warmup=0, clip_norm=None, val_loss=None, eval_every=100, patience=None, progress=True, out=None):
+        warmup=0, clip_norm=None, val_loss=None, eval_every=100, patience=None, progress=True, out=None,
+        context=None):
     """Minimise an objective with Adam.
 
     Parameters
@@ -47,11 +48,16 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
     loss_and_grad : callable
         ``loss_and_grad(params, batch) -> (loss, grads)`` when ``data`` is given (batches are ``(B, ...)``
         rows drawn without replacement, reshuffled every epoch), else ``loss_and_grad(params, rng)`` (for
-        objectives that sample, such as reverse KL).
+        objectives that sample, such as reverse KL).  With ``context``:
+        ``loss_and_grad(params, batch, context_batch)``, which may return a third value (the context's
+        cotangent, as a conditional flow's ``loss_and_grad`` does): it is ignored, the context being data here.
     params : dict
         Initial parameters (not modified).
     data : ndarray, optional
         Training data ``(N, D)`` or ``(N, C, H, W)``, batch first.
+    context : ndarray, optional
+        The data's contexts ``(N, C)`` (a conditional flow :math:`p(x \\mid c)`): each batch of data rows comes
+        with the same rows of ``context``.
     rng : numpy.random.Generator
         Drives the minibatch order (and is passed to sampling objectives).
     schedule : {"constant", "cosine"}
@@ -71,7 +77,8 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
         For a bad argument, before the first step: ``steps``, ``batch_size`` and ``eval_every`` must be
         integers >= 1, ``warmup`` an integer >= 0, ``patience`` None or an integer >= 1, ``lr`` and
         ``clip_norm`` (when given) finite and > 0, ``rng`` a ``numpy.random.Generator``, ``data`` (when given) a
-        finite float array ``(N, ...)`` of rank >= 2 with ``N >= batch_size``.
+        finite float array ``(N, ...)`` of rank >= 2 with ``N >= batch_size``, ``context`` (when given) a finite
+        float array ``(N, C)`` with the data's rows and dtype, and only with ``data``.
     FloatingPointError
         When training diverges (a non-finite loss or gradient after the first step).
 
@@ -109,6 +116,13 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
         if data.shape[0] < batch_size:
             raise ValueError(f"{owner}: batch_size {batch_size} exceeds the {data.shape[0]} rows of data; lower "
                              f"batch_size or pass more data")
+    if context is not None:
+        if data is None:
+            raise ValueError(f"{owner}: a context is batched alongside the data; pass data too")
+        check_array(owner, context, ndim=2, what="context")
+        if context.shape[0] != data.shape[0] or context.dtype != data.dtype:
+            raise ValueError(f"{owner}: expected a context with one row per data row ({data.shape[0]}) in the "
+                             f"data's dtype {data.dtype}, got shape {context.shape} and dtype {context.dtype}")
     out = out or sys.stdout
     state = adam_init(params)
     history = {"step": [], "train_loss": [], "val_loss": [], "stopped_at": steps}
@@ -119,10 +133,14 @@ def fit(loss_and_grad, params, data=None, *, rng, steps=1000, batch_size=256, lr
         if data is not None:
             if order is None or pos + batch_size > data.shape[0]:
                 order, pos = rng.permutation(data.shape[0]), 0
-            batch = data[order[pos:pos + batch_size]]
+            rows = order[pos:pos + batch_size]
+            batch = data[rows]
             pos += batch_size
         try:
-            loss, grads = loss_and_grad(params, batch) if data is not None else loss_and_grad(params, rng)
+            if context is not None:
+                loss, grads = loss_and_grad(params, batch, context[rows])[:2]
+            else:
+                loss, grads = loss_and_grad(params, batch) if data is not None else loss_and_grad(params, rng)
         except (ValueError, FloatingPointError) as e:
             if step == 0:      # the very first step: bad data or a bad model, not divergence
                 raise

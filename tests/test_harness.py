@@ -53,4 +53,8 @@ def test_deterministic_given_seed(name):
     assert a.params.keys() == b.params.keys()
     for k in a.params:
         np.testing.assert_array_equal(a.params[k], b.params[k])
-    np.testing.assert_array_equal(a.bijector.forward(a.params, a.x)[0], b.bijector.forward(b.params, b.x)[0])
+    ca, cb = harness.context_of(a), harness.context_of(b)
+    assert (ca is None) == (cb is None)
+    if ca is not None:
+        np.testing.assert_array_equal(ca, cb)
+    np.testing.assert_array_equal(a.bijector.forward(a.params, a.x, ca)[0], b.bijector.forward(b.params, b.x, cb)[0])

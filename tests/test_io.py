@@ -23,10 +23,11 @@ def test_every_entry_saves_and_loads_bit_for_bit(name, tmp_path):
     loaded, p2, config = nf.load(path)
     assert config == {"entry": name} and type(loaded) is nf.NormalizingFlow and loaded.chunk_rows == flow.chunk_rows
     assert p2.keys() == params.keys() and all(np.array_equal(p2[k], params[k]) for k in params)
-    x = case.x
-    assert np.array_equal(loaded.log_prob(p2, x), flow.log_prob(params, x))
-    y, ld, _ = loaded.bijector.forward({k: p2[k] for k in case.params}, x)
-    y0, ld0, _ = b.forward(case.params, x)
+    x, c = case.x, getattr(case, "context", None)        # a conditional entry's context (its context_dim is saved)
+    assert loaded.context_dim == flow.context_dim
+    assert np.array_equal(loaded.log_prob(p2, x, c), flow.log_prob(params, x, c))
+    y, ld, _ = loaded.bijector.forward({k: p2[k] for k in case.params}, x, c)
+    y0, ld0, _ = b.forward(case.params, x, c)
     assert np.array_equal(y, y0) and np.array_equal(ld, ld0)
 
 

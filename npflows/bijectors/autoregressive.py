@@ -55,6 +55,9 @@ class MaskedAffineAutoregressive(Bijector):
     zero_init : bool
         Zero MADE's output layer: ``r = t = 0`` at initialisation (the identity map for "exp" and "tanh";
         :math:`z = \\mathrm{sigmoid}(c)\\,x` for "gated").
+    context_dim : int, optional
+        C: a conditional layer (conditional MAF; in a ``PushForward`` the IAF posterior conditioned on an
+        encoder's context, Kingma et al. 2016, sec. 4): MADE also reads a context ``(N, C)`` (see Notes).
 
     Notes
     -----
@@ -134,10 +137,23 @@ class MaskedAffineAutoregressive(Bijector):
       :math:`\\sigma' = \\sigma(1-\\sigma)` and :math:`(\\log\\sigma)' = 1 - \\sigma`; :math:`\\bar r = \\bar u`
       (the bias is a constant);
     * :math:`\\bar m = \\bar z\\odot(1-\\sigma)`; then MADE's backward of :math:`[\\bar r, \\bar m]` as above.
+
+    **Conditional** (``context_dim=C``, a context :math:`c` ``(N, C)``).  MADE reads ``[x, c]`` with the
+    context columns as inputs of degree 0 (:class:`~npflows.nn.MADE`, Notes, "Context"): every hidden unit of
+    the first layer sees c, so :math:`r_i, t_i` are functions of :math:`(x_{<i}, c)` and even the first
+    coordinate's depend on c.  For a fixed c nothing above changes: the Jacobian in x is triangular with
+    diagonal :math:`e^{s}` (c is not transformed), the logdet is :math:`\\sum_i s_i`, and the inverse solves
+    degree by degree with c held fixed (its term joins the first layer's bias in the by-degree solve).  In the
+    backward, c enters only through MADE's output, whose cotangent :math:`[\\bar r, \\bar t]` (or
+    :math:`[\\bar r, \\bar m]`) is formed above with the logdet path included; MADE's backward of it returns
+    :math:`\\bar c`, the context columns of its input cotangent, beside the conditioner path of :math:`\\bar x`.
     """
 
+    takes_context = True
+
     def __init__(self, dim, hidden=(64, 64), activation="relu", order="natural", rng=None, update="affine",
-                 scale="exp", scale_bound=2.0, gate_bias=2.0, hidden_degrees="equal", zero_init=True):
+                 scale="exp", scale_bound=2.0, gate_bias=2.0, hidden_degrees="equal", zero_init=True,
+                 context_dim=None):
         if update not in UPDATES:
             raise ValueError(f"MaskedAffineAutoregressive: unknown update {update!r}; choose one of {UPDATES}")
         if scale not in SCALES:
@@ -151,10 +167,10 @@ class MaskedAffineAutoregressive(Bijector):
             raise ValueError(f"MaskedAffineAutoregressive: gate_bias must be finite, got {gate_bias}")
         try:
             self.net = MADE(dim, 2, hidden, activation, order, rng, hidden_degrees, zero_last=zero_init,
-                            prefix="net.")
+                            prefix="net.", context_dim=context_dim)
         except ValueError as e:
             raise ValueError(f"MaskedAffineAutoregressive: {e}") from None
-        self.dim = self.net.dim
+        self.dim, self.context_dim = self.net.dim, self.net.context_dim
         self.update, self.scale = update, scale
         self.scale_bound, self.gate_bias = float(scale_bound), float(gate_bias)   # python floats: no upcast
         self._s, self._ds = SCALES[scale]
@@ -186,14 +202,14 @@ class MaskedAffineAutoregressive(Bijector):
         sig, one_minus = xp.exp(logs), xp.exp(logs - u)
         return logs, one_minus * b, (b, sig, one_minus)
 
-    def _forward(self, params, x, xp):
-        out, nc = self.net.forward(params, x, xp)
+    def _forward(self, params, x, xp, context=None):
+        out, nc = self.net.forward(params, x, xp, context)
         logs, t, aux = self._coefficients(out, xp)
         e = xp.exp(logs)
         z = mul_exp(x, logs, xp, e) + t
         return z, xp.sum(logs, axis=1), (x, logs, e, aux, nc)
 
-    def solve(self, params, z, n_passes, xp=np):
+    def solve(self, params, z, n_passes, xp=np, context=None):
         """The first ``n_passes`` passes of the sequential inverse: ``(x, logdet)``, exact on the
         coordinates of degree ``<= n_passes`` and 0 on the others (see Notes).  ``n_passes = D`` is the
         reference for :meth:`inverse` (without its finiteness check): its traceable path runs it, its NumPy
@@ -203,7 +219,7 @@ class MaskedAffineAutoregressive(Bijector):
         deg = self.net.degrees
         with np.errstate(over="ignore", invalid="ignore"):   # only in entries that are discarded or checked
             for p in range(1, int(n_passes) + 1):
-                out, _ = self.net.apply(mp, x, xp)
+                out, _ = self.net.apply(mp, x, xp, context)
                 logs, t, _ = self._coefficients(out, xp)
                 x_new = mul_exp(z - t, -logs, xp)
                 x = x_new if p >= self.dim else xp.where(deg <= p, x_new, 0.0)   # unsolved ones stay 0
@@ -211,12 +227,12 @@ class MaskedAffineAutoregressive(Bijector):
             return x, xp.zeros(z.shape[0], dtype=z.dtype)
         return x, -xp.sum(logs, axis=1)
 
-    def _inverse(self, params, z, xp):
+    def _inverse(self, params, z, xp, context=None):
         if xp is not np:                                 # traceable: the reference D-pass solve
-            return self.solve(params, z, self.dim, xp)
-        return self._inverse_by_degree(params, z)        # the caller refuses a non-finite solution
+            return self.solve(params, z, self.dim, xp, context)
+        return self._inverse_by_degree(params, z, context=context)   # the caller refuses a non-finite solution
 
-    def _inverse_by_degree(self, params, z, block=None):
+    def _inverse_by_degree(self, params, z, block=None, context=None):
         """:meth:`solve` with ``n_passes = D``, each MADE unit computed once (NumPy only; see Notes);
         ``block``: :meth:`MADE.solve_by_degree`'s."""
         n, D = z.shape
@@ -236,23 +252,23 @@ class MaskedAffineAutoregressive(Bijector):
             else:                                        # mul_exp's own product where e^{-s} is normal
                 x_t *= np.exp(out[0], out=out[0])
 
-        x = self.net.solve_by_degree(params, step, n, z.dtype, block)
+        x = self.net.solve_by_degree(params, step, n, z.dtype, block, context=context)
         lo, hi = exp_range(z.dtype)
         if logs.size and not (-logs.max() > lo and -logs.min() < hi):
             exact.append(True)                           # some e^{-s} is not normal: again, with mul_exp
-            x = self.net.solve_by_degree(params, step, n, z.dtype, block)
+            x = self.net.solve_by_degree(params, step, n, z.dtype, block, context=context)
         return x, -np.sum(logs, axis=0)
 
-    def _explain(self, direction, params, x):
+    def _explain(self, direction, params, x, context=None):
         if direction == "backward":
             return None
         if direction == "inverse":       # the log-scales of the first pass of the solve whose result overflows
             for n_passes in range(1, self.dim + 1):
-                xk = self.solve(params, x, n_passes)[0]
+                xk = self.solve(params, x, n_passes, np, context)[0]
                 if not np.all(np.isfinite(xk)):
                     break
-            x = self.solve(params, x, n_passes - 1)[0]
-        logs = self._coefficients(self.net.forward(params, x)[0], np)[0]
+            x = self.solve(params, x, n_passes - 1, np, context)[0]
+        logs = self._coefficients(self.net.forward(params, x, np, context)[0], np)[0]
         hint = ("use a bounded scale (scale='tanh' or 'softclip') or rescale the input"
                 if self.update == "affine" and self.scale == "exp" else "rescale the input")
         return explain_log_scale(self.name, logs, direction, hint)
@@ -273,9 +289,9 @@ class MaskedAffineAutoregressive(Bijector):
             dsig = dz * (x - m)
             dr = (dsig * sig + dl) * one_minus               # du = dsig sig(1-sig) + dl (1-sig)
             dt = dz * one_minus                              # dm
-        dnet, grads = self.net.backward(params, np.concatenate([dr, dt], axis=1), nc)
+        dnet, grads, *dcontext = self.net.backward(params, np.concatenate([dr, dt], axis=1), nc)
         dnet += dx_direct
-        return dnet, grads
+        return dnet, grads, (dcontext[0] if dcontext else None)
 
     def __repr__(self):
         extra = f"scale={self.scale!r}" if self.update == "affine" else f"gate_bias={self.gate_bias}"
@@ -284,7 +300,8 @@ class MaskedAffineAutoregressive(Bijector):
 
 
 def maf(dim, n_layers=5, hidden=(64, 64), activation="relu", order="alternate", rng=None, permutations=False,
-        update="affine", scale="exp", scale_bound=2.0, gate_bias=2.0, hidden_degrees="equal", zero_init=True):
+        update="affine", scale="exp", scale_bound=2.0, gate_bias=2.0, hidden_degrees="equal", zero_init=True,
+        context_dim=None):
     """A stack of ``n_layers`` :class:`MaskedAffineAutoregressive` layers: MAF in a ``NormalizingFlow``,
     IAF in a ``PushForward`` (the same bijector; see the module docstring).
 
@@ -301,8 +318,8 @@ def maf(dim, n_layers=5, hidden=(64, 64), activation="relu", order="alternate", 
     rng : numpy.random.Generator, optional
         Required for ``order="random"`` or ``hidden_degrees="random"``.
 
-    Other parameters are those of :class:`MaskedAffineAutoregressive`.  Parameters of layer ``i`` are
-    under ``"i.net."``.
+    Other parameters are those of :class:`MaskedAffineAutoregressive` (``context_dim``: every layer
+    conditional on the same context).  Parameters of layer ``i`` are under ``"i.net."``.
     """
     if order not in ("alternate", "random"):
         raise ValueError(f"maf: unknown order {order!r}; choose 'alternate' or 'random'")
@@ -313,7 +330,7 @@ def maf(dim, n_layers=5, hidden=(64, 64), activation="relu", order="alternate", 
     if hidden_degrees not in HIDDEN_DEGREES:
         raise ValueError(f"maf: unknown hidden_degrees {hidden_degrees!r}; choose one of {HIDDEN_DEGREES}")
     kw = dict(hidden=hidden, activation=activation, rng=rng, update=update, scale=scale, scale_bound=scale_bound,
-              gate_bias=gate_bias, hidden_degrees=hidden_degrees, zero_init=zero_init)
+              gate_bias=gate_bias, hidden_degrees=hidden_degrees, zero_init=zero_init, context_dim=context_dim)
     layers = []
     for i in range(int(n_layers)):
         if permutations:

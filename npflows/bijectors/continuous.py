@@ -68,6 +68,10 @@ class CNF(Bijector):
         ``NormalizingFlow.loss_and_grad`` passes none (the bijector contract has no random input), so it
         would fit one fixed probe's estimate: train a Hutchinson CNF with a loop that calls
         ``forward(params, x, rng=...)`` and ``backward``, as ``train`` in ``scripts/demo_cnf.py`` does.
+    context_dim : int, optional
+        C: a conditional CNF, :math:`dz/dt = f(z, t; c)` with a context ``(N, C)`` per sample, constant in time
+        (an extra input of the field, :class:`~npflows.nn.odefield.ODEField`; zuko's ``CNF`` conditions its
+        field the same way).  See Notes, "Context".
 
     Notes
     -----
@@ -116,6 +120,16 @@ class CNF(Bijector):
     integrated from :math:`t_1` back to :math:`t_0`, started from the inverse's output, so ``Inverse(CNF)`` in a
     :class:`~npflows.core.PushForward` is trainable too.
 
+    **Context** (``context_dim=C``).  For a fixed context the flow map of :math:`dz/dt = f(z, t; c)` is the
+    flow map of an ODE in z alone, so the log-determinant and the adjoint for :math:`\\bar x`,
+    :math:`\\bar\\theta` are those above.  The context is, like :math:`\\theta`, constant in time, but one
+    row per sample: its cotangent is the same integral, :math:`\\bar c_n = \\int_{t_1}^{t_0}
+    [a_{z,n}^T\\partial f/\\partial c_n + \\bar\\ell_n\\,\\partial\\mathrm{tr}J_n/\\partial c_n]\\,dt`, integrated
+    as ``N * C`` more entries of the adjoint state (:math:`dg_c/dt = -[\\dots]`, from 0), whose integrand is
+    the field's VJP (:meth:`ODEField.vjp <npflows.nn.odefield.ODEField.vjp>`, Notes, "Context").  The
+    context rows ride in the cache, and ``inverse_backward`` receives them in ``Inverse``'s cache
+    ``(y, x, context)``.
+
     **Cost.**  NFE (number of evaluations of the augmented dynamics) is reported for every solve:
     ``cache["nfe"]`` after ``forward``, and the ``stats`` of :meth:`inverse_with_stats` and
     :meth:`backward_with_stats`.  An evaluation costs one MLP pass plus D tangent passes (exact trace)
@@ -136,8 +150,12 @@ class CNF(Bijector):
     """
 
     def __init__(self, dim, hidden=(32, 32), activation="tanh", t0=0.0, t1=1.0, method="RK45", rtol=1e-5,
-                 atol=1e-5, trace="exact", probe="gaussian", probe_seed=0, max_nfe=100_000):
-        self.field = ODEField(dim, hidden, activation)
+                 atol=1e-5, trace="exact", probe="gaussian", probe_seed=0, max_nfe=100_000, context_dim=None):
+        try:
+            self.field = ODEField(dim, hidden, activation, context_dim=context_dim)
+        except ValueError as e:
+            raise ValueError(f"CNF: {e}") from None
+        self.context_dim = self.field.context_dim
         self.dim, self.hidden, self.activation = self.field.dim, self.field.hidden, activation
         self.t0, self.t1 = float(t0), float(t1)
         if not (np.isfinite(self.t0) and np.isfinite(self.t1)) or self.t0 == self.t1:
@@ -174,6 +192,10 @@ class CNF(Bijector):
         p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
         return p64, np.asarray(x, dtype=np.float64), dtype, self.draw_probe(x.shape[0], rng)
 
+    def _context64(self, context):
+        """The context in float64 (the state's precision) for a conditional CNF, else None (ignored)."""
+        return None if context is None or self.context_dim is None else np.asarray(context, dtype=np.float64)
+
     def draw_probe(self, n, rng=None):
         """Hutchinson's probe ``(n, D)`` (None for the exact trace), from ``rng`` or ``probe_seed``."""
         if self.trace == "exact":
@@ -206,13 +228,13 @@ class CNF(Bijector):
         check_finite_result(self.name, end, f"the solution of {what}")
         return end, count[0]
 
-    def _integrate(self, p, z, probe, t_from, t_to, what):
+    def _integrate(self, p, z, probe, t_from, t_to, what, context=None):
         """``(z(t_to), ell(t_to), nfe)`` for the augmented state started at ``(z, 0)`` at ``t_from``."""
         n, d = z.shape
         field, work = self.field, {}            # this solve's work arrays (see the Notes, "Cost")
 
         def fun(t, s):
-            f, q = field.f_and_trace(p, s[:n * d].reshape(n, d), t, probe, work=work)
+            f, q = field.f_and_trace(p, s[:n * d].reshape(n, d), t, probe, work=work, context=context)
             return np.concatenate([f.ravel(), q])
 
         end, nfe = self._solve(fun, np.concatenate([z.ravel(), np.zeros(n)]), t_from, t_to, what)
@@ -235,8 +257,9 @@ class CNF(Bijector):
 
     def _forward(self, params, x, xp, context=None, rng=None):
         p, x64, dtype, probe = self._prepare(params, x, xp, rng)
-        y, ld, nfe = self._integrate(p, x64, probe, self.t1, self.t0, "the forward map (t1 -> t0)")
-        cache = {"y": y, "probe": probe, "dtype": dtype, "nfe": nfe}
+        c64 = self._context64(context)
+        y, ld, nfe = self._integrate(p, x64, probe, self.t1, self.t0, "the forward map (t1 -> t0)", c64)
+        cache = {"y": y, "probe": probe, "dtype": dtype, "nfe": nfe, "context": c64}
         return y.astype(dtype), ld.astype(dtype), cache
 
     @managed
@@ -246,7 +269,8 @@ class CNF(Bijector):
         self.check_params(params, unbox(y).dtype)
         context = self._check_context(context, y, "inverse")
         p, y64, dtype, probe = self._prepare(params, y, xp, rng)
-        x, ld, nfe = self._integrate(p, y64, probe, self.t0, self.t1, "the inverse map (t0 -> t1)")
+        x, ld, nfe = self._integrate(p, y64, probe, self.t0, self.t1, "the inverse map (t0 -> t1)",
+                                     self._context64(context))
         x, ld = x.astype(dtype), ld.astype(dtype)
         self._check_results("inverse", params, y, (("output", x), ("log-determinant", ld)))
         return x, ld, {"nfe": nfe}
@@ -259,12 +283,13 @@ class CNF(Bijector):
         return self.inverse_with_stats(params, y, context, xp)[:2]
 
     @managed
-    def trajectory(self, params, z, times):
+    def trajectory(self, params, z, times, context=None):
         """The states ``z(t)`` at ``times`` ``(T,)`` (monotone, starting anywhere in [t0, t1]) of the ODE
         started at ``z(times[0]) = z``: shape ``(T, N, D)``, for plotting paths from base (t0) to data (t1).
-        One ``solve_ivp`` call with ``t_eval``; no logdet."""
+        One ``solve_ivp`` call with ``t_eval``; no logdet.  ``context``: as in ``forward``."""
         check_array(self.name, z, ndim=2, size=self.dim, what="trajectory start")
         self.check_params(params, z.dtype)
+        c64 = self._context64(self._check_context(context, z, "trajectory"))
         p, z64, dtype, _ = self._prepare(params, z, np, None)
         times = np.asarray(times, dtype=np.float64)
         n, d = z64.shape
@@ -277,7 +302,7 @@ class CNF(Bijector):
             if count[0] > self.max_nfe:
                 raise ODESolveError(f"{self.name}: the trajectory exceeded max_nfe={self.max_nfe} evaluations "
                                     f"(stopped at t={t:.6g}); the field is stiff or exploding here")
-            return self.field.forward(p, s.reshape(n, d), t, work=work).ravel()
+            return self.field.forward(p, s.reshape(n, d), t, work=work, context=c64).ravel()
 
         sol = solve_ivp(fun, (times[0], times[-1]), z64.ravel(), method=self.method, rtol=self.rtol,
                         atol=self.atol, t_eval=times)
@@ -287,30 +312,37 @@ class CNF(Bijector):
         return sol.y.T.reshape(times.size, n, d).astype(dtype)
 
     def _backward(self, params, dy, dlogdet, cache):
-        """The adjoint method: ``(dx, grads, None)``; see the class Notes."""
-        dx, grads, _ = self.backward_with_stats(params, dy, dlogdet, cache)
-        return dx, grads, None
+        """The adjoint method: ``(dx, grads, dcontext)`` (``dcontext`` None without a context); see Notes."""
+        return self._adjoint_of_forward(params, dy, dlogdet, cache)[:3]
+
+    def _adjoint_of_forward(self, params, dy, dlogdet, cache):
+        cache, _ = split_cache(cache)
+        return self._adjoint(params, cache["y"], dy, dlogdet, cache["probe"], cache["dtype"], self.t0, self.t1,
+                             "the adjoint (t0 -> t1)", cache.get("context"))
 
     @managed
     def backward_with_stats(self, params, dy, dlogdet, cache):
-        """``(dx, grads, stats)``: the adjoint gradient and ``stats = {"nfe": ...}`` of the adjoint solve."""
-        cache, _ = split_cache(cache)
-        return self._adjoint(params, cache["y"], dy, dlogdet, cache["probe"], cache["dtype"], self.t0, self.t1,
-                             "the adjoint (t0 -> t1)")
+        """``(dx, grads, stats)``: the adjoint gradient and ``stats = {"nfe": ...}`` of the adjoint solve;
+        ``(dx, grads, dcontext, stats)`` for a conditional CNF's forward given a context."""
+        dx, grads, dcontext, stats = self._adjoint_of_forward(params, dy, dlogdet, cache)
+        return (dx, grads, stats) if dcontext is None else (dx, grads, dcontext, stats)
 
     @managed
     def inverse_backward(self, params, dx, dlogdet, cache):
         """VJP of ``inverse`` (so that ``Inverse(CNF)`` can be trained, e.g. in a ``PushForward`` by reverse KL):
-        ``cache = (y, x)``, the inverse's input and output, as :class:`~npflows.core.Inverse` keeps it.  The same
-        adjoint ODE with time reversed: from ``t1`` (where ``z = x`` and ``a_z = dx``) back to ``t0``.  With
-        ``trace="hutchinson"`` the probe is redrawn from ``probe_seed``, which is the probe of an ``inverse``
-        called without ``rng`` (as ``Inverse.forward`` calls it)."""
-        y, x = cache
+        ``cache = (y, x)``, the inverse's input and output, as :class:`~npflows.core.Inverse` keeps it
+        (``(y, x, context)`` for a conditional CNF given a context: the result is then ``(dy, grads,
+        dcontext)``).  The same adjoint ODE with time reversed: from ``t1`` (where ``z = x`` and ``a_z = dx``)
+        back to ``t0``.  With ``trace="hutchinson"`` the probe is redrawn from ``probe_seed``, which is the probe
+        of an ``inverse`` called without ``rng`` (as ``Inverse.forward`` calls it)."""
+        y, x, *rest = cache
+        context = self._context64(rest[0] if rest else None)
         x64 = np.asarray(unbox(x), dtype=np.float64)
-        return self._adjoint(params, x64, dx, dlogdet, self.draw_probe(x64.shape[0]), unbox(x).dtype, self.t1,
-                             self.t0, "the adjoint of the inverse (t1 -> t0)")[:2]
+        out = self._adjoint(params, x64, dx, dlogdet, self.draw_probe(x64.shape[0]), unbox(x).dtype, self.t1,
+                            self.t0, "the adjoint of the inverse (t1 -> t0)", context)
+        return out[:2] if context is None else out[:3]
 
-    def _adjoint(self, params, y, dy, dlogdet, probe, dtype, t_from, t_to, what):
+    def _adjoint(self, params, y, dy, dlogdet, probe, dtype, t_from, t_to, what, context=None):
         """The adjoint solve from the end state ``y`` of a solve that ended at ``t_from`` (see the Notes)."""
         n, d = y.shape
         check_array(self.name, dy, ndim=2, size=d, what="cotangent dy")
@@ -324,22 +356,27 @@ class CNF(Bijector):
         c = np.asarray(dlogdet, dtype=np.float64)
         c = c if np.any(c) else None
         nd, field, work = n * d, self.field, {}  # this solve's work arrays
+        nc = 0 if context is None else context.size   # the context's gradient: N * C more entries, from 0
 
         def fun(t, s):
-            f, dz, g = field.vjp(p, s[:nd].reshape(n, d), t, s[nd:2 * nd].reshape(n, d), c, probe, work=work)
-            return np.concatenate([f.ravel(), -dz.ravel()] + [-g[k].ravel() for k in keys])
+            out = field.vjp(p, s[:nd].reshape(n, d), t, s[nd:2 * nd].reshape(n, d), c, probe, work=work,
+                            context=context)
+            parts = [out[0].ravel(), -out[1].ravel()] + [-out[2][k].ravel() for k in keys]
+            return np.concatenate(parts + ([-out[3].ravel()] if nc else []))
 
-        s0 = np.concatenate([y.ravel(), np.asarray(dy, dtype=np.float64).ravel(), np.zeros(sum(sizes))])
+        s0 = np.concatenate([y.ravel(), np.asarray(dy, dtype=np.float64).ravel(), np.zeros(sum(sizes) + nc)])
         end, nfe = self._solve(fun, s0, t_from, t_to, what)
         dx = end[nd:2 * nd].reshape(n, d).astype(dtype)
         grads, i = {}, 2 * nd
         for k, m in zip(keys, sizes):
             grads[k] = end[i:i + m].reshape(p[k].shape).astype(dtype)
             i += m
-        return dx, grads, {"nfe": nfe}
+        dcontext = end[i:i + nc].reshape(context.shape).astype(dtype) if nc else None
+        return dx, grads, dcontext, {"nfe": nfe}
 
     def __repr__(self):
+        ctx = "" if self.context_dim is None else f", context_dim={self.context_dim}"
         return (f"CNF(dim={self.dim}, hidden={self.hidden}, activation={self.activation!r}, "
                 f"t=[{self.t0:g}, {self.t1:g}], method={self.method!r}, rtol={self.rtol:g}, atol={self.atol:g}, "
-                f"trace={self.trace!r})")
+                f"trace={self.trace!r}{ctx})")
 

@@ -3,6 +3,12 @@
 A binary ``mask`` splits the coordinates: where ``mask == 1`` they pass through unchanged (``x1``) and
 condition an MLP; where ``mask == 0`` they are transformed (``x2``) by a map whose parameters the MLP
 computes from ``x1``.
+
+**Conditional couplings** (``context_dim=C``): the MLP reads ``[x1, context]`` (nflows' and zuko's coupling
+conditioners concatenate the context to their input the same way), so the transform's parameters are
+functions of :math:`(x_1, c)`.  The Jacobian in x keeps its structure (the context is not transformed), so
+the log-determinant is the same formula; the backward gains the context's cotangent, which is the context
+part of the MLP's input cotangent for the same output cotangents (:class:`~npflows.nn.MLP`, Notes).
 """
 import math
 
@@ -34,11 +40,13 @@ def _as_index(idx):
 
 
 class _Coupling(Bijector):
-    """Shared structure: the mask, the split and merge of coordinates, and the conditioner MLP."""
+    """Shared structure: the mask, the split and merge of coordinates, and the conditioner MLP (conditional on
+    a context ``(N, context_dim)`` when ``context_dim`` is set)."""
 
     n_params_per_dim = 1
+    takes_context = True
 
-    def __init__(self, mask, hidden=(64, 64), activation="relu", zero_init=True):
+    def __init__(self, mask, hidden=(64, 64), activation="relu", zero_init=True, context_dim=None):
         mask = np.asarray(mask)
         if mask.ndim != 1 or not np.isin(mask, (0, 1)).all():
             raise ValueError(f"{self.name}: mask must be a 1-D array of 0s and 1s, got {mask!r}")
@@ -51,8 +59,17 @@ class _Coupling(Bijector):
         self._i1, self._i2 = _as_index(idx1), _as_index(idx2)
         order = np.concatenate([idx1, idx2])
         self._merge = None if np.array_equal(order, np.arange(self.dim)) else np.argsort(order)
-        self.net = MLP(self.d1, self.n_params_per_dim * self.d2, hidden, activation,
-                       zero_last=zero_init, prefix="net.")
+        try:
+            self.net = MLP(self.d1, self.n_params_per_dim * self.d2, hidden, activation,
+                           zero_last=zero_init, prefix="net.", context_dim=context_dim)
+        except ValueError as e:
+            raise ValueError(f"{self.name}: {e}") from None
+        self.context_dim = self.net.context_dim
+
+    def _net_backward(self, params, dout, cache):
+        """The MLP's backward as ``(dx1, grads, dcontext)`` (``dcontext`` None for an unconditional layer)."""
+        out = self.net.backward(params, dout, cache)
+        return out if len(out) == 3 else (out[0], out[1], None)
 
     def param_shapes(self):
         return self.net.param_shapes()
@@ -81,22 +98,28 @@ class AdditiveCoupling(_Coupling):
     unit triangular, so :math:`\\log|\\det J| = 0` exactly.  Backward: :math:`\\bar x_2 = \\bar y_2`,
     :math:`\\bar t = \\bar y_2`, and :math:`\\bar x_1 = \\bar y_1 + \\bar t\\,\\partial t/\\partial x_1` from the
     MLP's backward.  Inverse: :math:`x_2 = y_2 - t(y_1)`.
+
+    Conditional (``context_dim=C``): :math:`t = t(x_1, c)`; the same MLP backward of :math:`\\bar t` gives
+    :math:`\\bar c = \\bar t\\,\\partial t/\\partial c` (its context columns), the only path from c.
     """
 
-    def _forward(self, params, x, xp):
+    def __init__(self, mask, hidden=(64, 64), activation="relu", zero_init=True, context_dim=None):
+        super().__init__(mask, hidden, activation, zero_init, context_dim)
+
+    def _forward(self, params, x, xp, context=None):
         x1, x2 = self._split(x)
-        t, nc = self.net.forward(params, x1, xp)
+        t, nc = self.net.forward(params, x1, xp, context)
         return self._join(x1, x2 + t, xp), zeros_logdet(x, xp), nc
 
-    def _inverse(self, params, y, xp):
+    def _inverse(self, params, y, xp, context=None):
         y1, y2 = self._split(y)
-        t, _ = self.net.forward(params, y1, xp)
+        t, _ = self.net.forward(params, y1, xp, context)
         return self._join(y1, y2 - t, xp), zeros_logdet(y, xp)
 
     def _backward(self, params, dy, dlogdet, cache):
         dy1, dy2 = self._split(dy)
-        dx1, grads = self.net.backward(params, dy2, cache)
-        return self._join(dy1 + dx1, dy2, np), grads
+        dx1, grads, dcontext = self._net_backward(params, dy2, cache)
+        return self._join(dy1 + dx1, dy2, np), grads, dcontext
 
 
 # ----------------------------------------------------------------------------- scale parameterisations
@@ -208,6 +231,8 @@ class AffineCoupling(_Coupling):
         :math:`c` of ``"tanh"`` and ``"softclip"``; ignored by the other scales.
     zero_init : bool
         Zero the MLP's last layer, so r = t = 0 at initialisation (the identity map for "exp" and "tanh").
+    context_dim : int, optional
+        C: a conditional coupling, :math:`(r, t) = \\mathrm{MLP}(x_1, c)` for a context ``(N, C)`` (see Notes).
 
     Notes
     -----
@@ -244,40 +269,48 @@ class AffineCoupling(_Coupling):
     * ``"neg_logsigmoid"``: :math:`s = \\mathrm{softplus}(-u)`, :math:`s' = -\\sigma(-u)`.
 
     Inverse: :math:`x_2 = (y_2 - t(y_1))\\odot e^{-s(y_1)}`, logdet :math:`-\\sum_j s_j`.
+
+    **Conditional** (``context_dim=C``, a context :math:`c` ``(N, C)``): :math:`(r, t) = \\mathrm{MLP}([x_1, c])`.
+    For a fixed c the map of x is the coupling above, so the Jacobian and logdet are unchanged
+    (:math:`\\partial y/\\partial c` is not part of the Jacobian: c is not transformed).  The context enters only
+    through :math:`(r, t)`, whose cotangents :math:`[\\bar r, \\bar t]` the backward has already formed (the
+    logdet path included), so the MLP's backward of the same :math:`[\\bar r, \\bar t]` returns
+    :math:`\\bar c = [\\bar r, \\bar t]\\,\\partial(r, t)/\\partial c` beside :math:`\\bar x_1`.
     """
 
     n_params_per_dim = 2
 
-    def __init__(self, mask, hidden=(64, 64), activation="relu", scale="exp", scale_bound=2.0, zero_init=True):
+    def __init__(self, mask, hidden=(64, 64), activation="relu", scale="exp", scale_bound=2.0, zero_init=True,
+                 context_dim=None):
         if scale not in SCALES:
             raise ValueError(f"AffineCoupling: unknown scale {scale!r}; choose one of {list(SCALES)}")
         if not scale_bound > 0:
             raise ValueError(f"AffineCoupling: scale_bound must be > 0, got {scale_bound}")
-        super().__init__(mask, hidden, activation, zero_init)
+        super().__init__(mask, hidden, activation, zero_init, context_dim)
         self.scale, self.scale_bound = scale, float(scale_bound)
         self._s, self._ds = SCALES[scale]
 
-    def _params_of(self, params, x1, xp):
-        out, nc = self.net.forward(params, x1, xp)
+    def _params_of(self, params, x1, xp, context=None):
+        out, nc = self.net.forward(params, x1, xp, context)
         raw, t = out[:, :self.d2], out[:, self.d2:]
         return raw, self._s(raw, xp, self.scale_bound), t, nc
 
-    def _forward(self, params, x, xp):
+    def _forward(self, params, x, xp, context=None):
         x1, x2 = self._split(x)
-        raw, logs, t, nc = self._params_of(params, x1, xp)
+        raw, logs, t, nc = self._params_of(params, x1, xp, context)
         e = xp.exp(logs)
         y = self._join(x1, mul_exp(x2, logs, xp, e) + t, xp)
         return y, xp.sum(logs, axis=1), (x2, raw, logs, e, nc)
 
-    def _inverse(self, params, y, xp):
+    def _inverse(self, params, y, xp, context=None):
         y1, y2 = self._split(y)
-        _, logs, t, _ = self._params_of(params, y1, xp)
+        _, logs, t, _ = self._params_of(params, y1, xp, context)
         return self._join(y1, mul_exp(y2 - t, -logs, xp), xp), -xp.sum(logs, axis=1)
 
-    def _explain(self, direction, params, x):
+    def _explain(self, direction, params, x, context=None):
         if direction == "backward":
             return None
-        _, logs, _, _ = self._params_of(params, self._split(x)[0], np)
+        _, logs, _, _ = self._params_of(params, self._split(x)[0], np, context)
         hint = ("use a bounded scale (scale='tanh' or 'softclip') or rescale the input" if self.scale == "exp"
                 else "rescale the input")
         return explain_log_scale(self.name, logs, direction, hint)
@@ -290,8 +323,8 @@ class AffineCoupling(_Coupling):
         dr = self._ds(raw, logs, self.scale_bound)
         if dr is not None:
             ds *= dr
-        dx1, grads = self.net.backward(params, np.concatenate([ds, dy2], axis=1), nc)
-        return self._join(dy1 + dx1, dy2e, np), grads
+        dx1, grads, dcontext = self._net_backward(params, np.concatenate([ds, dy2], axis=1), nc)
+        return self._join(dy1 + dx1, dy2e, np), grads, dcontext
 
     def __repr__(self):
         return (f"AffineCoupling(mask={self.mask.astype(int).tolist()}, scale={self.scale!r}, "
@@ -306,9 +339,10 @@ def _masks(dim, n_layers, mask):
 
 
 def realnvp(dim, n_layers=8, hidden=(64, 64), activation="relu", scale="exp", mask="half",
-            actnorm=False, scale_bound=2.0):
+            actnorm=False, scale_bound=2.0, context_dim=None):
     """A RealNVP bijector: ``n_layers`` affine couplings whose masks alternate, so every coordinate is
-    transformed every other layer; optionally an :class:`ActNorm` before each coupling.
+    transformed every other layer; optionally an :class:`ActNorm` before each coupling.  ``context_dim``:
+    every coupling conditional on the same context ``(N, context_dim)``.
 
     For D = 2 with ``mask="half"``, each conditioner is an MLP ``1 -> hidden -> 2``.
     """
@@ -316,12 +350,12 @@ def realnvp(dim, n_layers=8, hidden=(64, 64), activation="relu", scale="exp", ma
     for m in _masks(dim, n_layers, mask):
         if actnorm:
             layers.append(ActNorm(dim))
-        layers.append(AffineCoupling(m, hidden, activation, scale, scale_bound))
+        layers.append(AffineCoupling(m, hidden, activation, scale, scale_bound, context_dim=context_dim))
     return Sequential(layers)
 
 
-def nice(dim, n_layers=4, hidden=(64, 64), activation="relu", mask="half"):
+def nice(dim, n_layers=4, hidden=(64, 64), activation="relu", mask="half", context_dim=None):
     """NICE (Dinh et al. 2014): ``n_layers`` additive couplings with alternating masks, then the diagonal
-    scaling layer that lets the volume change."""
-    layers = [AdditiveCoupling(m, hidden, activation) for m in _masks(dim, n_layers, mask)]
+    scaling layer that lets the volume change (``context_dim``: conditional couplings)."""
+    layers = [AdditiveCoupling(m, hidden, activation, context_dim=context_dim) for m in _masks(dim, n_layers, mask)]
     return Sequential(layers + [ElementwiseAffine(dim, shift=False)])

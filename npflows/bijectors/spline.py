@@ -893,6 +893,8 @@ class SplineCoupling(_Coupling):
         The conditioner MLP (``d1 -> hidden -> d2 * (3K - 1)``), parameters under ``"net."``.
     zero_init : bool
         Zero the MLP's last layer, so the layer starts as the identity map (see Notes).
+    context_dim : int, optional
+        C: a conditional layer whose MLP reads ``[x1, context]`` (see Notes).
 
     Notes
     -----
@@ -912,15 +914,21 @@ class SplineCoupling(_Coupling):
     over the coordinates of sample ``n``); laid out as the MLP output, the MLP's backward turns them into its
     parameter gradients and the conditioner path :math:`\\bar x_1 \\mathrel{+}= \\dots`, added to
     :math:`\\bar y_1`.  Inverse: the same parameters from :math:`y_1 = x_1`, then the spline's inverse.
+
+    **Conditional** (``context_dim=C``): :math:`\\theta_j = \\theta_j(x_1, c)` from the MLP on ``[x1, c]``; for
+    a fixed context the Jacobian and logdet are those above.  The MLP's backward of the same parameter
+    cotangents (logdet path included) also returns :math:`\\bar c`, the context columns of its input
+    cotangent: c reaches the output only through :math:`\\theta`.
     """
 
     def __init__(self, mask, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu",
                  min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True, tails="linear", interval=None):
+                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True, tails="linear", interval=None,
+                 context_dim=None):
         self.spline = RQSpline(n_bins, bound, min_bin_width, min_bin_height, min_derivative, owner="SplineCoupling",
                                tails=tails, interval=interval)
         self.n_params_per_dim = self.spline.n_raw
-        super().__init__(mask, hidden, activation, zero_init)
+        super().__init__(mask, hidden, activation, zero_init, context_dim)
 
     def init(self, rng, x=None, dtype=np.float64):
         p = super().init(rng, x, dtype)
@@ -930,22 +938,22 @@ class SplineCoupling(_Coupling):
         p[key] = b.reshape(-1)
         return p
 
-    def _raw(self, params, x1, xp):
-        out, nc = self.net.forward(params, x1, xp)
+    def _raw(self, params, x1, xp, context=None):
+        out, nc = self.net.forward(params, x1, xp, context)
         K = self.spline.n_bins
         raw = xp.reshape(out, (x1.shape[0], self.d2, self.spline.n_raw))
         return raw[..., :K], raw[..., K:2 * K], raw[..., 2 * K:], nc
 
-    def _forward(self, params, x, xp):
+    def _forward(self, params, x, xp, context=None):
         x1, x2 = self._split(x)
-        rw, rh, rd, nc = self._raw(params, x1, xp)
+        rw, rh, rd, nc = self._raw(params, x1, xp, context)
         y2, ld, sc = self.spline.forward(x2, rw, rh, rd, xp, check=False)
         y, logdet = self._join(x1, y2, xp), xp.sum(ld, axis=1)
         return y, logdet, (sc, nc)
 
-    def _inverse(self, params, y, xp):
+    def _inverse(self, params, y, xp, context=None):
         y1, y2 = self._split(y)
-        rw, rh, rd, _ = self._raw(params, y1, xp)
+        rw, rh, rd, _ = self._raw(params, y1, xp, context)
         x2, ld = self.spline.inverse(y2, rw, rh, rd, xp, check=False)
         x, logdet = self._join(y1, x2, xp), xp.sum(ld, axis=1)
         return x, logdet
@@ -955,8 +963,8 @@ class SplineCoupling(_Coupling):
         dy1, dy2 = self._split(dy)
         dx2, (drw, drh, drd) = self.spline.backward(dy2, np.broadcast_to(dlogdet[:, None], dy2.shape), sc)
         dout = np.concatenate([drw, drh, drd], axis=-1).reshape(dy.shape[0], self.d2 * self.spline.n_raw)
-        dx1, grads = self.net.backward(params, dout, nc)
-        return self._join(dy1 + dx1, dx2, np), grads
+        dx1, grads, dcontext = self._net_backward(params, dout, nc)
+        return self._join(dy1 + dx1, dx2, np), grads, dcontext
 
     def __repr__(self):
         sp = self.spline
@@ -966,15 +974,16 @@ class SplineCoupling(_Coupling):
 
 def nsf(dim, n_layers=5, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu", mask="half",
         min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-        min_derivative=DEFAULT_MIN_DERIVATIVE):
+        min_derivative=DEFAULT_MIN_DERIVATIVE, context_dim=None):
     """A coupling neural spline flow: ``n_layers`` :class:`SplineCoupling` layers whose masks alternate
     (``"half"`` or ``"alternating"``, as :func:`~npflows.realnvp`), so every coordinate is transformed every
     other layer.  For D = 2 each layer transforms one coordinate conditioned on the other, and the two
-    coordinates take turns.  Parameters of layer ``i`` are under ``"i.net."``."""
+    coordinates take turns.  Parameters of layer ``i`` are under ``"i.net."``.  ``context_dim``: every layer
+    conditional on the same context."""
     if int(n_layers) < 1:
         raise ValueError(f"nsf: n_layers must be >= 1, got {n_layers}")
     return Sequential([SplineCoupling(m, n_bins, bound, hidden, activation, min_bin_width, min_bin_height,
-                                      min_derivative) for m in _masks(dim, int(n_layers), mask)])
+                                      min_derivative, context_dim=context_dim) for m in _masks(dim, int(n_layers), mask)])
 
 
 class MaskedSplineAutoregressive(Bijector):
@@ -1000,6 +1009,8 @@ class MaskedSplineAutoregressive(Bijector):
         ``"net."``; ``order`` is ``"natural"``, ``"reversed"``, ``"random"`` (from ``rng``) or a permutation.
     zero_init : bool
         Zero MADE's output layer; with the derivative biases set by ``init`` the layer starts as the identity.
+    context_dim : int, optional
+        C: a conditional layer whose MADE also reads a context ``(N, C)`` (see Notes).
 
     Notes
     -----
@@ -1056,19 +1067,29 @@ class MaskedSplineAutoregressive(Bijector):
     the direct :math:`\\bar x` (parameters held fixed) and the cotangents of the unnormalised parameters; laid
     out as MADE's output (the inverse of the transpose above), MADE's backward gives its parameter gradients
     and the path of :math:`\\bar x` through the conditioner, added to the direct one.
+
+    **Conditional** (``context_dim=C``): MADE reads the context as inputs of degree 0
+    (:class:`~npflows.nn.MADE`, Notes, "Context"), so :math:`\\theta_i = \\theta_i(x_{<i}, c)`: for a fixed c
+    the Jacobian in x is triangular as above and the logdet the same sum.  The inverse solves coordinate by
+    coordinate with the context fixed (its term joins the first layer's bias in the by-degree solve).  The
+    backward's MADE pass of the same parameter cotangents also returns :math:`\\bar c`, the context columns
+    of MADE's input cotangent.
     """
+
+    takes_context = True
 
     def __init__(self, dim, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu", order="natural", rng=None,
                  hidden_degrees="equal", min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True, tails="linear", interval=None):
+                 min_derivative=DEFAULT_MIN_DERIVATIVE, zero_init=True, tails="linear", interval=None,
+                 context_dim=None):
         self.spline = RQSpline(n_bins, bound, min_bin_width, min_bin_height, min_derivative,
                                owner="MaskedSplineAutoregressive", tails=tails, interval=interval)
         try:
             self.net = MADE(dim, self.spline.n_raw, hidden, activation, order, rng, hidden_degrees,
-                            zero_last=zero_init, prefix="net.")
+                            zero_last=zero_init, prefix="net.", context_dim=context_dim)
         except ValueError as e:
             raise ValueError(f"MaskedSplineAutoregressive: {e}") from None
-        self.dim = self.net.dim
+        self.dim, self.context_dim = self.net.dim, self.net.context_dim
 
     @property
     def order(self):
@@ -1090,13 +1111,13 @@ class MaskedSplineAutoregressive(Bijector):
         raw = xp.transpose(xp.reshape(out, (out.shape[0], self.spline.n_raw, self.dim)), (0, 2, 1))
         return raw[..., :K], raw[..., K:2 * K], raw[..., 2 * K:]
 
-    def _forward(self, params, x, xp):
-        out, nc = self.net.forward(params, x, xp)
+    def _forward(self, params, x, xp, context=None):
+        out, nc = self.net.forward(params, x, xp, context)
         y, ld, sc = self.spline.forward(x, *self._raw(out, xp), xp, check=False)
         logdet = xp.sum(ld, axis=1)
         return y, logdet, (sc, nc)
 
-    def solve(self, params, y, n_passes, xp=np):
+    def solve(self, params, y, n_passes, xp=np, context=None):
         """The first ``n_passes`` passes of the sequential inverse: ``(x, logdet)``, exact on the coordinates
         of degree ``<= n_passes`` (see Notes).  ``n_passes = D`` is the reference for :meth:`inverse` (without
         its finiteness check): its traceable path runs it, its NumPy path computes the same solve with each
@@ -1104,22 +1125,22 @@ class MaskedSplineAutoregressive(Bijector):
         mp = self.net.masked_params(params, xp)
         x, ld = y, xp.zeros(y.shape, dtype=unbox(y).dtype)
         for _ in range(int(n_passes)):
-            out, _ = self.net.apply(mp, x, xp)
+            out, _ = self.net.apply(mp, x, xp, context)
             x, ld = self.spline.inverse(y, *self._raw(out, xp), xp, check=False)
         return x, xp.sum(ld, axis=1)
 
-    def _inverse(self, params, y, xp):
+    def _inverse(self, params, y, xp, context=None):
         if xp is not np:                                 # traceable: the reference D-pass solve
-            return self.solve(params, y, self.dim, xp)
-        return self._inverse_by_degree(params, y)        # the caller refuses a non-finite solution
+            return self.solve(params, y, self.dim, xp, context)
+        return self._inverse_by_degree(params, y, context=context)   # the caller refuses a non-finite solution
 
-    def _inverse_by_degree(self, params, y, block=None):
+    def _inverse_by_degree(self, params, y, block=None, context=None):
         """:meth:`solve` with ``n_passes = D``, each MADE unit computed once (NumPy only; see Notes);
         ``block``: :meth:`MADE.solve_by_degree`'s."""
         n, D = y.shape
         sp, K = self.spline, self.spline.n_bins
         if sp.tails is None and not np.all((y >= sp.left) & (y <= sp.right)):
-            return self.solve(params, y, D)              # raises the reference's error, naming the element
+            return self.solve(params, y, D, np, context)   # raises the reference's error, naming the element
         yt = np.ascontiguousarray(y.T)                   # rows: coordinates, in their index order
         ld = np.empty((n, D), y.dtype)                   # per-coordinate logdets, in index order (as solve's)
         order = self.net.order
@@ -1129,7 +1150,7 @@ class MaskedSplineAutoregressive(Bijector):
             raw = out.T                                  # (n, n_raw): the per-coordinate layout of _raw
             x_t[...], ld[:, i] = sp.inverse(yt[i], raw[:, :K], raw[:, K:2 * K], raw[:, 2 * K:], np, check=False)
 
-        x = self.net.solve_by_degree(params, step, n, y.dtype, block)
+        x = self.net.solve_by_degree(params, step, n, y.dtype, block, context=context)
         return x, np.sum(ld, axis=1)
 
     def _backward(self, params, dy, dlogdet, cache):
@@ -1137,8 +1158,8 @@ class MaskedSplineAutoregressive(Bijector):
         dx, (drw, drh, drd) = self.spline.backward(dy, np.broadcast_to(dlogdet[:, None], dy.shape), sc)
         dout = np.concatenate([drw, drh, drd], axis=-1).transpose(0, 2, 1).reshape(dy.shape[0],
                                                                                       self.dim * self.spline.n_raw)
-        dnet, grads = self.net.backward(params, dout, nc)
-        return dnet + dx, grads
+        dnet, grads, *dcontext = self.net.backward(params, dout, nc)
+        return dnet + dx, grads, (dcontext[0] if dcontext else None)
 
     def __repr__(self):
         sp = self.spline
@@ -1149,7 +1170,7 @@ class MaskedSplineAutoregressive(Bijector):
 
 def autoregressive_nsf(dim, n_layers=5, n_bins=8, bound=3.0, hidden=(64, 64), activation="relu",
                        order="alternate", rng=None, hidden_degrees="equal", min_bin_width=DEFAULT_MIN_BIN_WIDTH,
-                       min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE):
+                       min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE, context_dim=None):
     """An autoregressive neural spline flow: ``n_layers`` :class:`MaskedSplineAutoregressive` layers whose
     order is reversed from one layer to the next (``order="alternate"``, as :func:`~npflows.maf`) or drawn at
     random per layer from ``rng`` (``"random"``).  Parameters of layer ``i`` are under ``"i.net."``."""
@@ -1166,4 +1187,4 @@ def autoregressive_nsf(dim, n_layers=5, n_bins=8, bound=3.0, hidden=(64, 64), ac
     return Sequential([MaskedSplineAutoregressive(
         dim, n_bins, bound, hidden, activation,
         ("natural" if i % 2 == 0 else "reversed") if order == "alternate" else "random", rng, hidden_degrees,
-        min_bin_width, min_bin_height, min_derivative) for i in range(int(n_layers))])
+        min_bin_width, min_bin_height, min_derivative, context_dim=context_dim) for i in range(int(n_layers))])

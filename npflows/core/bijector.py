@@ -224,16 +224,19 @@ class Bijector:
     def _explain(self, direction, params, x):
         """A diagnosis of a non-finite result of ``direction`` at input ``x`` (a sentence such as "the
         log-scale reaches 1000.0 and exp overflows float64 above 709.8; use scale='tanh'"), or None.
-        Called only on failure, so it may recompute what it needs."""
+        Called only on failure, so it may recompute what it needs.  (A layer that takes a context is called
+        with it as a fourth argument when the call had one.)"""
         return None
 
-    def _check_results(self, direction, params, x, outputs):
-        """Raise ``FloatingPointError`` naming the quantity when an output array is not finite."""
+    def _check_results(self, direction, params, x, outputs, context=None):
+        """Raise ``FloatingPointError`` naming the quantity when an output array is not finite.  ``context`` is
+        passed (by the ``_call_*`` methods, only to a class that takes contexts) for ``_explain``."""
         for what, a in outputs:
             if not all_finite(a):
                 why = None
                 try:
-                    why = self._explain(direction, params, x)
+                    why = (self._explain(direction, params, x) if context is None
+                           else self._explain(direction, params, x, context))
                 except Exception:        # a diagnosis must never hide the error it explains
                     why = None
                 check_finite_result(f"{self.name} {direction}", a, f"the {what}",
@@ -315,7 +318,7 @@ class Bijector:
         checks = [("input cotangent", dx)]
         if dcontext is not None:
             checks.append(("context cotangent", dcontext))
-        self._check_results("backward", params, None, checks)
+        self._check_results("backward", params, None, checks)      # (a backward diagnosis needs no context)
         return (dx, grads, dcontext) if with_context else (dx, grads)
 
     def _trusts_container(self, direction):
@@ -337,7 +340,9 @@ class Bijector:
                                 else self._forward_value(params, x, xp, context))
         else:
             y, logdet, cache = self._forward(params, x, xp) if keep_cache else self._forward_value(params, x, xp)
-        self._check_results("forward", params, x, (("output", y), ("log-determinant", logdet)))
+            context = None
+        self._check_results("forward", params, x, (("output", y), ("log-determinant", logdet)),
+                            **({} if context is None else {"context": context}))
         return y, logdet, (cache if keep_cache else None)
 
     def _forward_value(self, params, x, xp, *context):
@@ -354,7 +359,9 @@ class Bijector:
             x, logdet = self._inverse(params, y, xp, context)
         else:
             x, logdet = self._inverse(params, y, xp)
-        self._check_results("inverse", params, y, (("output", x), ("log-determinant", logdet)))
+            context = None
+        self._check_results("inverse", params, y, (("output", x), ("log-determinant", logdet)),
+                            **({} if context is None else {"context": context}))
         return x, logdet
 
     def _backward(self, params, dy, dlogdet, cache):

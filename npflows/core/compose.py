@@ -147,7 +147,7 @@ class Sequential(Bijector):
             dcontext = add_cotangents(dcontext, dc)
         return dy, grads, dcontext
 
-    def _check_results(self, direction, params, x, outputs):
+    def _check_results(self, direction, params, x, outputs, context=None):
         """Every layer checked its own results (so the error names it); only the sums over the layers are new
         here, the logdet's and the context cotangent's, and a sum can overflow although each term is finite.
         (The gradients of every layer are checked once, by ``backward``, under their full keys.)"""
@@ -214,7 +214,7 @@ class Inverse(Bijector):
         x, logdet, _ = self.base._call_forward(params, y, xp, checked_input=True, keep_cache=False, context=context)
         return x, logdet
 
-    def _check_results(self, direction, params, x, outputs):
+    def _check_results(self, direction, params, x, outputs, context=None):
         if direction == "backward":       # the base checked its forward and inverse itself
             super()._check_results(direction, params, x, outputs)
 

@@ -12,10 +12,15 @@ Output layout: ``k`` outputs per input coordinate, grouped by parameter.  ``out[
 parameter ``j`` for all ``D`` coordinates in their original (not autoregressive) index order, so
 ``out[:, j*D + i]`` is parameter ``j`` of coordinate ``i`` and depends only on the inputs ``x_l`` with
 ``m(l) < m(i)``.
+
+A conditional MADE (``context_dim=C``) also reads a context ``(N, C)``: the context columns are inputs of
+degree 0, so no mask cuts them from any first-layer hidden unit, and every output may depend on the context
+(also those of the first coordinate, through hidden units of degree 0), as zuko's ``MaskedMLP`` does with its
+all-ones context adjacency.
 """
 import numpy as np
 
-from .mlp import ACTIVATIONS, MLP, activate_, hidden_bias_init
+from .mlp import ACTIVATIONS, MLP, activate_, check_context_dim, hidden_bias_init
 
 ORDERS = ("natural", "reversed", "random")
 HIDDEN_DEGREES = ("equal", "random")
@@ -69,6 +74,10 @@ class MADE:
         Zero the output layer at initialisation (the output is then the zero bias for every input).
     prefix : str
         Prepended to every parameter key (``"net."`` gives ``net.W0``), as in :class:`~npflows.nn.MLP`.
+    context_dim : int, optional
+        C: a conditional MADE, whose first layer also reads a context ``(N, C)`` (``W0`` has ``D + C`` rows,
+        the last C for the context; see Notes, "Context").  ``forward`` then needs it and ``backward`` returns
+        its cotangent as a third value.
 
     Attributes
     ----------
@@ -81,8 +90,9 @@ class MADE:
         ``np.tile(degrees, k)``: the degree of output column ``j*D + i`` is that of coordinate ``i``.
     masks : list of bool ndarray
         One per layer, the shape of its weight ``(in, out)``.
-    connectivity : bool ndarray, shape (D, k*D)
-        ``connectivity[l, c]``: some path of unmasked weights leads from input ``l`` to output ``c``.
+    connectivity : bool ndarray, shape (D + C, k*D)
+        ``connectivity[l, c]``: some path of unmasked weights leads from input ``l`` to output ``c`` (rows
+        ``D ..`` are the context's).
 
     Notes
     -----
@@ -111,6 +121,21 @@ class MADE:
     :math:`\\bar W_l = \\bar{\\tilde W}_l \\odot M_l`.  The input cotangent flows through the masked weights:
     :math:`\\bar a_l = \\bar h_l\\tilde W_l^T`.
 
+    **Context** (a conditional MADE).  The context columns :math:`c_1, \\dots, c_C` are appended to the input
+    with degree :math:`m^0 = 0`: the first hidden layer keeps the weight from :math:`c_j` to unit :math:`u` iff
+    :math:`m^1(u) \\ge 0`, always, so the context reaches every first-layer unit unmasked (nflows' MADE adds a
+    dense ``context_layer`` to the first hidden layer; zuko's MAF appends the context to the input with an
+    all-ones adjacency; both leave the context columns unmasked), and the hidden degrees start at
+    :math:`\\min m^0 = 0` (cyclic on :math:`\\{0, \\dots, D-1\\}`).  A unit of degree 0 sees the context and no
+    coordinate, and feeds every output (all of degree :math:`\\ge 1`), so the parameters of the first
+    coordinate depend on the context too (in nflows' MADE, whose hidden degrees start at 1, they are output
+    biases only).  No path leads from a coordinate to an output of equal or lower degree, so the outputs
+    stay autoregressive in x for every fixed context and the Jacobian argument of the layers is unchanged.
+    Forward and backward are the MLP's with input :math:`a_0 = [x, c]` and masked weights: :math:`\\bar c`
+    is the last C columns of :math:`\\bar a_0 = \\bar h_0\\tilde W_0^T` (the context rows of the mask are all
+    ones, so :math:`\\bar c = \\bar h_0 W_0[D:]^T`).  In :meth:`solve_by_degree` the context is known
+    before the first step, so its term :math:`c\\,W_0[D:]` joins the first layer's bias (one row per sample).
+
     **Initialisation** counts only the connections a unit really has:
     :math:`W_l[:, u] \\sim \\mathcal N(0, g/n_u)` with :math:`n_u` the number of kept inputs of unit ``u``
     (g = 2 for the ReLU family, 1 for tanh, 1 on the output layer, as in :class:`~npflows.nn.MLP`), then
@@ -119,7 +144,7 @@ class MADE:
     """
 
     def __init__(self, dim, k=2, hidden=(64, 64), activation="relu", order="natural", rng=None,
-                 hidden_degrees="equal", zero_last=False, prefix=""):
+                 hidden_degrees="equal", zero_last=False, prefix="", context_dim=None):
         dim, k = int(dim), int(k)
         hidden = tuple(int(h) for h in hidden)
         if dim < 1 or k < 1:
@@ -132,13 +157,14 @@ class MADE:
             raise ValueError(f"MADE: unknown hidden_degrees {hidden_degrees!r}; choose one of {HIDDEN_DEGREES}")
         if hidden_degrees == "random" and not isinstance(rng, np.random.Generator):
             raise ValueError(f"MADE: hidden_degrees='random' needs rng, a numpy.random.Generator, got {rng!r}")
+        self.context_dim = check_context_dim("MADE", context_dim)
         self.dim, self.k, self.hidden = dim, k, hidden
         self.order = _input_order(dim, order, rng)
         self.degrees = np.empty(dim, np.intp)
         self.degrees[self.order] = np.arange(1, dim + 1)
         self.output_degrees = np.tile(self.degrees, k)
 
-        self.hidden_degree_list, prev = [], self.degrees
+        self.hidden_degree_list, prev = [], self.input_degrees
         for width in hidden:
             lo = min(int(prev.min()), dim - 1)          # Germain et al.: from min of the layer below to D-1
             if hidden_degrees == "random":
@@ -147,15 +173,24 @@ class MADE:
                 deg = lo + np.arange(width) % (dim - lo)
             self.hidden_degree_list.append(deg.astype(np.intp))
             prev = deg
-        degs = [self.degrees] + self.hidden_degree_list
+        degs = [self.input_degrees] + self.hidden_degree_list
         self.masks = [degs[l][:, None] <= degs[l + 1][None, :] for l in range(len(hidden))]
         self.masks.append(degs[-1][:, None] < self.output_degrees[None, :])
         self.connectivity = self.check_autoregressive()
 
-        self.mlp = MLP(dim, k * dim, hidden, activation, zero_last=zero_last, prefix=prefix)
+        self.mlp = MLP(dim, k * dim, hidden, activation, zero_last=zero_last, prefix=prefix,
+                       context_dim=self.context_dim)
         self.activation, self.zero_last, self.prefix = activation, bool(zero_last), self.mlp.prefix
         self.sizes, self.n_layers = self.mlp.sizes, self.mlp.n_layers
         self._W, self._b = self.mlp._W, self.mlp._b
+
+    @property
+    def input_degrees(self):
+        """The degrees of the first layer's inputs: the coordinates' (``degrees``), then 0 for each context
+        column of a conditional MADE."""
+        if self.context_dim is None:
+            return self.degrees
+        return np.concatenate([self.degrees, np.zeros(self.context_dim, np.intp)])
 
     def _plan_by_degree(self):
         """The index structure of :meth:`solve_by_degree`, from the current degrees (no parameters): each
@@ -174,8 +209,8 @@ class MADE:
             rules.append(prev[:, None] <= deg[None, :])
             prev = deg
         rules.append(prev[:, None] < self.output_degrees[None, :])
-        if len(rules) != len(self.masks) or any(m.shape != r.shape or np.any(m & ~r)
-                                                for m, r in zip(self.masks, rules)):
+        masks = [self.masks[0][:D]] + list(self.masks[1:])      # the coordinates' rows (the context's are known)
+        if len(rules) != len(masks) or any(m.shape != r.shape or np.any(m & ~r) for m, r in zip(masks, rules)):
             return None
         # units[l]: layer l's output units (hidden units, or output columns) in the order they are computed;
         # bounds[l][t]: how many of them are computed before step t (units of step t: bounds[t]:bounds[t+1]).
@@ -197,11 +232,12 @@ class MADE:
         c = self.masks[0]
         for m in self.masks[1:]:
             c = (c.astype(np.int64) @ m.astype(np.int64)) > 0
-        leaks = c & ~(self.degrees[:, None] < self.output_degrees[None, :])
+        deg = self.input_degrees
+        leaks = c & ~(deg[:, None] < self.output_degrees[None, :])
         if leaks.any():
             l, o = np.argwhere(leaks)[0]
             raise AssertionError(f"MADE: output {o} (degree {self.output_degrees[o]}) is connected to input {l} "
-                                 f"(degree {self.degrees[l]}): the masks are not autoregressive")
+                                 f"(degree {deg[l]}): the masks are not autoregressive")
         return c
 
     def param_shapes(self):
@@ -231,19 +267,20 @@ class MADE:
             mp[W] = params[W] * m
         return mp
 
-    def apply(self, mp, x, xp=np):
+    def apply(self, mp, x, xp=np, context=None):
         """``(out, mlp cache)`` from weights already masked by :meth:`masked_params` (a sequential
         inverse masks once and calls this ``D`` times)."""
-        return self.mlp.forward(mp, x, xp)
+        return self.mlp.forward(mp, x, xp, context)
 
-    def forward(self, params, x, xp=np):
+    def forward(self, params, x, xp=np, context=None):
         """``(out, cache)``: ``x`` is ``(N, D)``, ``out`` is ``(N, k*D)`` in the layout of the module
-        docstring.  Inputs are not validated here: the layer that owns the network validates its input."""
+        docstring; ``context`` ``(N, C)`` for a conditional MADE.  Inputs are not validated here: the layer
+        that owns the network validates its input."""
         mp = self.masked_params(params, xp)
-        out, c = self.apply(mp, x, xp)
+        out, c = self.apply(mp, x, xp, context)
         return out, (mp, c)
 
-    def solve_by_degree(self, params, step, n, dtype, block=None):
+    def solve_by_degree(self, params, step, n, dtype, block=None, context=None):
         """Evaluate the network one degree at a time while its own input is being produced: the sequential
         inverse of an autoregressive layer, each unit computed once (NumPy only; see Notes).
 
@@ -262,6 +299,8 @@ class MADE:
         block : int, optional
             Degrees per block (see Notes); by default about ``UNITS_PER_BLOCK`` hidden units per block,
             and at least 4 degrees.
+        context : ndarray, optional
+            ``(n, C)``, for a conditional MADE: known from the start, its term joins the first layer's bias.
 
         Returns
         -------
@@ -309,7 +348,7 @@ class MADE:
         dtype = np.dtype(dtype)
         plan = self._plan_by_degree()
         if plan is None:
-            return self._solve_by_passes(params, step, n, dtype)
+            return self._solve_by_passes(params, step, n, dtype, context)
         units, bounds, inputs, need, known, per_step = plan
         if block is None:
             block = max(4, UNITS_PER_BLOCK * D // max(self.hidden))
@@ -318,6 +357,9 @@ class MADE:
         W = [(params[self._W[l]] * self.masks[l]).T.take(units[l], axis=0).take(inputs[l], axis=1)
              for l in range(L)]
         b = [params[self._b[l]].take(units[l])[:, None] for l in range(L)]
+        if self.context_dim is not None:        # the context's term, one column per sample: (units, n)
+            Wc = (params[self._W[0]][D:] * self.masks[0][D:]).take(units[0], axis=1)
+            b[0] = b[0] + Wc.T @ np.ascontiguousarray(context.T)
         xs = np.empty((D, n), dtype)                                 # coordinates by degree, feature-major
         acts = [np.empty((w, n), dtype) for w in self.sizes[1:]]     # every unit, in step order
         part = [np.empty((w, n), dtype) for w in self.sizes[1:]]     # the sums over inputs known before a block
@@ -357,7 +399,7 @@ class MADE:
         x[:, self.order] = xs.T
         return x
 
-    def _solve_by_passes(self, params, step, n, dtype):
+    def _solve_by_passes(self, params, step, n, dtype, context=None):
         """:meth:`solve_by_degree` by ``D`` full passes (masks that the degrees do not describe): pass ``t``
         evaluates the whole network on the coordinates solved so far (zeros elsewhere) and hands ``step`` the
         outputs of coordinate ``order[t]``, final because its inputs of lower degree all are."""
@@ -367,19 +409,22 @@ class MADE:
         x_t = np.empty(n, dtype)
         cols = np.arange(k) * D
         for t, i in enumerate(self.order):
-            out = self.apply(mp, x)[0]
+            out = self.apply(mp, x, np, context)[0]
             step(t, np.ascontiguousarray(out[:, cols + i].T), x_t)
             x[:, i] = x_t
         return x
 
     def backward(self, params, dout, cache, need_dx=True):
-        """``(dx, grads)`` for the cotangent ``dout`` of the output; ``dx`` is None if not ``need_dx``."""
+        """``(dx, grads)`` for the cotangent ``dout`` of the output; ``dx`` is None if not ``need_dx``.  A
+        conditional MADE returns ``(dx, grads, dcontext)``."""
         mp, c = cache
-        dx, grads = self.mlp.backward(mp, dout, c, need_dx=need_dx)
+        out = self.mlp.backward(mp, dout, c, need_dx=need_dx)
+        grads = out[1]
         for W, m in zip(self._W, self.masks):
             grads[W] = grads[W] * m
-        return dx, grads
+        return out
 
     def __repr__(self):
+        ctx = "" if self.context_dim is None else f", context_dim={self.context_dim}"
         return (f"MADE(dim={self.dim}, k={self.k}, hidden={self.hidden}, activation={self.activation!r}, "
-                f"order={self.order.tolist()})")
+                f"order={self.order.tolist()}{ctx})")

@@ -1,7 +1,8 @@
 """A multilayer perceptron with a hand-written backward: the conditioner of coupling layers.
 
 Layer ``l`` computes ``h_{l+1} = act(h_l @ W_l + b_l)`` (batch first, ``W_l`` of shape ``(in, out)``); the last
-layer has no activation.  Parameters: ``W0, b0, W1, b1, ...``.
+layer has no activation.  Parameters: ``W0, b0, W1, b1, ...``.  A conditional MLP (``context_dim=C``) reads a
+context ``(N, C)`` as ``C`` more input columns: its first layer sees ``[x, context]``.
 """
 import functools
 
@@ -70,6 +71,15 @@ def activation_grad_(name, g, a):
     return g
 
 
+def check_context_dim(owner, context_dim):
+    """``context_dim`` as None (not conditional) or an int >= 1; ``ValueError`` otherwise."""
+    if context_dim is None:
+        return None
+    if isinstance(context_dim, (bool, np.bool_)) or not isinstance(context_dim, (int, np.integer)) or context_dim < 1:
+        raise ValueError(f"{owner}: context_dim must be None or an integer >= 1, got {context_dim!r}")
+    return int(context_dim)
+
+
 def hidden_bias_init(rng, fan_in):
     """Hidden-layer biases drawn from :math:`U(-1/\\sqrt{n}, 1/\\sqrt{n})`, ``n`` = each unit's fan-in.
 
@@ -100,6 +110,11 @@ class MLP:
     prefix : str
         Prepended to every parameter key (``"net."`` gives ``net.W0``), so a layer that owns the MLP
         passes its own flat dict straight through, with no per-call copying of sub-dicts.
+    context_dim : int, optional
+        C: the network also reads a context ``(N, C)``, concatenated to its input (``W0`` has ``n_in + C``
+        rows, the last C of which multiply the context), as nflows' and zuko's coupling conditioners do
+        (``torch.cat((x, context), dim=-1)``).  ``forward`` then needs the context and ``backward`` returns
+        its cotangent as a third value.
 
     Notes
     -----
@@ -111,17 +126,26 @@ class MLP:
     * :math:`\\bar h_{l-1} = \\bar a_l \\odot \\phi'(h_{l-1})`, with :math:`\\phi'` read off :math:`a_l`.
 
     The cache is the list of layer inputs :math:`a_0, \\dots, a_L`.
+
+    **Context.**  With :math:`a_0 = [x, c]` the map is the same MLP on more inputs, so the backward is the same
+    too: the first layer's :math:`\\bar a_0 = \\bar h_0 W_0^T` has ``n_in + C`` columns, of which the first
+    ``n_in`` are :math:`\\bar x = \\bar h_0 W_0[:n_{in}]^T` and the last C are
+    :math:`\\bar c = \\bar h_0 W_0[n_{in}:]^T`, and :math:`\\bar W_0 = a_0^T\\bar h_0` stacks
+    :math:`x^T\\bar h_0` over :math:`c^T\\bar h_0`.
     Initialisation: :math:`W_l \\sim \\mathcal N(0, g/\\mathrm{fan\\_in})` with g = 2 for the ReLU family
     (He et al. 2015, arXiv:1502.01852) and g = 1 for tanh; hidden biases
     :math:`\\sim U(\\pm 1/\\sqrt{\\mathrm{fan\\_in}})` (PyTorch's ``nn.Linear`` default, see
     :func:`hidden_bias_init`); output biases zero.
     """
 
-    def __init__(self, n_in, n_out, hidden=(64, 64), activation="relu", zero_last=False, prefix=""):
+    def __init__(self, n_in, n_out, hidden=(64, 64), activation="relu", zero_last=False, prefix="",
+                 context_dim=None):
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLP: unknown activation {activation!r}; choose one of {ACTIVATIONS}")
-        self.sizes = (int(n_in),) + tuple(int(h) for h in hidden) + (int(n_out),)
-        if min(self.sizes) < 1:
+        self.context_dim = check_context_dim("MLP", context_dim)
+        self.n_in = int(n_in)
+        self.sizes = (self.n_in + (self.context_dim or 0),) + tuple(int(h) for h in hidden) + (int(n_out),)
+        if min(self.sizes + (self.n_in,)) < 1:
             raise ValueError(f"MLP: every layer needs at least one unit, got sizes {self.sizes}")
         self.activation, self.zero_last = activation, bool(zero_last)
         self.n_layers = len(self.sizes) - 1
@@ -150,9 +174,17 @@ class MLP:
             p[self._b[l]] = (np.zeros(fan_out) if last else hidden_bias_init(rng, np.full(fan_out, fan_in))).astype(dtype)
         return p
 
-    def forward(self, params, x, xp=np):
-        """``(out, cache)``: ``x`` is ``(N, n_in)``, ``out`` is ``(N, n_out)``.  Inputs are not validated
-        here: the layer that owns the MLP validates its own input."""
+    def forward(self, params, x, xp=np, context=None):
+        """``(out, cache)``: ``x`` is ``(N, n_in)``, ``out`` is ``(N, n_out)``; ``context`` ``(N, C)`` for a
+        conditional network (required then, ignored otherwise).  Inputs are not validated here: the layer that
+        owns the MLP validates its own input."""
+        if self.context_dim is not None:
+            if context is None:
+                raise ValueError(f"{self!r}: a conditional network needs a context of shape (N, {self.context_dim})")
+            if xp is not np:
+                x = xp.concatenate([x, context], axis=1)
+            elif x.shape[1] + self.context_dim > AUGMENT_MAX:    # (a narrow one is assembled with the ones below)
+                x = np.concatenate([x, context], axis=1)
         acts = [x]
         h = x
         last = self.n_layers - 1
@@ -171,7 +203,11 @@ class MLP:
             W, b = params[self._W[l]], params[self._b[l]]
             if l == 0 and W.shape[0] <= AUGMENT_MAX:
                 xa = np.empty((x.shape[0], W.shape[0] + 1), x.dtype)
-                xa[:, :-1] = x
+                if x.shape[1] == W.shape[0]:
+                    xa[:, :-1] = x
+                else:                                           # [x, context, 1]
+                    xa[:, :x.shape[1]] = x
+                    xa[:, x.shape[1]:-1] = context
                 xa[:, -1] = 1.0
                 acts[0] = xa
                 h = xa @ np.concatenate([W, b[None]])
@@ -185,7 +221,8 @@ class MLP:
 
     def backward(self, params, dout, cache, need_dx=True):
         """``(dx, grads)`` for the cotangent ``dout`` ``(N, n_out)`` of the output; ``dx`` ``(N, n_in)`` is None
-        if not ``need_dx``; ``grads`` has the keys and shapes of the parameters.
+        if not ``need_dx``; ``grads`` has the keys and shapes of the parameters.  A conditional network returns
+        ``(dx, grads, dcontext)``, ``dcontext`` ``(N, C)`` (computed also when not ``need_dx``).
 
         Notes
         -----
@@ -206,7 +243,10 @@ class MLP:
            ELU :math:`1` for :math:`a > 0` and :math:`a + 1` otherwise (:math:`\\phi' = e^h = \\phi(h) + 1` there).
 
         At :math:`l = 0`, :math:`\\bar a_0 = \\bar x` is the input cotangent (skipped when ``need_dx`` is
-        False, as for a MADE whose input cotangent its caller adds itself).
+        False, as for a MADE whose input cotangent its caller adds itself).  For a conditional network
+        :math:`a_0 = [x, c]`, and :math:`\\bar a_0 = \\bar h_0 W_0^T` splits into :math:`\\bar x` (the first
+        ``n_in`` columns) and :math:`\\bar c` (the last C; alone, :math:`\\bar h_0 W_0[n_{in}:]^T`, when
+        not ``need_dx``).
         """
         grads = {}
         g = dout
@@ -219,6 +259,12 @@ class MLP:
             else:
                 grads[self._W[l]] = a.T @ g
                 grads[self._b[l]] = ones @ g
+            if l == 0 and self.context_dim is not None:
+                W0 = params[self._W[0]]
+                if not need_dx:
+                    return None, grads, g @ W0[self.n_in:].T
+                g = g @ W0.T
+                return g[:, :self.n_in], grads, g[:, self.n_in:]
             if l == 0 and not need_dx:
                 return None, grads
             g = g @ params[self._W[l]].T
@@ -227,4 +273,5 @@ class MLP:
         return g, grads
 
     def __repr__(self):
-        return f"MLP(sizes={self.sizes}, activation={self.activation!r}, zero_last={self.zero_last})"
+        ctx = "" if self.context_dim is None else f", context_dim={self.context_dim}"
+        return f"MLP(sizes={self.sizes}, activation={self.activation!r}, zero_last={self.zero_last}{ctx})"

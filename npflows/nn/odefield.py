@@ -8,7 +8,7 @@ Dynamics for Scalable Reversible Generative Models", arXiv:1810.01367.
 """
 import numpy as np
 
-from .mlp import hidden_bias_init
+from .mlp import check_context_dim, hidden_bias_init
 
 FIELD_ACTIVATIONS = ("tanh", "softplus")
 
@@ -102,7 +102,9 @@ class ODEField:
 
     Layer ``l`` computes :math:`h_l = a_l W_l + b_l`, :math:`a_{l+1} = \\sigma(h_l)` for :math:`l < L`,
     with :math:`a_0 = [z, t]` and output :math:`f = h_L`.  ``W_l`` is ``(in, out)``; the first layer's
-    input has ``D + 1`` rows, the last of which multiplies t.  ``hidden=()`` gives the affine field
+    input has ``D + 1`` rows, the last of which multiplies t.  A conditional field (``context_dim=C``,
+    :math:`f(z, t; c)`) reads :math:`a_0 = [z, t, c]`: ``W0`` has ``D + 1 + C`` rows, the last C for the
+    context, which is constant in time.  ``hidden=()`` gives the affine field
     :math:`f = z W_0[:D] + t W_0[D] + b_0` (per sample :math:`A z + c(t)` with :math:`A = W_0[:D]^T`).
 
     Parameters
@@ -115,6 +117,10 @@ class ODEField:
         Smooth activations only: the trace's gradient needs :math:`\\sigma''`.
     prefix : str
         Prepended to every parameter key.
+    context_dim : int, optional
+        C: the field also reads a context ``(N, C)``, one row per sample, constant along the trajectory (an
+        extra input, as zuko's ``CNF`` concatenates its context to the field's input); every method then takes
+        it as ``context=`` and :meth:`vjp` also returns its cotangent.
 
     Notes
     -----
@@ -154,6 +160,13 @@ class ODEField:
                 \\qquad \\bar{\\dot h}_{l-1} = \\sigma'(h_{l-1})\\odot\\bar{\\dot a}_l ;
 
     * finally :math:`\\bar z = \\bar h_0 W_0[:D]^T` (the time column's cotangent is not needed).
+
+    **Context.**  :math:`h_0 = z W_0[:D] + t W_0[D] + c\\,W_0[D+1:] + b_0`: the context is one more input of
+    the first layer, which no tangent of z moves (:math:`\\dot h_0 = v W_0[:D]` as before).  So it is reached
+    only through the primal pre-activation :math:`h_0`, whose cotangent :math:`\\bar h_0` above already collects
+    both the field's path and the trace's (the :math:`\\sigma''` term), and
+    :math:`\\bar c = \\bar h_0 W_0[D+1:]^T`, :math:`\\bar W_0[D+1:] = c^T\\bar h_0` (per sample: the continuous
+    adjoint integrates :math:`\\bar c` like a parameter's gradient, one row per sample).
 
     With ``c = 0`` this is the plain VJP :math:`a^T J` and the tangent work is skipped.  Chen et al. 2018
     (arXiv:1806.07366, eq. 4 and appendix B) need :math:`a^T\\partial f/\\partial z` and
@@ -195,7 +208,7 @@ class ODEField:
     flow starts as the identity).
     """
 
-    def __init__(self, dim, hidden=(32, 32), activation="tanh", prefix=""):
+    def __init__(self, dim, hidden=(32, 32), activation="tanh", prefix="", context_dim=None):
         if activation not in FIELD_ACTIVATIONS:
             raise ValueError(f"ODEField: unknown activation {activation!r}; choose one of {FIELD_ACTIVATIONS}")
         self.dim = int(dim)
@@ -204,7 +217,8 @@ class ODEField:
         self.hidden = tuple(int(h) for h in hidden)
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"ODEField: hidden widths must be positive, got {self.hidden}")
-        self.sizes = (self.dim + 1,) + self.hidden + (self.dim,)
+        self.context_dim = check_context_dim("ODEField", context_dim)
+        self.sizes = (self.dim + 1 + (self.context_dim or 0),) + self.hidden + (self.dim,)
         self.activation, self.prefix = activation, str(prefix)
         self.n_layers = len(self.sizes) - 1
         self.W = [f"{prefix}W{l}" for l in range(self.n_layers)]
@@ -227,11 +241,22 @@ class ODEField:
         return p
 
     # ------------------------------------------------------------------ forward passes (traceable)
-    def _primal(self, params, z, t, xp):
+    def _bias0(self, params, t, context):
+        """The first layer's terms that are not z's: :math:`t W_0[D] + b_0` (one row), plus :math:`c W_0[D+1:]`
+        for a conditional field (one row per sample)."""
+        W0 = params[self.W[0]]
+        c0 = t * W0[self.dim] + params[self.b[0]]
+        if self.context_dim is None:
+            return c0
+        if context is None:
+            raise ValueError(f"{self!r}: a conditional field needs a context of shape (N, {self.context_dim})")
+        return c0 + context @ W0[self.dim + 1:]
+
+    def _primal(self, params, z, t, xp, context=None):
         """The output ``f``, and the activations ``a_{l+1}`` and derivatives ``act'(h_l)`` of every hidden
         layer."""
         W0 = params[self.W[0]]
-        h = z @ W0[:self.dim] + (t * W0[self.dim] + params[self.b[0]])      # one pass adds time and bias
+        h = z @ W0[:self.dim] + self._bias0(params, t, context)      # one pass adds time, bias (and context)
         acts, d1s = [], []
         for l in range(1, self.n_layers):
             a, d1 = _act(self.activation, h, xp)
@@ -240,11 +265,11 @@ class ODEField:
             h = a @ params[self.W[l]] + params[self.b[l]]
         return h, acts, d1s
 
-    def forward(self, params, z, t, xp=np, work=None):
+    def forward(self, params, z, t, xp=np, work=None, context=None):
         """:math:`f(z, t)`, shape ``(N, D)``; ``t`` a scalar.  ``work``: see :meth:`f_and_trace`."""
         if work is not None:
-            return self._primal_into(params, z, t, self._work(work, xp))[0]
-        return self._primal(params, z, t, xp)[0]
+            return self._primal_into(params, z, t, self._work(work, xp), context)[0]
+        return self._primal(params, z, t, xp, context)[0]
 
     def _tangents(self, params, V, d1s):
         """The tangents :math:`\\dot h_l` ``(N or 1, K, H)`` of every layer for the tangent tensor ``V``."""
@@ -255,9 +280,9 @@ class ODEField:
             hd.append((ad.reshape(-1, W.shape[0]) @ W).reshape(ad.shape[0], ad.shape[1], W.shape[1]))
         return hd
 
-    def jvp(self, params, z, t, v, xp=np):
+    def jvp(self, params, z, t, v, xp=np, context=None):
         """``(f, J v)`` for a tangent ``v`` ``(N, D)`` of z."""
-        f, _, d1s = self._primal(params, z, t, xp)
+        f, _, d1s = self._primal(params, z, t, xp, context)
         return f, self._tangents(params, v[:, None, :], d1s)[-1][:, 0, :]
 
     def _probe_tensor(self, probe, xp, dtype):
@@ -265,7 +290,7 @@ class ODEField:
         probe ``(N, 1, D)``."""
         return xp.eye(self.dim, dtype=dtype)[None] if probe is None else probe[:, None, :]
 
-    def f_and_trace(self, params, z, t, probe=None, xp=np, work=None):
+    def f_and_trace(self, params, z, t, probe=None, xp=np, work=None, context=None):
         """``(f, q)``: the field and the exact trace of :math:`\\partial f/\\partial z` (``probe=None``) or
         Hutchinson's estimate :math:`\\epsilon^T(\\partial f/\\partial z)\\epsilon` (``probe`` = ε, ``(N, D)``);
         ``q`` has shape ``(N,)``.
@@ -276,7 +301,7 @@ class ODEField:
         (see the class Notes, "Work arrays").  The returned arrays are always new."""
         if work is not None:
             work = self._work(work, xp)
-            f, _, d1s = self._primal_into(params, z, t, work)
+            f, _, d1s = self._primal_into(params, z, t, work, context)
             if self._folds(probe):
                 (s0, s1), M = d1s, self._trace_matrix(params)
                 P = np.matmul(s0, M, out=_buf(work, "s0M", s1.shape, np.result_type(s0, M)))
@@ -284,7 +309,7 @@ class ODEField:
             V = self._probe_tensor(probe, np, f.dtype)
             Jv = self._tangents_into(params, V, d1s, work)[0][-1]
         else:
-            f, _, d1s = self._primal(params, z, t, xp)
+            f, _, d1s = self._primal(params, z, t, xp, context)
             if self._folds(probe):
                 return f, xp.einsum("nj,nj->n", d1s[0] @ self._trace_matrix(params), d1s[1])
             V = self._probe_tensor(probe, xp, f.dtype)
@@ -303,9 +328,9 @@ class ODEField:
         W0, W1, W2 = (params[k] for k in self.W)
         return W1 * (W0[:self.dim].T @ W2.T)
 
-    def jacobian(self, params, z, t):
+    def jacobian(self, params, z, t, context=None):
         """The full Jacobian :math:`\\partial f/\\partial z` per sample, ``(N, D, D)`` (row i = output i)."""
-        f, _, d1s = self._primal(params, z, t, np)
+        f, _, d1s = self._primal(params, z, t, np, context)
         Jv = self._tangents(params, np.eye(self.dim, dtype=f.dtype)[None], d1s)[-1]     # Jv[n, k, i] = dF_i/dz_k
         return np.broadcast_to(np.swapaxes(Jv, 1, 2), (z.shape[0], self.dim, self.dim))
 
@@ -318,12 +343,12 @@ class ODEField:
             raise TypeError(f"{self!r}: work must be a dict (or None), got {type(work).__name__}")
         return work
 
-    def _primal_into(self, params, z, t, work):
+    def _primal_into(self, params, z, t, work, context=None):
         """:meth:`_primal` with the hidden layers' arrays in ``work``; the output ``f`` is a new array.  Before
         a tanh the layer computes :math:`-2h` directly, with :math:`-2W` and :math:`-2b` (tiny arrays): scaling
         by a power of two is exact, so this is the traceable code's ``-2.0 * h`` bit for bit, one pass fewer."""
         W0 = params[self.W[0]]
-        c0 = t * W0[self.dim] + params[self.b[0]]
+        c0 = self._bias0(params, t, context)
         acts, d1s = [], []
         last = self.n_layers == 1
         k = None if last or self.activation != "tanh" else -2.0
@@ -348,7 +373,7 @@ class ODEField:
         hd, ads = [V @ params[self.W[0]][:self.dim]], []
         for l in range(1, self.n_layers):
             d1, prev, W = d1s[l - 1], hd[-1], params[self.W[l]]
-            n, k = max(d1.shape[0], prev.shape[0]), prev.shape[1]
+            n, k = np.broadcast_shapes(d1.shape[:1], prev.shape[:1])[0], prev.shape[1]   # (an empty batch: 0)
             ad = np.multiply(d1[:, None, :], prev, out=_buf(work, f"ad{l}", (n, k, d1.shape[1]),
                                                              np.result_type(d1, prev)))
             out = _buf(work, f"hd{l}", (n, k, W.shape[1]), np.result_type(ad, W))
@@ -358,17 +383,17 @@ class ODEField:
         return hd, ads
 
     # ------------------------------------------------------------------ reverse mode (NumPy)
-    def vjp(self, params, z, t, a, c=None, probe=None, work=None):
+    def vjp(self, params, z, t, a, c=None, probe=None, work=None, context=None):
         """``(f, dz, grads)``: the field and the gradient of :math:`\\sum_n a_n^T f_n + c_n q_n` in z and in
         every parameter (q the exact trace, or Hutchinson's estimate with ``probe``); ``c=None`` drops the
-        trace term.  See the class Notes for the derivation.  ``work``: as in :meth:`f_and_trace` (None: a
-        fresh dict for this call)."""
+        trace term.  A conditional field returns ``(f, dz, grads, dcontext)``.  See the class Notes for the
+        derivation.  ``work``: as in :meth:`f_and_trace` (None: a fresh dict for this call)."""
         work = {} if work is None else self._work(work, np)
         D = self.dim
         use_q = c is not None and np.any(c)
         if use_q and self._folds(probe):
-            return self._vjp_folded(params, z, t, a, c, work)
-        f, acts, d1s = self._primal_into(params, z, t, work)
+            return self._vjp_folded(params, z, t, a, c, work, context)
+        f, acts, d1s = self._primal_into(params, z, t, work, context)
         if use_q:
             V = self._probe_tensor(probe, np, f.dtype)
             hd, ads = self._tangents_into(params, V, d1s, work)
@@ -382,8 +407,12 @@ class ODEField:
                 W0 = z.T @ h_bar
                 if use_q:
                     W0 = W0 + (hd_bar.sum(0) if probe is None else np.einsum("nkd,nkh->dh", V, hd_bar))
-                grads[self.W[0]] = np.concatenate([W0, (t * grads[self.b[0]])[None]], axis=0)
-                return f, h_bar @ W[:D].T, {k: grads[k] for k in self.keys}
+                rows = [W0, (t * grads[self.b[0]])[None]]
+                if self.context_dim is not None:           # h_0 += context W_0[D+1:]
+                    rows.append(context.T @ h_bar)
+                grads[self.W[0]] = np.concatenate(rows, axis=0)
+                out = f, h_bar @ W[:D].T, {k: grads[k] for k in self.keys}
+                return out if self.context_dim is None else out + (h_bar @ W[D + 1:].T,)
             a_prev, d1 = acts[l - 1], d1s[l - 1]
             gW = a_prev.T @ h_bar
             a_bar = np.matmul(h_bar, W.T, out=_buf(work, f"a_bar{l}", d1.shape, np.result_type(h_bar, W)))
@@ -407,12 +436,12 @@ class ODEField:
                 h_bar = np.multiply(d1, a_bar, out=h_bar_prev)
             grads[self.W[l]] = gW
 
-    def _vjp_folded(self, params, z, t, a, c, work):
+    def _vjp_folded(self, params, z, t, a, c, work, context=None):
         """:meth:`vjp` with the exact trace of a two-hidden-layer field as the bilinear form
         :math:`q = \\sigma'_0{}^T M \\sigma'_1` (the Notes, "Two hidden layers"): every array is ``(N, H)``."""
         D = self.dim
         W0, W1, W2 = (params[k] for k in self.W)
-        f, (a1, a2), (s0, s1) = self._primal_into(params, z, t, work)
+        f, (a1, a2), (s0, s1) = self._primal_into(params, z, t, work, context)
         C = W0[:D].T @ W2.T                                    # (H0, H1); M = W1 * C
         M = W1 * C
         cc = c[:, None]
@@ -437,10 +466,15 @@ class ODEField:
                                                              np.result_type(s0, a1_bar))), g0)
         # first layer: h0 = z W0[:D] + t W0[D] + b0, and C = W0[:D]^T W2^T in the trace
         gb0 = h0_bar.sum(0)
-        gW0 = np.concatenate([z.T @ h0_bar + (C_bar @ W2).T, (t * gb0)[None]], axis=0)
+        rows = [z.T @ h0_bar + (C_bar @ W2).T, (t * gb0)[None]]
+        if self.context_dim is not None:                       # h0 += context W0[D+1:]
+            rows.append(context.T @ h0_bar)
+        gW0 = np.concatenate(rows, axis=0)
         grads = {self.W[0]: gW0, self.b[0]: gb0, self.W[1]: gW1, self.b[1]: gb1,
                  self.W[2]: gW2 + C_bar.T @ W0[:D].T, self.b[2]: gb2}
-        return f, h0_bar @ W0[:D].T, {k: grads[k] for k in self.keys}
+        out = f, h0_bar @ W0[:D].T, {k: grads[k] for k in self.keys}
+        return out if self.context_dim is None else out + (h0_bar @ W0[D + 1:].T,)
 
     def __repr__(self):
-        return f"ODEField(dim={self.dim}, hidden={self.hidden}, activation={self.activation!r})"
+        ctx = "" if self.context_dim is None else f", context_dim={self.context_dim}"
+        return f"ODEField(dim={self.dim}, hidden={self.hidden}, activation={self.activation!r}{ctx})"
