@@ -56,7 +56,13 @@ _IMAGE_CERT = ("an image layer of issue 13: its 50-digit reference is being comp
 _RESIDUAL = "the ResidualBlock (issue 14): its 50-digit reference (validation/reference.py) is being written"
 _COND_PLANAR = ("ConditionalPlanar (issue 15): a context input is not yet part of the case format (the conditional "
                 "layers' cases, issue 15 part 1, add it); its harness checks run")
+_CONDITIONAL = ("a conditional layer (issue 15 part 1): a context input is not yet part of the case format (next: "
+                "a context input and pullback.dcontext in the format, the context in reference.py, conditional "
+                "nflows/zuko adapters); its harness checks, the context's cotangent included, run")
 PENDING = {
+    **{name: _CONDITIONAL for name in ("cond_affine_coupling", "cond_additive_coupling", "cond_spline_coupling",
+                                       "cond_realnvp_actnorm", "cond_maf", "cond_iaf_gated",
+                                       "cond_autoregressive_spline", "cond_cnf", "cond_cnf_inverse")},
     "conditional_planar_3_ctx2": _COND_PLANAR,
     "conditional_planar_2_ctx4": _COND_PLANAR,
     "conditional_planar_folding": _COND_PLANAR,
