@@ -116,12 +116,88 @@ class BernoulliDecoder:
         dl = dlogp[:, None] * (x - _sigmoid(logits))
         return self.net.backward(params, dl, nc)
 
-    def mean(self, params, z):
-        """The pixel probabilities :math:`\\mathrm{sigmoid}(l)` at ``z``, shape ``(N, D)``."""
+    def decode(self, params, z):
+        """The pixel probabilities :math:`\\mathrm{sigmoid}(l)` at ``z`` (the decoder's mean), shape ``(N, D)``."""
         return _sigmoid(self.net.forward(params, z)[0])
 
     def __repr__(self):
         return f"BernoulliDecoder(data_dim={self.data_dim}, latent_dim={self.latent_dim}, hidden={self.hidden})"
+
+
+class FlowDecoder:
+    """:math:`p_\\theta(x \\mid z)` a conditional normalizing flow with context :math:`z`: continuous data
+    ``(N, D)`` (for images: dequantized and logit-transformed, :mod:`npflows.dequantize`).
+
+    Parameters
+    ----------
+    bijector : Bijector
+        A conditional bijector on R^D with ``context_dim`` = L whose ``forward`` maps data to the base (a
+        conditional MAF, ``npflows.maf(D, ..., context_dim=L)``, or conditional couplings), as in a
+        :class:`~npflows.NormalizingFlow`.
+    latent_dim : int
+        L; the bijector's ``context_dim`` must equal it.
+
+    Notes
+    -----
+    With :math:`u = g(x; z)` the bijector's forward and the base :math:`\\mathcal N(0, I_D)`,
+    :math:`\\log p(x \\mid z) = -\\tfrac12\\lVert u\\rVert^2 - \\tfrac D2\\log 2\\pi + \\log|\\det
+    \\partial u/\\partial x|` (the change of variables for fixed :math:`z`).  A cotangent :math:`\\bar\\ell_n`
+    of it gives the bijector's cotangents :math:`\\bar u_n = -\\bar\\ell_n u_n` (the base's pullback) and
+    :math:`\\overline{\\mathrm{logdet}}_n = \\bar\\ell_n`, and the bijector's backward returns the parameter
+    gradients and, because its forward was given the context, :math:`\\bar z` (the contract's
+    ``(dx, grads, dcontext)``): the path by which the decoder's likelihood trains the encoder.
+    """
+
+    kind = "flow"
+
+    def __init__(self, bijector, latent_dim):
+        from .distributions import StandardNormal
+        self.bijector, self.latent_dim = bijector, int(latent_dim)
+        if getattr(bijector, "context_dim", None) != self.latent_dim:
+            raise ValueError(f"FlowDecoder: the bijector must be conditional with context_dim = latent_dim = "
+                             f"{self.latent_dim}, got context_dim {getattr(bijector, 'context_dim', None)}")
+        if bijector.event_shape is None or len(bijector.event_shape) != 1:
+            raise ValueError(f"FlowDecoder: needs a bijector on vectors (N, D), got event shape {bijector.event_shape}")
+        self.data_dim = self.dim = bijector.dim
+        self.base = StandardNormal(self.data_dim)
+
+    def param_shapes(self):
+        return self.bijector.param_shapes()
+
+    def init(self, rng, dtype=np.float64):
+        return self.bijector.init(rng, dtype=dtype)
+
+    def check_data(self, owner, x):
+        check_event(owner, x, (self.data_dim,), what="data")
+
+    def log_prob(self, params, x, z, xp=np):
+        """``(log p(x | z), cache)``, shape ``(N,)``."""
+        try:
+            u, logdet, cache = self.bijector.forward(params, x, context=z, xp=xp)
+        except ERRORS as e:
+            raise in_layer(e, "VAE decoder (FlowDecoder)") from None
+        return self.base.log_prob({}, u, xp) + logdet, (u, cache)
+
+    def log_prob_backward(self, params, dlogp, cache):
+        """``(dz, grads)`` for the cotangent ``dlogp`` ``(N,)`` of :meth:`log_prob`."""
+        u, bcache = cache
+        du, _ = self.base.log_prob_backward({}, u, dlogp)
+        try:
+            _, grads, dz = self.bijector.backward(params, du, dlogp, bcache)
+        except ERRORS as e:
+            raise in_layer(e, "VAE decoder (FlowDecoder) backward") from None
+        return dz, grads
+
+    def decode(self, params, z, rng=None, temperature=1.0):
+        """Data points for the latents ``z`` ``(N, L)``: the bijector's inverse at base draws scaled by
+        ``temperature`` (from ``rng``), or at the base's mode 0 when ``rng`` is None."""
+        n = z.shape[0]
+        u = np.zeros((n, self.data_dim), z.dtype) if rng is None else \
+            (temperature * rng.standard_normal((n, self.data_dim))).astype(z.dtype)
+        return self.bijector.inverse(params, u, context=z)[0]
+
+    def __repr__(self):
+        return f"FlowDecoder({self.bijector!r}, latent_dim={self.latent_dim})"
 
 
 def planar_posterior(latent_dim, n_flows, context_dim=None):
@@ -458,12 +534,13 @@ class VAE:
         return total / samples, peak + np.log(scaled) - math.log(samples)
 
     def reconstruct(self, params, x):
-        """The decoder's mean at the posterior's point for :math:`\\epsilon = 0`, :math:`z = f(\\mu(x); h(x))`."""
+        """The decoder's output (:meth:`BernoulliDecoder.decode`, :meth:`FlowDecoder.decode`) at the posterior's
+        point for :math:`\\epsilon = 0`, :math:`z = f(\\mu(x); h(x))`."""
         owner = "VAE.reconstruct"
         self._check(owner, params, x)
         pd, _ = self._split(params)
         zk = self.posterior_sample(params, x, np.zeros((x.shape[0], self.latent_dim), x.dtype))[0]
-        return self.decoder.mean(pd, zk)
+        return self.decoder.decode(pd, zk)
 
     def latent(self, params, x):
         """:math:`f(\\mu(x); h(x))`, the posterior's point for :math:`\\epsilon = 0`, ``(N, L)``."""
@@ -471,13 +548,19 @@ class VAE:
         self._check(owner, params, x)
         return self.posterior_sample(params, x, np.zeros((x.shape[0], self.latent_dim), x.dtype))[0]
 
-    def sample(self, params, n, rng, dtype=np.float64):
-        """The decoder's mean at ``n`` prior draws :math:`z \\sim \\mathcal N(0, I_L)`, ``(n, D)``."""
+    def sample(self, params, n, rng, dtype=np.float64, temperature=None):
+        """The decoder's output at ``n`` prior draws :math:`z \\sim \\mathcal N(0, I_L)`, ``(n, D)``: the pixel
+        probabilities of a :class:`BernoulliDecoder`; for a :class:`FlowDecoder`, its inverse at the base's mode
+        (``temperature`` None) or at base draws scaled by ``temperature`` (from ``rng`` too)."""
         n, rng = check_count("VAE.sample", n), check_rng("VAE.sample", rng)
         self.check_params(params, dtype)
         pd, _ = self._split(params)
         z = rng.standard_normal((n, self.latent_dim)).astype(dtype, copy=False)
-        return self.decoder.mean(pd, z)
+        if temperature is None:
+            return self.decoder.decode(pd, z)
+        if not isinstance(self.decoder, FlowDecoder):
+            raise ValueError("VAE.sample: a temperature applies to a FlowDecoder's base draws only")
+        return self.decoder.decode(pd, z, rng, temperature)
 
     def __repr__(self):
         return (f"VAE(data_dim={self.data_dim}, latent_dim={self.latent_dim}, hidden={self.hidden}, "

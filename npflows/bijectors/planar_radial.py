@@ -609,11 +609,16 @@ class ConditionalPlanar(Bijector):
         s = (1.0 - t) * (1.0 + t)
         return y - t[:, None] * U_hat, -xp.log(t * t + s * sp)
 
-    def _explain(self, direction, params, x):
-        if direction == "backward":
+    def _explain(self, direction, params, x, context=None):
+        if direction == "backward" or context is None:
             return None
-        return ("u_hat = u + k w with k = (m - c)/|w(h)|^2 overflows where the context makes w(h) = w + h Cw "
-                "vanish (the planar map has no direction there), or the input itself is out of range")
+        W = params["w"] + context @ params["Cw"]
+        ww = np.sum(W * W, axis=1)
+        i = int(np.argmin(ww))
+        if ww[i] < np.finfo(ww.dtype).tiny ** 0.5:
+            return (f"the context of sample {i} makes w(h) = w + h Cw vanish (|w(h)|^2 = {ww[i]:.3g}), where the "
+                    f"planar map has no direction and u_hat = u + (m - c) w/|w|^2 overflows")
+        return None
 
     def __repr__(self):
         return f"ConditionalPlanar(dim={self.dim}, context_dim={self.context_dim})"
