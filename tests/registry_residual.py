@@ -8,8 +8,9 @@
   except ``residual_exact_tanh_unscaled``'s second layer, which is put below c/2 (the identity branch, through
   sigma <= ||V||_F).  Only elementwise arithmetic (no LAPACK or BLAS), so the inputs are the same bits on every
   machine, as the golden cases need.
-* The estimator entries fix their probe vectors (``probes=``) and the roulette's length (``roulette_n=``), so
-  their estimate is a deterministic function of the inputs that another implementation reproduces.  Their
+* The estimator entries fix their probe vectors (``probes=``; Gaussian ones rounded to multiples of 2^-20, so
+  that they are the same numbers in float32) and the roulette's length (``roulette_n=``), so their estimate is
+  a deterministic function of the inputs that another implementation reproduces.  Their
   logdet is an estimate, not log det(I + J_g), so each states its own reference for the harness's brute-force
   check (``Case.logdet_reference``): the same estimator computed from the dense autograd Jacobian J of the whole
   forward map, ``mean_p sum_k (-1)^(k+1) w_k v_p^T (J - I)^k v_p / k``, with the weights
@@ -71,8 +72,8 @@ def _block(dim, hidden, n=4, below=(), estimator=False, probe_kind="gaussian", *
         kw2 = dict(kw)
         if estimator:
             P = kw2.pop("n_probes", 2)
-            probes = rng.standard_normal((P, dim)) if probe_kind == "gaussian" else \
-                rng.choice(np.array([-1.0, 1.0]), size=(P, dim))
+            probes = np.ldexp(np.round(np.ldexp(rng.standard_normal((P, dim)), 20)), -20) \
+                if probe_kind == "gaussian" else rng.choice(np.array([-1.0, 1.0]), size=(P, dim))
             kw2["probes"] = probes
         b = ResidualBlock(dim, hidden=hidden, lipschitz=C, inv_tol=1e-12, **kw2)
         p = perturbed(b, rng, 0.5)

@@ -53,7 +53,6 @@ TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 # Registry entries that cannot (yet) be turned into cases, with the reason.  The coverage test reports
 # them as expected failures rather than passing silently.
 _IMAGE_CERT = ("an image layer of issue 13: its 50-digit reference is being computed (an hour on two busy cores)")
-_RESIDUAL = "the ResidualBlock (issue 14): its 50-digit reference (validation/reference.py) is being written"
 _COND_PLANAR = ("ConditionalPlanar (issue 15): a context input is not yet part of the case format (the conditional "
                 "layers' cases, issue 15 part 1, add it); its harness checks run")
 _CONDITIONAL = ("a conditional layer (issue 15 part 1): a context input is not yet part of the case format (next: "
@@ -67,11 +66,6 @@ PENDING = {
     "conditional_planar_2_ctx4": _COND_PLANAR,
     "conditional_planar_folding": _COND_PLANAR,
     "conditional_planar_chain": _COND_PLANAR,
-    "residual_exact_lipswish": _RESIDUAL,
-    "residual_exact_elu_power": _RESIDUAL,
-    "residual_exact_tanh_unscaled": _RESIDUAL,
-    "residual_series_lipswish": _RESIDUAL,
-    "residual_roulette_elu_power": _RESIDUAL,
 }
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the

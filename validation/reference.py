@@ -1007,6 +1007,165 @@ def multiscale_inverse(T, P, z):
     return h, ld
 
 
+# --------------------------------------------------------------------------- README "ResidualBlock"
+LIPSWISH_DIVISOR = mp.mpf(11) / 10
+
+
+def _res_act(name, v):
+    """``(phi(v), phi'(v))`` of the block's activation for one (real or complex) number."""
+    if name == "lipswish":                          # v sigmoid(v) / 1.1
+        s = sigmoid1(v)
+        return v * s / LIPSWISH_DIVISOR, s * (1 + v * (1 - s)) / LIPSWISH_DIVISOR
+    if name == "elu":
+        if mp.re(v) > 0:
+            return v, mp.mpf(1)
+        e = mp.exp(v)
+        return e - 1, e
+    t = mp.tanh(v)
+    return t, 1 - t * t
+
+
+def _res_sigma_exact(V):
+    """The largest singular value of ``V``, analytic in its entries (for the complex step): the top eigenpair
+    ``(lambda, q)`` of the real Gram matrix ``G`` of Re V (``mp.eigsy``), then ``sqrt(q^T G(V) q)`` with the
+    complex Gram matrix; at real V this is ``sqrt(lambda)``, and a complex perturbation of V changes it by the
+    first-order term ``q^T dG q`` (the eigenvalue's derivative), exactly as the complex step needs."""
+    A = V.T @ V if V.shape[1] <= V.shape[0] else V @ V.T        # the smaller Gram matrix
+    n = A.shape[0]
+    E, Q = mp.eigsy(mp.matrix([[mp.re(A[i, j]) for j in range(n)] for i in range(n)]))
+    k = max(range(n), key=lambda i: E[i])
+    q = [Q[i, k] for i in range(n)]
+    return mp.sqrt(mp.fsum(q[i] * A[i, j] * q[j] for i in range(n) for j in range(n)))
+
+
+def _res_sigma_power(V, steps):
+    """The power-iteration estimate: from ``v_0 = (1, ..., 1)/sqrt(n)``, ``v <- V^T V v / |V^T V v|`` ``steps``
+    times, then ``|V v|`` (norms as ``sqrt(sum of squares)``, analytic)."""
+    n = V.shape[1]
+    v = np.array([1 / mp.sqrt(n)] * n, dtype=object)
+    for _ in range(steps):
+        sv = (V @ v) @ V
+        v = sv / mp.sqrt(mp.fsum(e * e for e in sv))
+    t = V @ v
+    return mp.sqrt(mp.fsum(e * e for e in t))
+
+
+def _res_weights(T, P):
+    """The effective weights ``W_l = V_l min(1, c / sigma(V_l))`` (branch on the real part) and the biases."""
+    c = mp.mpf(T["lipschitz"])
+    Ws, bs = [], []
+    for l in range(len(T["hidden"]) + 1):
+        V = P[f"net.V{l}"]
+        sigma = _res_sigma_exact(V) if T["spectral"] == "exact" else _res_sigma_power(V, T["n_power_iter"])
+        Ws.append(V * (c / sigma) if mp.re(sigma) > c else V)
+        bs.append(P[f"net.b{l}"])
+    return Ws, bs
+
+
+def _res_g(T, Ws, bs, x):
+    """``(g(x), J_g(x))`` for one point ``x`` ``(D,)``: ``h_l = a_l W_l + b_l``, ``a_{l+1} = phi(h_l)``, and the
+    Jacobian ``dg/dx = W_L^T diag(phi'(h_{L-1})) ... diag(phi'(h_0)) W_0^T`` (``D x D``, row i = output i)."""
+    h = x @ Ws[0] + bs[0]
+    Jx = Ws[0].T                                      # d h_0 / d x
+    for l in range(1, len(Ws)):
+        a, d1 = zip(*[_res_act(T["activation"], v) for v in h])
+        h = np.array(a, dtype=object) @ Ws[l] + bs[l]
+        Jx = Ws[l].T @ (np.array(d1, dtype=object)[:, None] * Jx)
+    return h, Jx
+
+
+def _res_term_weights(T, n):
+    """``w_k = 1 / P(N >= k)``, k = 0..n: 1 for the series; for the roulette 1 up to ``n_exact + 1`` and
+    ``(1 - p)^-(k - n_exact - 1)`` beyond."""
+    if T["logdet"] != "roulette":
+        return [mp.mpf(1)] * (n + 1)
+    q = 1 - mp.mpf(T["roulette_p"])
+    return [mp.mpf(1) if k <= T["n_exact"] + 1 else q ** -(k - T["n_exact"] - 1) for k in range(n + 1)]
+
+
+def _res_estimate(T, G):
+    """The stochastic logdet at the stored probes for one point with ``J_g = G`` (``D x D``, any indexable):
+    ``(1/P) sum_p sum_{k=1}^{n} (-1)^(k+1) w_k v_p^T G^k v_p / k``, as a list of terms (see ``ldtotal``)."""
+    probes = [[mp.mpf(e) for e in v] for v in T["probes"]]
+    n = T["n_terms"] if T["logdet"] == "series" else T["roulette_n"]
+    w = _res_term_weights(T, n)
+    D = len(probes[0])
+    terms = []
+    for v in probes:
+        u = list(v)
+        for k in range(1, n + 1):
+            u = [mp.fsum(G[i, j] * u[j] for j in range(D)) for i in range(D)]
+            terms.append((-1) ** (k + 1) * w[k] * mp.fsum(v[i] * u[i] for i in range(D)) / (k * len(probes)))
+    return terms
+
+
+def residual_logdet_from_jacobian(T, J):
+    """The logdet a ``ResidualBlock`` with a stochastic logdet states, from the Jacobian ``J = I + J_g`` of its
+    forward map at one point (an mp.matrix or a float array): the estimator applied to ``J - I`` (the check of
+    the estimate against a brute-force Jacobian).  None for every other transform (whose logdet is log|det J|)."""
+    if T["type"] != "ResidualBlock" or T["logdet"] == "exact":
+        return None
+    D = len(T["probes"][0])
+    G = np.empty((D, D), dtype=object)
+    for i in range(D):
+        for j in range(D):
+            G[i, j] = mp.mpf(J[i, j]) - (1 if i == j else 0)
+    return mp.fsum(_res_estimate(T, G))
+
+
+def residual_forward(T, P, x):
+    """``y = x + g(x)``; logdet ``log det(I + J_g)`` or the estimator at the stored probes."""
+    Ws, bs = _res_weights(T, P)
+    y = np.empty(x.shape, dtype=object)
+    ld = np.empty(x.shape[0], dtype=object)
+    for n in range(x.shape[0]):
+        g, G = _res_g(T, Ws, bs, x[n])
+        y[n] = x[n] + g
+        if T["logdet"] == "exact":
+            d = mp.det(mp.eye(x.shape[1]) + mp.matrix(G.tolist()))
+            v = mp.log(d if mp.re(d) > 0 else -d)
+            ld[n] = abs(v) if _MAGNITUDES[-1] else v           # one term (see ``ldterm``)
+        else:
+            ld[n] = ldtotal(_res_estimate(T, G))
+    return y, ld
+
+
+def residual_inverse(T, P, y):
+    """``x`` with ``x + g(x) = y``: 20 fixed-point steps from ``x = y``, then Newton
+    ``x <- x - (I + J_g)^-1 (x + g(x) - y)`` to 1e-45; logdet minus the forward's at x."""
+    Ws, bs = _res_weights(T, P)
+    D = y.shape[1]
+    x = np.empty(y.shape, dtype=object)
+    for n in range(y.shape[0]):
+        xn = y[n].copy()
+        for _ in range(20):
+            xn = y[n] - _res_g(T, Ws, bs, xn)[0]
+        for _ in range(100):
+            g, G = _res_g(T, Ws, bs, xn)
+            r = xn + g - y[n]
+            step = mp.lu_solve(mp.eye(D) + mp.matrix(G.tolist()), mp.matrix(list(r)))
+            xn = np.array([xn[i] - step[i] for i in range(D)], dtype=object)
+            if max(abs(step[i]) for i in range(D)) < mp.mpf(10) ** -45 * (1 + max(abs(e) for e in xn)):
+                break
+        else:
+            raise ArithmeticError("residual block reference inverse: Newton did not converge")
+        x[n] = xn
+    ld = residual_forward(T, P, x)[1]
+    return x, -ld
+
+
+LOGDET_FROM_JACOBIAN = {"ResidualBlock": residual_logdet_from_jacobian}
+"""Types whose logdet is not log|det J| of their own Jacobian J (a stochastic estimate): ``f(T, J)`` gives the
+stated logdet from J at one point, or None where it is log|det J| after all."""
+
+
+def logdet_from_jacobian(T, J):
+    """The logdet the transform ``T`` states at one point from its Jacobian ``J`` (``D x D``), where that is not
+    log|det J| (see :data:`LOGDET_FROM_JACOBIAN`); None where it is."""
+    f = LOGDET_FROM_JACOBIAN.get(T["type"])
+    return None if f is None else f(T, J)
+
+
 FORWARD = {
     "ElementwiseAffine": affine_forward, "ActNorm": affine_forward, "LeakyReLU": leaky_forward,
     "Sigmoid": sigmoid_forward, "Logit": logit_forward, "Permutation": perm_forward,
@@ -1020,6 +1179,7 @@ FORWARD = {
     "ActNorm2d": actnorm2d_forward, "Invertible1x1Conv": conv1x1_forward, "LUInvertible1x1Conv": lu_conv_forward,
     "MultiScale": multiscale_forward, "MaskedConv2d": masked_conv_forward,
     "ImageAffineCoupling": image_affine_forward, "ImageAdditiveCoupling": image_additive_forward,
+    "ResidualBlock": residual_forward,
 }
 INVERSE = {
     "ElementwiseAffine": affine_inverse, "ActNorm": affine_inverse, "LeakyReLU": leaky_inverse,
@@ -1036,6 +1196,7 @@ INVERSE = {
     "MultiScale": multiscale_inverse, "MaskedConv2d": masked_conv_inverse,
     "ImageAffineCoupling": image_affine_inverse,
     "ImageAdditiveCoupling": lambda T, P, y: image_additive_forward(T, P, y, sign=-1),
+    "ResidualBlock": residual_inverse,
 }
 
 

@@ -382,6 +382,19 @@ REARRANGE = [
             "shows where every entry goes (the ordering convention, readable in the file)", _positions),
 ]
 
+def _far_inputs(scale):
+    """The base case's inputs times ``scale`` (elementwise, so the same bits everywhere)."""
+    def make(b, p, x, rng):
+        return p, x * scale
+    return make
+
+
+RESIDUAL = [
+    Variant("far_inputs", "the inputs times 40 (|x| up to ~100): hidden pre-activations of tens, the activations' "
+            "saturated tails (LipSwish's sigmoid within e^-30 of 0 or 1, ELU's exp(-40), tanh at +-1), so J_g "
+            "and its derivatives come from the few unsaturated units", _far_inputs(40.0)),
+]
+
 VARIANTS = {
     "Reshape": REARRANGE,
     "Squeeze": REARRANGE,
@@ -424,4 +437,5 @@ VARIANTS = {
     "RationalQuadraticSpline": SPLINE,
     "SplineCoupling": SPLINE,
     "MaskedSplineAutoregressive": SPLINE[1:],          # no on_knots: its knots move with the other coordinates
+    "ResidualBlock": RESIDUAL,
 }
