@@ -25,11 +25,13 @@ roulette length per call), then:
   means, since the roulette's length is shared by a call);
 * ``sd``: the standard deviation of one sample's estimate around its own mean (pooled over the points): the
   noise of one probe;
-* ``ms/sample``: forward (the logdet with y) and forward + backward, per row (timed on the aligned block; the
-  cost does not depend on the values): the median over repeats of one call on the whole batch divided by the
-  batch size (``time_call``: >= 20 calls and >= 1 s, 3 warm-up calls;
-  ``--quick``: 3 calls), one BLAS thread (``threadpoolctl.threadpool_limits(1)``), OpenBLAS's own kernel
-  (``use_native_kernel``: a forced ``OPENBLAS_CORETYPE`` is undone by re-executing the script);
+* ``ms/sample``: forward (the logdet with y) and forward + backward, per row: the median over repeats of one
+  call on ``--time-points`` rows (512) of the aligned block (the cost does not depend on the values) divided by
+  that number; every call of every estimator timed in rotation (``time_interleaved``: >= 20 calls and >= 1 s
+  each, 3 warm-up calls; ``--quick``: 3 calls), so drifting load hits all alike; one BLAS thread
+  (``threadpoolctl.threadpool_limits(1)``), OpenBLAS's own kernel (``use_native_kernel``: a forced
+  ``OPENBLAS_CORETYPE`` is undone by re-executing the script).  Every call includes the spectral normalisation
+  (an SVD of every weight), printed on its own;
 * ``expected terms``: n, or E[N] = n_exact + 1/p = 4 for the roulette;
 * memory: tracemalloc's peak of one forward + backward of the series with 10 terms and of the roulette,
   with the gradient by backpropagation through the terms (``grad="backprop"``, which keeps every term's
@@ -57,7 +59,7 @@ import scipy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this checkout's npflows
 import npflows  # noqa: E402
 from npflows.bijectors.residual import ResidualBlock  # noqa: E402
-from _bench_util import blas_lines, env_lines, fmt_table, time_call, use_native_kernel  # noqa: E402
+from _bench_util import blas_lines, env_lines, fmt_table, time_interleaved, use_native_kernel  # noqa: E402
 
 C, SERIES_TERMS, N_EXACT, P = 0.9, (2, 5, 10, 20), 2, 0.5
 
@@ -103,25 +105,28 @@ def bench_dim(D, args, threadpool_limits):
     hidden = hidden_for(D, args.hidden)
     exact = make_block(D, hidden)
     x = np.random.default_rng([14, D, 2]).standard_normal((args.points, D))
+    xt = np.random.default_rng([14, D, 3]).standard_normal((args.time_points, D))
     reps = dict(min_repeats=3, min_time=0.0, warmup=1) if args.quick else dict(min_repeats=20, min_time=1.0)
-    ones = np.ones(args.points)
-
-    def costs(block, params):
-        def fwd():
-            return block.forward(params, x, rng=np.random.default_rng(1))
-
-        def step():
-            yy, ll, cc = fwd()
-            return block.backward(params, np.zeros_like(yy), ones, cc)
-        with threadpool_limits(limits=1):
-            t_f = time_call(fwd, **reps)[0]
-            t_b = time_call(step, **reps)[0]
-        return t_f / args.points, t_b / args.points
-
+    ones = np.ones(args.time_points)
     aligned = block_params(D, hidden, "aligned")
-    cost = {"exact": costs(exact, aligned)}
-    for name, kw, _ in estimators():
-        cost[name] = costs(make_block(D, hidden, **kw), aligned)
+    blocks = {"exact": exact, **{name: make_block(D, hidden, **kw) for name, kw, _ in estimators()}}
+
+    def fwd(block):
+        return lambda: block.forward(aligned, xt, rng=np.random.default_rng(1))
+
+    def step(block):
+        def run():
+            yy, ll, cc = block.forward(aligned, xt, rng=np.random.default_rng(1))
+            return block.backward(aligned, np.zeros_like(yy), ones, cc)
+        return run
+    fns = {("weights", "fwd"): lambda: exact.net.effective(aligned)}
+    for name, block in blocks.items():
+        fns[(name, "fwd")], fns[(name, "step")] = fwd(block), step(block)
+    with threadpool_limits(limits=1):                   # every callable timed in rotation (drifting load)
+        t = time_interleaved(fns, **reps)
+    cost = {name: (t[(name, "fwd")][0] / args.time_points, t[(name, "step")][0] / args.time_points)
+            for name in blocks}
+    svd_ms = t[("weights", "fwd")][0]
     out = {}
     for kind in ("random", "aligned"):
         params = block_params(D, hidden, kind)
@@ -153,6 +158,9 @@ def bench_dim(D, args, threadpool_limits):
                      ("series 40", dict(logdet="series", n_terms=40))):
         mb = {g: peak_mb(make_block(D, hidden, grad=g, **kw), aligned, x) for g in ("backprop", "neumann")}
         mem.append([name, f"{mb['backprop']:.2f}", f"{mb['neumann']:.2f}", f"{mb['backprop'] / mb['neumann']:.1f}x"])
+    print(f"D = {D}: cost per sample from one call on {args.time_points} points (median of >= {reps['min_repeats']} "
+          f"calls, all timed in rotation); it includes the spectral normalisation, {svd_ms:.2f} ms per call (an SVD "
+          f"of every V), {svd_ms / args.time_points:.4f} ms per sample at this batch")
     print(f"D = {D}: memory of one forward + backward over {args.points} points (tracemalloc peak, MiB):")
     print(fmt_table(["estimator", "grad=backprop", "grad=neumann", "saving"], mem))
     return out, mem
@@ -166,11 +174,12 @@ def main(argv=None):
                    help="hidden widths for every D (default 64 64 for D <= 16, 128 128 for D = 64)")
     p.add_argument("--points", type=int, default=64, help="points (rows of every call)")
     p.add_argument("--draws", type=int, default=200, help="calls per estimator for the bias and sd")
+    p.add_argument("--time-points", type=int, default=512, help="rows of the timed calls")
     p.add_argument("--quick", action="store_true", help="D = 2 and 16, 16 points, 10 draws, 3 timed calls: a smoke run")
     args = p.parse_args(argv)
     announce_quick(args)
     if args.quick:
-        args.dims, args.points, args.draws = [d for d in args.dims if d <= 16] or [2], 16, 10
+        args.dims, args.points, args.draws, args.time_points = [d for d in args.dims if d <= 16] or [2], 16, 10, 32
     from threadpoolctl import threadpool_info, threadpool_limits
     print("The residual block's logdet estimators against the exact logdet")
     for line in env_lines(np, scipy, extra=["BLAS pinned to 1 thread with threadpoolctl.threadpool_limits(1) "

@@ -352,3 +352,20 @@ def test_residual_flow_builder_and_loss_and_grad_without_rng():
     loss, g = flow.loss_and_grad(p, x)
     assert np.isfinite(loss) and set(g) == set(p)
     assert loss == flow.loss_and_grad(p, x)[0]
+
+
+def test_large_layers_take_the_gram_matrix_path_with_the_same_gradients():
+    """Weights wider than GRAM_FROM on both sides get sigma and its singular vectors from the top eigenpair of
+    the smaller Gram matrix instead of an SVD: the harness's autograd and numpy-vs-traced checks on such a
+    block (hidden 17 x 18, exact spectral norm)."""
+    import harness
+    from npflows.nn.lipschitz import GRAM_FROM
+    from registry import Case, perturbed
+    rng = np.random.default_rng(0)
+    b = ResidualBlock(2, hidden=(GRAM_FROM + 1, GRAM_FROM + 2), inv_tol=1e-12)
+    p = perturbed(b, rng, 0.3)
+    assert min(p["net.V1"].shape) > GRAM_FROM
+    case = Case(b, p, rng.standard_normal((4, 2)))
+    harness.check_numpy_path_matches_traced(case)
+    harness.check_backward_autograd(case, np.random.default_rng(1))
+    harness.check_round_trip(case)
