@@ -6,7 +6,7 @@ approximate posterior :math:`q_\\phi(z \\mid x)`.  Here the posterior is the enc
 through a flow :math:`f` in its sampling direction (a bijector's ``forward``, as in a
 :class:`~npflows.PushForward`)::
 
-    vae = VAE(64, latent_dim=2, hidden=(128,), flow=planar_posterior(2, 8))   # or flow=None, or an IAF
+    vae = VAE(64, 2, hidden=(128,), flow=planar_posterior(2, 8, 16), context_dim=16)  # or flow=None, an IAF
     params = vae.init(rng)
     loss, grads = vae.loss_and_grad(params, x_batch, rng)     # -ELBO of the batch and its gradient
     params, state = npflows.adam(params, grads, state)
@@ -33,9 +33,10 @@ ENC, DEC, FLOW = "enc.", "dec.", "flow."
 """Key prefixes of the encoder, decoder and posterior-flow parameters in a VAE's flat dict."""
 BINARY_THRESHOLD = 8
 """:func:`binarize`: a digits pixel (grey level 0..16) is 1 when it is at least this."""
-CHUNK_ROWS = 1 << 15
-"""Rows (images x samples) per pass of :meth:`VAE.bounds`: 32768 rows of a 128-wide hidden layer are 32 MiB
-in float64."""
+CHUNK_ROWS = 4096
+"""Rows (images x samples) per pass of :meth:`VAE.bounds`.  Each pass keeps every layer's activations (the
+forward passes build their backward caches): 4096 rows of a 128-wide MLP are 4 MiB in float64, and of a
+64-D autoregressive spline decoder (5 layers, MADE 256-256, 25 outputs per pixel) about 200 MiB."""
 
 
 def binarize(images, threshold=BINARY_THRESHOLD, dtype=np.float64):
