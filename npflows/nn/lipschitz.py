@@ -136,14 +136,19 @@ class LipschitzMLP:
     change of :math:`u_1, v_1` vanish because they stay unit vectors and :math:`V v_1 = \\sigma u_1`).  At a
     repeated top singular value :math:`\\sigma` is not differentiable (its subdifferential is the convex hull
     of :math:`u v^T` over the top singular subspace); the code returns :math:`u_1 v_1^T` for the pair LAPACK
-    returns, one subgradient.  This happens on a set of measure zero.
+    returns, one subgradient.  This happens on a set of measure zero.  The pair comes from an SVD, or for weights
+    wider than :data:`GRAM_FROM` on both sides from the top eigenpair of the smaller Gram matrix
+    (:func:`top_singular`); the traceable path (``xp`` = autograd) takes ``svd(V, compute_uv=False)[0]``, whose
+    autograd derivative is the same :math:`u_1 v_1^T`.
 
     *Power iteration* (Miyato et al. 2018, without their persistent vector): from :math:`v_0` =
     :func:`power_start`, for :math:`k = 1..K`: :math:`t_k = V v_{k-1}`, :math:`s_k = V^T t_k`,
     :math:`v_k = s_k/\\lVert s_k\\rVert`; then :math:`t_F = V v_K` and :math:`\\hat\\sigma = \\lVert t_F\\rVert`.
     :math:`\\hat\\sigma \\le \\sigma` always (a Rayleigh quotient), so :math:`\\lVert W\\rVert_2 =
-    c\\sigma/\\hat\\sigma` may exceed c by the iteration's relative error, which decays like
-    :math:`(\\sigma_2/\\sigma_1)^{2K}` (``tests/test_residual.py`` states and checks the slack).  Its backward is
+    c\\sigma/\\hat\\sigma` may exceed c by the iteration's relative error: :math:`v_K` deviates from
+    :math:`v_1` by about :math:`(\\sigma_2/\\sigma_1)^{2K}`, and the Rayleigh quotient by the square of that,
+    :math:`(\\sigma_2/\\sigma_1)^{4K}`, slow where the top two singular values are close (``tests/test_residual.py``
+    states and checks the slack).  Its backward is
     the reverse of the unrolled iteration, from :math:`\\bar\\sigma`:
 
     1. :math:`\\bar t_F = \\bar\\sigma\\,t_F/\\hat\\sigma`; :math:`\\bar V \\mathrel{+}= \\bar t_F v_K^T`;
