@@ -219,8 +219,8 @@ def plot_densities(path, fits, separations, models, dpi, n_grid=160):
                 flow, params = fits[(name, s)]
                 fn = lambda g, f=flow, p=params: f.log_prob(p, g)   # noqa: E731
             xx, yy, lp = density_grid(fn, xlim, ylim, n_grid)
-            mesh = ax.pcolormesh(xx, yy, np.clip(lp / math.log(10.0), -10.0, 0.0), shading="auto",
-                                 cmap="viridis", vmin=-10.0, vmax=-0.5, rasterized=True)
+            mesh = ax.contourf(xx, yy, np.clip(lp / math.log(10.0), -10.0, -0.5), levels=np.linspace(-10, -0.5, 20),
+                               cmap="viridis")
             (x0, x1), (y0, y1) = bridge_box(s)
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="w", ls="--", lw=0.8))
             ax.set_title(f"{name}, s = {s:g}", fontsize=9)
@@ -229,7 +229,7 @@ def plot_densities(path, fits, separations, models, dpi, n_grid=160):
                 ax.set_ylabel("$x_2$", fontsize=8)
             if i == len(rows) - 1:
                 ax.set_xlabel("$x_1$", fontsize=8)
-    fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=0.7, label="log10 density (clipped at -10)")
+    fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=0.7, label="log10 density (bands of 0.5; clipped at -10)")
     fig.suptitle("Two modes at separation s: model densities; dashed: the bridge region B", fontsize=10)
     fig.savefig(path, dpi=dpi)
 
@@ -280,7 +280,7 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=100_000, help="model samples for the Monte Carlo check of P(B)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     p.add_argument("--out", default="out", help="directory for the PNGs")
-    p.add_argument("--dpi", type=int, default=90, help="resolution of the PNGs")
+    p.add_argument("--dpi", type=int, default=80, help="resolution of the PNGs")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs even if matplotlib is installed")
     p.add_argument("--quick", action="store_true", help="60 steps, 2,000 points, small grids: a smoke run")
     args = p.parse_args(argv)
