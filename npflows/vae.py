@@ -343,7 +343,8 @@ class VAE:
             raise ValueError(f"VAE: the posterior flow takes a context of size {flow_context}, but context_dim is "
                              f"{self.context_dim}")
         if flow is None and self.context_dim:
-            raise ValueError("VAE: context_dim > 0 needs a conditional posterior flow (planar_posterior with a context_dim, iaf_posterior)")
+            raise ValueError("VAE: context_dim > 0 needs a conditional posterior flow (planar_posterior with a "
+                             "context_dim, iaf_posterior)")
         self._dec_keys = list(self.decoder.param_shapes())
         self._flow_keys = list(flow.param_shapes()) if flow is not None else []
 

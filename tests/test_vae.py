@@ -134,8 +134,8 @@ def test_log_weights_equal_log_joint_minus_log_posterior_recomputed(name):
 def test_importance_weights_average_to_p_of_x_by_quadrature(name):
     """The identity under every bound: E_q[p(x, z)/q(z|x)] = p(x) exactly, for any q with the right log q.
     A 2-D latent space, log p(x) = log of the integral of p(x|z) N(z; 0, I) over z by the trapezoid rule on
-    [-7, 7]^2 (401^2 nodes, a step of 0.035; the prior's mass outside is below 1e-10 and the integrand is smooth at these
-    O(1) weights, so the quadrature error is far below the tolerance).  The encoder is set to give a q
+    [-7, 7]^2 (401^2 nodes, a step of 0.035; the prior's mass outside is below 1e-10 and the integrand is
+    smooth at these O(1) weights, so the quadrature error is far below the tolerance).  The encoder is set to give a q
     wider than the prior (sigma about e^0.4), so the weights w = exp(ell - log p(x)) are bounded and their
     sample standard error is a reliable yardstick: their mean over K = 20000 draws must be 1 within 4
     standard errors (a wrong log-determinant or entropy term moves it by O(1)).  vae.bounds on the same
