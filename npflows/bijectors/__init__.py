@@ -47,3 +47,6 @@ __all__ += ["ResidualBlock", "residual_flow"]
 
 from .planar_radial import ConditionalPlanar  # noqa: E402
 __all__ += ["ConditionalPlanar"]
+
+from .gaussianization import RBIG, MarginalGaussianization, fit_marginal, fit_rbig  # noqa: E402
+__all__ += ["MarginalGaussianization", "RBIG", "fit_rbig", "fit_marginal"]
