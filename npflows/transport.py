@@ -85,8 +85,8 @@ def sinkhorn_log(a, b, C, eps, tol=1e-9, max_iter=10_000, init=None):
 
     Notes
     -----
-    **The problem** (Cuturi 2013; Peyré & Cuturi 2019, chapter 4, in its form with the KL divergence to :math:`ab^T`, which
-    differs from the entropy form by a constant on :math:`\\Pi(a, b)`):
+    **The problem** (Cuturi 2013; Peyré & Cuturi 2019, chapter 4, in its form with the KL divergence to
+    :math:`ab^T`, which differs from the entropy form by a constant on :math:`\\Pi(a, b)`):
 
     .. math:: P^\\varepsilon = \\arg\\min_{P\\in\\Pi(a, b)} \\langle P, C\\rangle
               + \\varepsilon\\,\\mathrm{KL}(P\\,\\|\\,a b^T),\\qquad
@@ -102,7 +102,8 @@ def sinkhorn_log(a, b, C, eps, tol=1e-9, max_iter=10_000, init=None):
     sums equal to :math:`b`:
 
     .. math:: f_i \\leftarrow -\\varepsilon\\log\\sum_j \\exp\\big(\\log b_j + (g_j - C_{ij})/\\varepsilon\\big),
-              \\qquad g_j \\leftarrow -\\varepsilon\\log\\sum_i \\exp\\big(\\log a_i + (f_i - C_{ij})/\\varepsilon\\big).
+              \\qquad
+              g_j \\leftarrow -\\varepsilon\\log\\sum_i \\exp\\big(\\log a_i + (f_i - C_{ij})/\\varepsilon\\big).
 
     This is Sinkhorn's matrix scaling :math:`P = \\mathrm{diag}(u) K \\mathrm{diag}(v)`,
     :math:`K = e^{-C/\\varepsilon}`, with :math:`u = a e^{f/\\varepsilon}`, :math:`v = b e^{g/\\varepsilon}`,
