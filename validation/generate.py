@@ -66,9 +66,6 @@ PENDING = {
     "conditional_planar_2_ctx4": _COND_PLANAR,
     "conditional_planar_folding": _COND_PLANAR,
     "conditional_planar_chain": _COND_PLANAR,
-    **{name: "Gaussianization (issue 14): the 50-digit reference (reference.py) is being written"
-       for name in ("gaussianization_marginal_k3_2d", "gaussianization_marginal_k5_3d", "gaussianization_marginal_k1_2d",
-                    "rbig_fitted_random_2layers", "rbig_fitted_pca_2layers")},
 }
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the

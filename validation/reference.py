@@ -1166,6 +1166,120 @@ def logdet_from_jacobian(T, J):
     return None if f is None else f(T, J)
 
 
+# --------------------------------------------------------------------------- README "MarginalGaussianization", "RBIG"
+
+def _ncdf(t):
+    """Phi(t) = erfc(-t/sqrt 2)/2, for real t and for the complex step's t = a + ib with |b| tiny against the
+    working precision's scale: Phi(a) + i b phi(a), exact to the working precision (the next terms are
+    O(b^2)).  (mpmath's complex erfc does not keep the relative accuracy of a tiny imaginary part: at a = -2.5
+    its complex-step derivative errs by 3e-8.)"""
+    if isinstance(t, mp.mpc):
+        a, b = mp.re(t), mp.im(t)
+        if b != 0:
+            if abs(b) > mp.mpf(10) ** -40 * (1 + abs(a)):
+                raise ArithmeticError("MarginalGaussianization reference: Phi of a complex number that is not a "
+                                      "complex step")
+            return mp.mpc(mp.erfc(-a / mp.sqrt(2)) / 2, b * mp.exp(-a * a / 2) / mp.sqrt(2 * mp.pi))
+        t = a
+    return mp.erfc(-t / mp.sqrt(2)) / 2
+
+
+def _log_ncdf_inv(lp):
+    """y with log Phi(y) = lp (lp <= log 1/2 on its real part; complex lp for the complex step): Newton on
+    log Phi, which is increasing and concave, from -sqrt(-2 Re lp) (or 0), first on the real part, then on lp."""
+    r = mp.re(lp)
+    y = -mp.sqrt(-2 * r) if r < -1 else mp.mpf(0)
+    for target, steps in ((r, 400), (lp, 20)):
+        for _ in range(steps):
+            P = _ncdf(y)
+            step = (mp.log(P) - target) * P / (mp.exp(-y * y / 2) / mp.sqrt(2 * mp.pi))
+            y = y - step
+            if abs(step) < mp.mpf(10) ** (-DPS + 5) * (1 + abs(y)):
+                break
+        else:
+            raise ArithmeticError("MarginalGaussianization reference: the inverse normal CDF did not converge")
+    return y
+
+
+def _mg_parts(P, d):
+    """Weights, centres and bandwidths of coordinate d: pi = softmax(logits), mu, h = exp(log_bandwidth)."""
+    lg = list(P["logits"][d])
+    m = max(lg, key=lambda v: mp.re(v))
+    e = [mp.exp(v - m) for v in lg]
+    tot = mp.fsum(e)
+    return [v / tot for v in e], list(P["centers"][d]), [mp.exp(v) for v in P["log_bandwidth"][d]]
+
+
+def _mg_scalar(pi, mu, h, x):
+    """(F(x), S(x) = 1 - F(x), log f(x)) of one coordinate's kernel mixture, each summed as written (S from
+    Phi(-z), so that it keeps its digits where F is close to 1)."""
+    z = [(x - m) / b for m, b in zip(mu, h)]
+    F = mp.fsum(w * _ncdf(v) for w, v in zip(pi, z))
+    S = mp.fsum(w * _ncdf(-v) for w, v in zip(pi, z))
+    f = mp.fsum(w * mp.exp(-v * v / 2) / (b * mp.sqrt(2 * mp.pi)) for w, v, b in zip(pi, z, h))
+    return F, S, mp.log(f)
+
+
+def marginal_gaussianization_forward(T, P, x):
+    """y_d = Phi^-1(F_d(x_d)) from the smaller tail (Phi^-1(F), or -Phi^-1(1 - F)); logdet = sum_d
+    [log f_d(x_d) - log phi(y_d)]."""
+    N, D = x.shape
+    y = np.empty((N, D), dtype=object)
+    terms = np.empty((N, D), dtype=object)
+    for d in range(D):
+        pi, mu, h = _mg_parts(P, d)
+        for n in range(N):
+            F, S, lf = _mg_scalar(pi, mu, h, x[n, d])
+            yv = _log_ncdf_inv(mp.log(F)) if mp.re(F) <= mp.re(S) else -_log_ncdf_inv(mp.log(S))
+            y[n, d] = yv
+            terms[n, d] = lf + yv * yv / 2 + mp.log(mp.sqrt(2 * mp.pi))
+    return y, ldsum(terms)
+
+
+def marginal_gaussianization_inverse(T, P, y):
+    """x_d = F_d^-1(Phi(y_d)): Newton on log F(x) = log Phi(y) (y <= 0) or log S(x) = log Phi(-y), safeguarded
+    by bisection of [min_k(mu_k + h_k y), max_k(mu_k + h_k y)]; logdet = -(log f(x) - log phi(y))."""
+    N, D = y.shape
+    x = np.empty((N, D), dtype=object)
+    terms = np.empty((N, D), dtype=object)
+    for d in range(D):
+        pi, mu, h = _mg_parts(P, d)
+        for n in range(N):
+            yv = y[n, d]
+            up = mp.re(yv) > 0
+            target = mp.log(_ncdf(-yv if up else yv))
+            ends = [m + b * yv for m, b in zip(mu, h)]
+            lo, hi = min(ends, key=mp.re), max(ends, key=mp.re)
+            a = (lo + hi) / 2
+            for _ in range(2000):
+                F, S, lf = _mg_scalar(pi, mu, h, a)
+                g = (target - mp.log(S)) if up else (mp.log(F) - target)       # increasing in a
+                if mp.re(g) < 0:
+                    lo = a
+                else:
+                    hi = a
+                dg = mp.exp(lf) / (S if up else F)
+                new = a - g / dg
+                if not (mp.re(lo) < mp.re(new) < mp.re(hi)):
+                    new = (lo + hi) / 2
+                if abs(new - a) < mp.mpf(10) ** (-DPS + 5) * (1 + abs(a)):
+                    a = new
+                    break
+                a = new
+            else:
+                raise ArithmeticError("MarginalGaussianization reference inverse: no convergence")
+            x[n, d] = a
+            terms[n, d] = -(_mg_scalar(pi, mu, h, a)[2] + yv * yv / 2 + mp.log(mp.sqrt(2 * mp.pi)))
+    return x, ldsum(terms)
+
+
+def rbig_layers(T):
+    """An RBIG description as its Sequential: n_layers pairs (MarginalGaussianization, Linear)."""
+    D, K = T["dim"], T["n_components"]
+    pair = [{"type": "MarginalGaussianization", "dim": D, "n_components": K}, {"type": "Linear", "dim": D}]
+    return {"type": "Sequential", "layers": pair * T["n_layers"]}
+
+
 FORWARD = {
     "ElementwiseAffine": affine_forward, "ActNorm": affine_forward, "LeakyReLU": leaky_forward,
     "Sigmoid": sigmoid_forward, "Logit": logit_forward, "Permutation": perm_forward,
@@ -1180,6 +1294,8 @@ FORWARD = {
     "MultiScale": multiscale_forward, "MaskedConv2d": masked_conv_forward,
     "ImageAffineCoupling": image_affine_forward, "ImageAdditiveCoupling": image_additive_forward,
     "ResidualBlock": residual_forward,
+    "MarginalGaussianization": marginal_gaussianization_forward,
+    "RBIG": lambda T, P, x: seq_forward(rbig_layers(T), P, x),
 }
 INVERSE = {
     "ElementwiseAffine": affine_inverse, "ActNorm": affine_inverse, "LeakyReLU": leaky_inverse,
@@ -1197,6 +1313,8 @@ INVERSE = {
     "ImageAffineCoupling": image_affine_inverse,
     "ImageAdditiveCoupling": lambda T, P, y: image_additive_forward(T, P, y, sign=-1),
     "ResidualBlock": residual_inverse,
+    "MarginalGaussianization": marginal_gaussianization_inverse,
+    "RBIG": lambda T, P, y: seq_inverse(rbig_layers(T), P, y),
 }
 
 

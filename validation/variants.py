@@ -395,6 +395,50 @@ RESIDUAL = [
             "and its derivatives come from the few unsaturated units", _far_inputs(40.0)),
 ]
 
+# --------------------------------------------------------------------------- Gaussianization
+
+
+def _mg_tails(zs):
+    """Inputs beyond the outermost centre of each coordinate, on both sides, at ``zs`` times the largest
+    bandwidth of that coordinate: the smaller tail probability far below the float range, where the stable
+    log-space formulas carry the map (elementwise NumPy from the stored parameters)."""
+    def make(b, p, x, rng):
+        mu, h = p["centers"], np.exp(p["log_bandwidth"])
+        N, D = x.shape
+        z = _grid(zs, (N, D))
+        side = _grid([-1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0], (N, D))
+        edge = np.where(side < 0, mu.min(axis=1), mu.max(axis=1))
+        return p, edge + side * z * h.max(axis=1)
+    return make
+
+
+def _mg_gap(b, p, x, rng):
+    """Two groups of centres far apart: the first half of the kernels (weight 0.3 in all) about -5, the rest
+    about +5, bandwidths about 0.5; inputs in the gap, -2 ... 2, where F is flat (about 0.3) and the density is
+    e^-18 ... e^-50: the forward's tiny logdets, and an inverse as ill-conditioned as dy/dx is small."""
+    D, K = p["centers"].shape
+    k = np.arange(K)
+    first = k < max(1, K // 2)
+    spread = rng.uniform(-0.3, 0.3, (D, K))
+    mu = np.where(first, -5.0, 5.0) + spread
+    s = np.log(0.5) + rng.uniform(-0.2, 0.2, (D, K))
+    w = np.where(first, 0.3 / first.sum(), 0.7 / max(1, (~first).sum())) if K > 1 else np.ones(K)
+    logits = np.broadcast_to(np.log(w), (D, K)) + rng.uniform(-0.1, 0.1, (D, K))
+    return {"centers": mu, "log_bandwidth": s, "logits": logits}, _grid([-2.0, 0.5, 2.0, -1.0, 0.0, 1.5, -0.5],
+                                                                         x.shape)
+
+
+GAUSSIANIZATION = [
+    Variant("tails", "inputs 10 ... 60 times the widest bandwidth beyond the outermost centres, both sides: tail "
+            "probabilities 1e-23 ... 1e-783 (below the float range; log-space formulas)", _mg_tails([10.0, 25.0, 60.0, 40.0, 15.0])),
+    Variant("far_tails", "inputs 1e3 ... 1e6 times the widest bandwidth beyond the outermost centres: y about as "
+            "large, logdets of modest size (no cancelling squares)", _mg_tails([1e3, 1e6, 3e4, 1e5, 3e3])),
+    Variant("between_distant_centres", "two groups of centres at about -5 and +5 (weights 0.3, 0.7), bandwidths about "
+            "0.5, inputs -2 ... 2 between them: CDF flat near 0.3, density e^-18 ... e^-50", _mg_gap,
+            lambda b: b.n_components > 1),
+]
+
+
 VARIANTS = {
     "Reshape": REARRANGE,
     "Squeeze": REARRANGE,
@@ -438,4 +482,5 @@ VARIANTS = {
     "SplineCoupling": SPLINE,
     "MaskedSplineAutoregressive": SPLINE[1:],          # no on_knots: its knots move with the other coordinates
     "ResidualBlock": RESIDUAL,
+    "MarginalGaussianization": GAUSSIANIZATION,
 }

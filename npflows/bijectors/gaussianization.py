@@ -260,7 +260,10 @@ class MarginalGaussianization(Bijector):
        :math:`1/|t|`), where the naive :math:`\\tilde y g - t_k` cancels two numbers of size :math:`|\\rho|`.
        Where :math:`u_j = t_j` (no tail), :math:`e_j = 1/m(t_j)` (:func:`inv_mills`).
     3. The weights: :math:`\\partial\\tilde y/\\partial a_k = m(\\tilde y)w_k` and, since
-       :math:`\\ell = \\log f - \\log\\phi(y)`, :math:`\\partial\\ell/\\partial a_k = v_k + \\tilde y\\,m(\\tilde y)w_k`;
+       :math:`\\ell = \\log f - \\log\\phi(y)`, :math:`\\partial\\ell/\\partial a_k = v_k + \\tilde y\\,m(\\tilde y)w_k
+       = (v_k - w_k) + \\lambda w_k` with :math:`\\lambda = 1 + \\tilde y\\,m(\\tilde y) = L'(\\tilde y)m(\\tilde y)`
+       (far out both weights concentrate on one kernel: its :math:`v_k - w_k` is formed as minus the sum of the
+       others', and :math:`\\lambda`, about :math:`1/\\tilde y^2`, by the continued fraction of :math:`L'`);
        so :math:`\\bar a_k = \\sum_n[\\sigma\\bar y\\,m(\\tilde y)w_k + \\bar\\ell(v_k + \\tilde y\\,m(\\tilde y)w_k)]`
        and through the softmax :math:`\\overline{\\mathrm{logits}}_k = \\bar a_k - \\pi_k\\sum_j\\bar a_j`.
     4. :math:`\\bar t_k = v_k(\\sigma\\bar y\\,g + \\bar\\ell\\,c_k)` and :math:`\\bar z_k = \\sigma\\bar t_k`.
@@ -482,7 +485,14 @@ class MarginalGaussianization(Bijector):
                 dx[sl] = np.sum(dz * alpha, axis=-1)
                 dmu -= np.sum(dz, axis=0) * alpha
                 ds -= np.sum(dz * (sig[..., None] * tk) + dl * v, axis=0)
-                da += np.sum(((sdy + dl[..., 0] * ytil) * my)[..., None] * w + dl * v, axis=0)
+                # d l/d a_k = v_k + y m(y) w_k = (v_k - w_k) + lambda w_k, lambda = 1 + y m(y) = L'(y) m(y): in the
+                # tail v and w both concentrate on one kernel, and v_k - w_k of the pivot (the largest v) is
+                # formed as minus the sum of the others' (sum_k (v_k - w_k) = 0), not as a difference of two 1s
+                dvw = v - w
+                piv = np.arange(v.shape[-1]) == np.argmax(v, axis=-1)[..., None]
+                dvw = np.where(piv, -np.sum(np.where(piv, 0.0, dvw), axis=-1, keepdims=True), dvw)
+                lam = log_mills_prime(ytil) * my
+                da += np.sum((sdy * my)[..., None] * w + dl * (dvw + lam[..., None] * w), axis=0)
         pi = np.exp(self._log_weights(p64["logits"]))
         dlogits = da - pi * da.sum(axis=1, keepdims=True)
         grads = {"centers": dmu, "log_bandwidth": ds, "logits": dlogits}
