@@ -50,10 +50,10 @@ At L = 32, batch 1024 the peak falls 8-11-fold (85.9 MiB to 10.2 MiB at d = 64) 
 median ratio over all sizes; 1.24-2.57 under the load; a second run at load 7-9 gave 1.33-2.04, median 1.66,
 and the same bytes to the byte: the picture in docs/images is from it).  The recomputed gradients of the
 trained flows (300 Adam steps from the identity) agree with the cached ones to 2e-15, their round trips are
-exact to 2e-15.  With random parameters 0.3 away from the identity ("random 0.3", worst over L = 8 and 32), a deep flow contracts some
-directions so hard that its inverse loses them: the round trip fails (errors up to 1e60) and so do the
-recomputed gradients (relative errors ~1 already at L = 8, d = 32).  Recomputation is exact only as far as the
-flow is invertible in floating point: check the round trip on one's own model first.
+exact to 2e-15.  With random parameters 0.3 away from the identity ("random 0.3", worst over L = 8 and 32),
+a deep flow contracts some directions so hard that its inverse loses them: the round trip fails (errors up to
+1e60) and so do the recomputed gradients (relative errors ~1 already at L = 8, d = 32).  Recomputation is exact
+only as far as the flow is invertible in floating point: check the round trip on one's own model first.
 
 Lesson: memory grows linearly in depth (1.1-2.6 kB per layer per sample here); inverting instead of caching
 makes it flat for ~1.7x the time.  It pays where memory is the limit (deep flows, large batches) and the flow
