@@ -109,7 +109,8 @@ def test_estimator_spread_and_rademacher_beats_gaussian():
     # the estimator is v^T L v with L = sum_k (-1)^(k+1) J^k / k = log(I + J) (to 1e-6); its symmetric part S
     L = sum((-1.0) ** (k + 1) * np.linalg.matrix_power(J, k) / k for k in range(1, 31))
     S = 0.5 * (L + L.T)
-    want = {"gaussian": np.sqrt(2 * np.sum(S * S)), "rademacher": np.sqrt(2 * (np.sum(S * S) - np.sum(np.diag(S) ** 2)))}
+    want = {"gaussian": np.sqrt(2 * np.sum(S * S)),
+            "rademacher": np.sqrt(2 * (np.sum(S * S) - np.sum(np.diag(S) ** 2)))}
     for probe in sd:   # a sample standard deviation of 20000 draws: relative error ~ 1/sqrt(2 * 20000) = 0.5%
         assert abs(sd[probe] / want[probe] - 1) < 0.05, (probe, sd[probe], want[probe])
     assert sd["rademacher"] < sd["gaussian"]
@@ -249,8 +250,9 @@ def test_lipschitz_bound_holds_after_every_update(spectral, slack):
 def test_inverse_converges_within_the_stated_count_and_grows_as_c_approaches_1():
     """The a-priori bound: the k-th step |x_k - x_{k-1}| <= c^(k-1) |x_1 - x_0|, so the stopping rule
     c/(1-c) |x_k - x_{k-1}| <= tol max(1, |x|) holds by k = ceil(log(tol max(1, |x|) (1-c) / |x_1 - x_0|) / log c);
-    the reported count is at most that (+ 1 for rounding) and grows with c.  Here g is affine (no hidden layer) with W = c Q, Q orthogonal with eigenvalues -1 and
-    e^(+-i 3pi/4), so the iteration contracts at exactly rate c."""
+    the reported count is at most that (+ 1 for rounding) and grows with c.  Here g is affine (no hidden layer)
+    with W = c Q, Q orthogonal with eigenvalues -1 and e^(+-i 3pi/4), so the iteration contracts at exactly
+    rate c."""
     rng = np.random.default_rng(0)
     D = 3
     th = 3 * np.pi / 4

@@ -73,9 +73,9 @@ GRAM_FROM = 16
 def top_singular(V):
     """``(sigma_1, u_1, v_1)``: the largest singular value of ``V`` ``(m, n)`` and its unit singular vectors
     (``V v_1 = sigma_1 u_1``).  A full SVD for small matrices; above :data:`GRAM_FROM`, the top eigenpair
-    :math:`(\lambda, q)` of the smaller Gram matrix (:math:`V^TV` or :math:`VV^T`), :math:`\sigma_1 = \sqrt\lambda`
-    and the other vector :math:`Vq/\sigma_1` (or :math:`V^Tq/\sigma_1`): the largest eigenvalue of a Gram matrix
-    has a relative error of a few eps, so :math:`\sigma_1` does too."""
+    :math:`(\\lambda, q)` of the smaller Gram matrix (:math:`V^TV` or :math:`VV^T`), :math:`\\sigma_1 =
+    \\sqrt\\lambda` and the other vector :math:`Vq/\\sigma_1` (or :math:`V^Tq/\\sigma_1`): the largest eigenvalue
+    of a Gram matrix has a relative error of a few eps, so :math:`\\sigma_1` does too."""
     m, n = V.shape
     if min(m, n) <= GRAM_FROM:
         U, S, Vt = np.linalg.svd(V, full_matrices=False)
@@ -219,7 +219,8 @@ class LipschitzMLP:
             fan_in, fan_out = self.sizes[l], self.sizes[l + 1]
             p[self.V[l]] = (rng.standard_normal((fan_in, fan_out)) / math.sqrt(fan_in)).astype(dtype)
             last = l == self.n_layers - 1
-            p[self.b[l]] = (np.zeros(fan_out) if last else hidden_bias_init(rng, np.full(fan_out, fan_in))).astype(dtype)
+            b = np.zeros(fan_out) if last else hidden_bias_init(rng, np.full(fan_out, fan_in))
+            p[self.b[l]] = b.astype(dtype)
         return p
 
     # ------------------------------------------------------------------ spectral normalisation
