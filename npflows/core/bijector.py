@@ -40,6 +40,8 @@ a context returns its cache wrapped in a :class:`ContextCache` (``cache.inner`` 
 * A context is checked once per public call: a float array of rank 2 (batch first), one row per sample,
   finite, in the input's dtype (float32 data with a float64 context is refused, not silently upcast), and
   of width ``context_dim`` for a conditional bijector; else ``ValueError``.
+* ``context`` is the third positional argument of ``forward`` and ``inverse``; ``xp`` (the tracing hook)
+  is passed by keyword, ``forward(params, x, context, xp=autograd.numpy)``.
 
 Writing a layer: a layer with no conditioner implements ``_forward(params, x, xp)``, ``_inverse(params, y,
 xp)`` and ``_backward(params, dy, dlogdet, cache) -> (dx, grads)`` and never sees a context.  A layer that
