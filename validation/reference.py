@@ -1286,7 +1286,7 @@ FORWARD = {
     "Linear": linear_forward, "LULinear": lu_forward, "AdditiveCoupling": additive_forward,
     "AffineCoupling": affine_coupling_forward, "Planar": planar_forward, "Radial": radial_forward,
     "Sequential": seq_forward, "Inverse": lambda T, P, x: inverse(T["base"], P, x),
-    "RecomputeSequential": seq_forward,            # the same map: only npflows' backward differs
+    "RecomputeSequential": seq_forward,            # the same map: only the backward (recomputed) differs
     "MaskedAffineAutoregressive": maa_forward, "RationalQuadraticSpline": rqs_forward,
     "SplineCoupling": lambda T, P, x: _spline_coupling(T, P, x, False),
     "MaskedSplineAutoregressive": msa_forward, "Reshape": reshape_forward, "Squeeze": squeeze_forward,
