@@ -55,6 +55,17 @@ def _arrays(case):
     return P, x, y
 
 
+def _context(case):
+    """A conditional case's context ``(N, C)`` as float64, or None."""
+    c = case.get("context")
+    return None if c is None else np.asarray(c, dtype=np.float64)
+
+
+def _rows(C, n):
+    """Row ``n`` of the context (a batch of one, as the complex step evaluates one sample), or None."""
+    return None if C is None else C[n:n + 1]
+
+
 # --------------------------------------------------------------------------- 50-digit reference
 
 
@@ -83,13 +94,15 @@ def reference_values(case, rel=None, rng=None):
     which matters for sequential (autoregressive) and numerical (planar) inverses."""
     T = case["transform"]
     Pf, xf, yf = _arrays(case)
+    Cf = _context(case)          # a conditional case: the context, one more input (its pullback: dcontext)
     only_pb = rel is not None
     implicit = only_pb or np.array_equal(yf, np.asarray(case["forward"]["output"], dtype=np.float64))
     with mp.workdps(R.DPS):
         P = {k: _perturbed(v, rng, rel) for k, v in Pf.items()}
         X, Y = _perturbed(xf, rng, rel), _perturbed(yf, rng, rel)
-        y, ld = R.forward(T, P, X)
-        xi, ldi = (None, None) if only_pb else R.inverse(T, P, Y)
+        Cm = None if Cf is None else _perturbed(Cf, rng, rel)
+        y, ld = R.forward(T, P, X, Cm)
+        xi, ldi = (None, None) if only_pb else R.inverse(T, P, Y, Cm)
         # events of any shape: the Jacobians act on the flattened events (D = the event's size), per sample;
         # the forward output and the inverse input have the output's event shape, x and dx the input's
         N, in_shape, out_shape = xf.shape[0], xf.shape[1:], yf.shape[1:]
@@ -116,7 +129,7 @@ def reference_values(case, rel=None, rng=None):
                 at = (0,) + np.unravel_index(d, in_shape)
                 h = _step(row[at])
                 row[at] = mp.mpc(row[at], h)
-                yc, lc = R.forward(T, P, row)
+                yc, lc = R.forward(T, P, row, _rows(Cm, n))
                 cy = np.array([mp.im(v) / h for v in yc[0].ravel()], dtype=object)
                 cl = mp.im(lc[0]) / h
                 Jy_x[n, :, d] = [float(v) for v in cy]
@@ -133,7 +146,7 @@ def reference_values(case, rel=None, rng=None):
                 at = (0,) + np.unravel_index(d, out_shape)
                 h = _step(row[at])
                 row[at] = mp.mpc(row[at], h)
-                xc, lc = R.inverse(T, P, row)
+                xc, lc = R.inverse(T, P, row, _rows(Cm, n))
                 Jx_y[n, :, d] = [float(mp.im(v) / h) for v in xc[0].ravel()]
                 Jldi_y[n, d] = float(mp.im(lc[0]) / h)
         if implicit:                  # x(y) inverts y(x): dx/dy = J^-1, d ldi/dy = -(d ld/dx) J^-1
@@ -141,22 +154,26 @@ def reference_values(case, rel=None, rng=None):
             Jinv = np.array([[[float(v) for v in row] for row in (J ** -1).tolist()] for J in Jy_mp])
             Jx_y = Jinv
             Jldi_y = -np.einsum("nd,nde->ne", Jld_x, Jinv)
-        # parameters: forward and inverse columns over the whole batch
+        # parameters (and the context, key None): forward and inverse columns over the whole batch
         sens = {"y": np.abs(Jy_x * xf2[:, None, :]).sum(-1), "ld": np.abs(Jld_x * xf2).sum(-1),
                 "xi": np.abs(Jx_y * yf2[:, None, :]).sum(-1), "ldi": np.abs(Jldi_y * yf2).sum(-1)}
         gp, gp_abs = {}, {}
-        for k, v in P.items():
+        for k, v in list(P.items()) + ([(None, Cm)] if Cm is not None else []):
             gp[k] = np.empty(v.shape, dtype=object)
             gp_abs[k] = np.zeros(v.shape)
             for j in np.ndindex(v.shape):
-                Pc = dict(P)
-                Pc[k] = v.copy()
+                vc = v.copy()
                 h = _step(v[j])
-                Pc[k][j] = mp.mpc(v[j], h)
-                yc, lc = R.forward(T, Pc, X)
+                vc[j] = mp.mpc(v[j], h)
+                if k is None:                  # the context's column: dcontext
+                    Pc, Cc = P, vc
+                else:
+                    Pc, Cc = dict(P), Cm
+                    Pc[k] = vc
+                yc, lc = R.forward(T, Pc, X, Cc)
                 cy = np.array([[mp.im(e) / h for e in r.ravel()] for r in yc], dtype=object)   # (N, D)
                 cl = np.array([mp.im(e) / h for e in lc], dtype=object)
-                u = abs(Pf[k][j])
+                u = abs(Pf[k][j] if k is not None else Cf[j])
                 cyf, clf = cy.astype(float), cl.astype(float)
                 sens["y"] += np.abs(cyf) * u
                 sens["ld"] += np.abs(clf) * u
@@ -164,7 +181,7 @@ def reference_values(case, rel=None, rng=None):
                     cxi = -np.einsum("nde,ne->nd", Jinv, cyf)
                     clii = -(clf + np.einsum("nd,nd->n", Jld_x, cxi))
                 else:
-                    xc, lic = R.inverse(T, Pc, Y)
+                    xc, lic = R.inverse(T, Pc, Y, Cc)
                     cxi = np.array([[float(mp.im(e) / h) for e in r.ravel()] for r in xc])
                     clii = np.array([float(mp.im(e) / h) for e in lic])
                 sens["xi"] += np.abs(cxi) * u
@@ -187,8 +204,8 @@ def reference_values(case, rel=None, rng=None):
         return val, np.maximum(cond(val, s), kappa_sum), s, kappa_sum
 
     with mp.workdps(R.DPS), R.summand_magnitudes():       # sum |term| of each logdet, at the real inputs
-        ld_mag = R.forward(T, P, X)[1]
-        ldi_mag = None if only_pb else R.inverse(T, P, Y)[1]
+        ld_mag = R.forward(T, P, X, Cm)[1]
+        ldi_mag = None if only_pb else R.inverse(T, P, Y, Cm)[1]
     if not only_pb:       # brute force at 50 digits: the logdet formula against the map's own Jacobian
         with mp.workdps(R.DPS):
             def stated(J):             # log|det J|, or a stochastic logdet's estimator applied to J
@@ -207,6 +224,8 @@ def reference_values(case, rel=None, rng=None):
         out["pullback.dx"] = (gx, cond(gx, gx_abs), gx_abs)
         for k in P:
             out[f"pullback.dparams[{k}]"] = (gp[k], cond(gp[k], gp_abs[k]), gp_abs[k])
+        if Cm is not None:
+            out["pullback.dcontext"] = (gp[None], cond(gp[None], gp_abs[None]), gp_abs[None])
     return out
 
 
@@ -287,8 +306,9 @@ def fill_expected(case):
     from .check import denominators
     T, dtype = case["transform"], case["dtype"]
     P = {k: R.mpf_array(np.asarray(v, dtype=np.float64)) for k, v in case["params"].items()}
+    Cm = None if case.get("context") is None else R.mpf_array(_context(case))
     with mp.workdps(R.DPS):
-        y, _ = R.forward(T, P, R.mpf_array(np.asarray(case["forward"]["input"], dtype=np.float64)))
+        y, _ = R.forward(T, P, R.mpf_array(np.asarray(case["forward"]["input"], dtype=np.float64)), Cm)
     case["forward"]["output"] = _rounded_list(round_to(y, dtype))
     if case["inverse"]["input"] is None:
         case["inverse"]["input"] = case["forward"]["output"]
@@ -309,6 +329,8 @@ def fill_expected(case):
     case["inverse"]["logdet"] = _rounded_list(rounded["inverse.logdet"])
     if pb:
         pb["dx"] = _rounded_list(rounded["pullback.dx"])
+        if "pullback.dcontext" in rounded:
+            pb["dcontext"] = _rounded_list(rounded["pullback.dcontext"])
         pb["dparams"] = {k: _rounded_list(rounded[f"pullback.dparams[{k}]"]) for k in case["params"]}
     # error magnitudes A per number
     A = {}
@@ -356,11 +378,11 @@ def certify_case(case):
     with a 50-digit reference, the reference correctly rounded (:func:`fill_expected`; the tolerance's
     ``conditioned`` list is set on the case); for an ODE solve, npflows' numbers stay and are certified
     against a tight solve (``certify_ode.py``)."""
-    from .certify_ode import SOLVER_CERTIFIED, certify_solver, is_solver_certified
+    from .certify_ode import certify_solver, is_solver_certified, no_reference_note
     from .format import inputs_hash, numbers_hash
     if is_solver_certified(case["transform"]):     # an ODE solve: no 50-digit reference (certify_ode.py)
         cert = {"inputs_sha256": inputs_hash(case), "reference": None,
-                "no_reference": SOLVER_CERTIFIED[case["transform"]["type"]]}
+                "no_reference": no_reference_note(case["transform"])}
         cert.update(certify_solver(case))
         cert["numbers_sha256"] = numbers_hash(case)
         return cert

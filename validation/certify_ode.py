@@ -14,6 +14,11 @@ complex-step pullbacks); that is not feasible here.  Instead, and independently 
    autograd Jacobian of the RK4 map, and the stored pullback against autograd on RK4.  Both are limited by
    the stored numbers' solver tolerance, so they are required to agree to ``REQUIRED_DIGITS`` (6), not 8.
 
+A conditional CNF (``context_dim``: the context is one more input of the field, constant along the trajectory)
+is certified the same way with the case's ``context``: the tight solve takes it, RK4 feeds it to the field,
+and autograd differentiates RK4 in the context too (``pullback.dcontext``).  An ``Inverse`` of a CNF (its
+``t0 -> t1`` solve as the forward map) is certified as the CNF with the directions swapped.
+
 The checker requires ``min_digits`` = ``CHECK_DIGITS`` (5) of agreement with these cases' float64 numbers:
 the stored numbers themselves carry 6.3 to 8 digits of the exact flow (per number, at rtol = atol = 1e-8), and a
 peer solving as accurately may err the other way, so two correct solvers agree to about 6 digits or more.
@@ -30,19 +35,38 @@ SOLVER_CERTIFIED = {"CNF": "an ODE solve: certified against a solve at rtol = at
                            "fixed-step RK4 discretisation (validation/certify_ode.py), not a 50-digit reference"}
 
 
+def _cnf_of(T):
+    """``(the CNF's description, inverted)`` of a transform certified here, or ``(None, False)``."""
+    if T["type"] == "CNF":
+        return T, False
+    if T["type"] == "Inverse" and T["base"]["type"] == "CNF":
+        return T["base"], True
+    return None, False
+
+
 def is_solver_certified(T):
-    """True for a transform certified here: a top-level CNF (nested ones are not supported)."""
-    return T["type"] in SOLVER_CERTIFIED
+    """True for a transform certified here: a top-level CNF, or the ``Inverse`` of one (deeper nestings are
+    not supported)."""
+    return _cnf_of(T)[0] is not None
 
 
-def rk4_forward(cnf, params, x, xp=np, n_steps=RK4_STEPS, probe=None, t_from=None, t_to=None):
+def no_reference_note(T):
+    """The certification's ``no_reference`` statement for a solver-certified transform."""
+    return SOLVER_CERTIFIED["CNF"] + (" (an Inverse: the CNF's t0 -> t1 solve)" if _cnf_of(T)[1] else "")
+
+
+def rk4_forward(cnf, params, x, xp=np, n_steps=RK4_STEPS, probe=None, t_from=None, t_to=None, context=None):
     """``(z(t_to), ell(t_to))`` for ``z(t_from) = x``, ``ell(t_from) = 0`` by classical RK4 with ``n_steps``
     fixed steps of the CNF's augmented ODE ``d(z, ell)/dt = (f, tr df/dz)`` (default t1 -> t0, i.e. the CNF's
-    ``forward``), written with ``xp`` only so that autograd can differentiate it."""
+    ``forward``), written with ``xp`` only so that autograd can differentiate it; ``context``: a conditional
+    field's context ``(N, C)``."""
     t_from = cnf.t1 if t_from is None else t_from
     t_to = cnf.t0 if t_to is None else t_to
     h = (t_to - t_from) / n_steps
-    F = lambda z, t: cnf.field.f_and_trace(params, z, t, probe, xp)
+    if context is None:
+        F = lambda z, t: cnf.field.f_and_trace(params, z, t, probe, xp)
+    else:
+        F = lambda z, t: cnf.field.f_and_trace(params, z, t, probe, xp, context=context)
     z, ell = x, xp.zeros(x.shape[0])
     for i in range(n_steps):
         t = t_from + i * h
@@ -74,27 +98,37 @@ def solver_reference(case):
 
     from .describe import build
 
-    T = case["transform"]
-    b = build(T)
-    tight = build({**T, **TIGHT})
+    import npflows as nf
+
+    cT, inverted = _cnf_of(case["transform"])
+    b = build(cT)                                   # the CNF (an Inverse's base)
+    tight = build({**cT, **TIGHT})
+    if inverted:
+        tight = nf.Inverse(tight)
     P = {k: np.asarray(v, dtype=np.float64) for k, v in case["params"].items()}
     x = np.asarray(case["forward"]["input"], dtype=np.float64)
     y_in = np.asarray(case["inverse"]["input"], dtype=np.float64)
+    c = case.get("context")
+    c = None if c is None else np.asarray(c, dtype=np.float64)
+    span = dict(t_from=b.t0, t_to=b.t1) if inverted else {}     # the case's forward map as an RK4 solve
     probe = b.draw_probe(x.shape[0])
-    y, ld, _ = tight.forward(P, x)
-    xi, ldi = tight.inverse(P, y_in)
+    y, ld, _ = tight.forward(P, x, c)
+    xi, ldi = tight.inverse(P, y_in, c)
     ref = {"forward.output": y, "forward.logdet": ld, "inverse.output": xi, "inverse.logdet": ldi}
-    yr, ldr = rk4_forward(b, P, x, probe=probe)
+    yr, ldr = rk4_forward(b, P, x, probe=probe, context=c, **span)
     pb = case.get("pullback")
     gp = None
     if pb:
         dy, dl = np.asarray(pb["dy"]), np.asarray(pb["dlogdet"])
 
         def obj(args):
-            z, ell = rk4_forward(b, args[1], args[0], anp, probe=probe)
+            z, ell = rk4_forward(b, args[1], args[0], anp, probe=probe, context=None if c is None else args[2],
+                                 **span)
             return anp.sum(dy * z) + anp.sum(dl * ell)
-        gx, gp = autograd.grad(obj)((x, P))
+        gx, gp, gc = autograd.grad(obj)((x, P, np.zeros((x.shape[0], 0)) if c is None else c))
         ref["pullback.dx"] = gx
+        if c is not None:
+            ref["pullback.dcontext"] = gc
         ref.update({f"pullback.dparams[{k}]": gp[k] for k in P})
     return ref, (yr, ldr), gp
 
@@ -107,10 +141,13 @@ def certify_solver(case):
     from .describe import build
     from .format import MAX_DIGITS, lre, quantities
 
-    T = case["transform"]
-    b = build(T)
+    cT, inverted = _cnf_of(case["transform"])
+    b = build(cT)
     P = {k: np.asarray(v, dtype=np.float64) for k, v in case["params"].items()}
     x = np.asarray(case["forward"]["input"], dtype=np.float64)
+    c = case.get("context")
+    c = None if c is None else np.asarray(c, dtype=np.float64)
+    span = dict(t_from=b.t0, t_to=b.t1) if inverted else {}
     N, D = x.shape
     probe = b.draw_probe(N)
     ref, (yr, ldr), gp = solver_reference(case)
@@ -125,7 +162,8 @@ def certify_solver(case):
                       "min_digits": round(min(digits.values()), 2),
                       "rk4_vs_tight_digits": min(_digits(yr, y), _digits(ldr, ld))}}
     if case["dtype"] == "float64" and b.trace == "exact":
-        f = lambda flat: anp.reshape(rk4_forward(b, P, anp.reshape(flat, (N, D)), anp, probe=probe)[0], (-1,))
+        f = lambda flat: anp.reshape(rk4_forward(b, P, anp.reshape(flat, (N, D)), anp, probe=probe, context=c,
+                                                 **span)[0], (-1,))
         J = autograd.jacobian(f)(x.reshape(-1)).reshape(N, D, N, D)
         brute = np.array([np.linalg.slogdet(J[i, :, i, :])[1] for i in range(N)])
         a = {"logdet_vs_slogdet_digits": _digits(case["forward"]["logdet"], brute),
@@ -133,6 +171,8 @@ def certify_solver(case):
              "required_digits": REQUIRED_DIGITS}
         if pb:
             a["pullback_vs_autograd_digits"] = min([_digits(pb["dx"], ref["pullback.dx"])] +
-                                                   [_digits(pb["dparams"][k], gp[k]) for k in P])
+                                                   [_digits(pb["dparams"][k], gp[k]) for k in P] +
+                                                   ([_digits(pb["dcontext"], ref["pullback.dcontext"])]
+                                                    if c is not None else []))
         out["autograd"] = a
     return out

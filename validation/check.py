@@ -177,6 +177,15 @@ def compare(case, got):
     return res
 
 
+def context_gate(adapter, case):
+    """The reason to skip a conditional case (one with a ``context``) for an adapter that does not state
+    ``TAKES_CONTEXT = True``, else None: an adapter written before contexts existed would run the
+    unconditional map and report a false failure."""
+    if case.get("context") is not None and not getattr(adapter, "TAKES_CONTEXT", False):
+        return "a conditional case (context): this adapter does not pass a context"
+    return None
+
+
 def check(adapter, cases, out=print, verbose=False):
     """Run ``adapter`` on ``cases``; print one line per case and a summary; return the results.
     ``verbose``: also every compared quantity's worst digits and count of failing numbers."""
@@ -186,7 +195,7 @@ def check(adapter, cases, out=print, verbose=False):
     width = max([len(c["name"]) for c in cases] + [4])
     out(f"{'case':<{width}}  status  digits  first disagreement")
     for case in cases:
-        reason = adapter.supports(case)
+        reason = context_gate(adapter, case) or adapter.supports(case)
         if reason:
             r = Result(case["name"], "skip", first=reason)
         else:
@@ -230,6 +239,7 @@ GROUPS = [("forward outputs", lambda q: q == "forward.output"),
           ("inverse outputs", lambda q: q == "inverse.output"),
           ("logdets", lambda q: q.endswith(".logdet")),
           ("input pullbacks", lambda q: q == "pullback.dx"),
+          ("context pullbacks", lambda q: q == "pullback.dcontext"),
           ("parameter pullbacks", lambda q: q.startswith("pullback.dparams"))]
 
 

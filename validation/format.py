@@ -99,8 +99,11 @@ HASHED = ("transform", "dtype", "params", "forward", "inverse", "pullback")
 def numbers_hash(case):
     """SHA-256 of a case's numbers (the transform, dtype, parameters, inputs and expected values): the
     certification stores it, so an edit of any stored number shows, while names, purposes and tolerances
-    may change freely."""
+    may change freely.  A conditional case's ``context`` is hashed too; a case without one hashes as before
+    (no new key), so the unconditional cases keep their hashes byte for byte."""
     body = {k: case.get(k) for k in HASHED}
+    if case.get("context") is not None:
+        body["context"] = case["context"]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -117,6 +120,8 @@ def inputs_hash(case):
     pb = case.get("pullback") or {}
     body = {"transform": case["transform"], "dtype": case["dtype"], "params": case["params"],
             "x": case["forward"]["input"], "inverse_input": inv, "dy": pb.get("dy"), "dlogdet": pb.get("dlogdet")}
+    if case.get("context") is not None:               # absent from an unconditional case: its hash is unchanged
+        body["context"] = case["context"]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -125,12 +130,15 @@ def inputs_hash(case):
 
 def quantities(case):
     """``[(name, stored value)]`` for every expected quantity of a case, in a fixed order:
-    forward.output, forward.logdet, inverse.output, inverse.logdet, pullback.dx, pullback.dparams[key]."""
+    forward.output, forward.logdet, inverse.output, inverse.logdet, pullback.dx, pullback.dcontext (a
+    conditional case only), pullback.dparams[key]."""
     out = [("forward.output", case["forward"]["output"]), ("forward.logdet", case["forward"]["logdet"]),
            ("inverse.output", case["inverse"]["output"]), ("inverse.logdet", case["inverse"]["logdet"])]
     pb = case.get("pullback")
     if pb is not None:
         out.append(("pullback.dx", pb["dx"]))
+        if "dcontext" in pb:
+            out.append(("pullback.dcontext", pb["dcontext"]))
         out += [(f"pullback.dparams[{k}]", v) for k, v in pb["dparams"].items()]
     return out
 

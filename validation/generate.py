@@ -46,22 +46,21 @@ from .certify_ode import CHECK_DIGITS, is_solver_certified  # noqa: E402
 from .describe import build, describe, family_of  # noqa: E402
 from .format import (CASES_DIR, dumps, inputs_hash, numbers_hash, quantities, read_file,  # noqa: E402
                      to_json_array)
-from .variants import variants_for  # noqa: E402
+from .variants import variant_context, variants_for  # noqa: E402
 
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 
 # Registry entries that cannot (yet) be turned into cases, with the reason.  The coverage test reports
 # them as expected failures rather than passing silently.
 _IMAGE_CERT = ("an image layer of issue 13: its 50-digit reference is being computed (an hour on two busy cores)")
-_COND_PLANAR = ("ConditionalPlanar (issue 15): a context input is not yet part of the case format (the conditional "
-                "layers' cases, issue 15 part 1, add it); its harness checks run")
-_CONDITIONAL = ("a conditional layer (issue 15 part 1): a context input is not yet part of the case format (next: "
-                "a context input and pullback.dcontext in the format, the context in reference.py, conditional "
-                "nflows/zuko adapters); its harness checks, the context's cotangent included, run")
+_COND_PLANAR = ("ConditionalPlanar (issue 15): the case format carries a context now (README \"Context\"), but "
+                "reference.py has no 50-digit ConditionalPlanar (its context-to-(w, u, b) network) yet; its harness "
+                "checks run")
+_COND_CNF = ("a conditional CNF (issue 15 part 1): its solver-certified case (certify_ode.py with the context) is being "
+             "generated")
 PENDING = {
-    **{name: _CONDITIONAL for name in ("cond_affine_coupling", "cond_additive_coupling", "cond_spline_coupling",
-                                       "cond_realnvp_actnorm", "cond_maf", "cond_iaf_gated",
-                                       "cond_autoregressive_spline", "cond_cnf", "cond_cnf_inverse")},
+    "cond_cnf": _COND_CNF,
+    "cond_cnf_inverse": _COND_CNF,
     "conditional_planar_3_ctx2": _COND_PLANAR,
     "conditional_planar_2_ctx4": _COND_PLANAR,
     "conditional_planar_folding": _COND_PLANAR,
@@ -92,7 +91,7 @@ class Spec:
     entry: str
     variant: str
     purpose: str
-    factory: object       # () -> (bijector, params, x, y_in or None), float64 or float32
+    factory: object       # () -> (bijector, params, x, y_in or None[, context or None]), float64 or float32
     one_sided: str = None  # the variant's statement that its pullback is a one-sided derivative
 
     @property
@@ -104,22 +103,27 @@ def specs_for(entry, make):
     """The case specs of one registry entry: base, float32, then the type's hard regions."""
     def base():
         c = make(np.random.default_rng(0))
-        return c.bijector, c.params, c.x, None
+        return c.bijector, c.params, c.x, None, getattr(c, "context", None)
 
     def f32():
-        b, p, x, _ = base()
-        return b, nf.cast_params(p, np.float32), x.astype(np.float32), None
+        b, p, x, _, ctx = base()
+        return (b, nf.cast_params(p, np.float32), x.astype(np.float32), None,
+                None if ctx is None else ctx.astype(np.float32))
 
     out = [Spec(entry, "base", "the registry's configuration", base),
            Spec(entry, "float32", "the base case rounded to float32, computed in float32", f32)]
     b = base()[0]
     for v in variants_for(b):
         def hard(v=v):
-            b, p, x, _ = base()
-            r = v.make(b, p, x, np.random.default_rng(seed_of(f"{entry}/{v.name}")))
+            b, p, x, _, ctx = base()
+            with variant_context(ctx):        # a conditional case's variant keeps the base case's context
+                r = v.make(b, p, x, np.random.default_rng(seed_of(f"{entry}/{v.name}")))
             p2, x2 = r[0], r[1]
             y2 = r[2] if len(r) > 2 else None
-            return b, {k: np.asarray(a, dtype=np.float64) for k, a in p2.items()}, np.asarray(x2, np.float64), y2
+            if ctx is not None and len(x2) != len(ctx):   # a variant with another batch: rows in turn
+                ctx = ctx[np.arange(len(x2)) % len(ctx)]
+            return (b, {k: np.asarray(a, dtype=np.float64) for k, a in p2.items()}, np.asarray(x2, np.float64), y2,
+                    ctx)
         out.append(Spec(entry, v.name, v.purpose, hard, v.one_sided))
     return out
 
@@ -135,13 +139,15 @@ def make_case(spec):
     registry factories and seeded generators through elementwise arithmetic only, so they are the same
     bits on every machine.  The expected numbers are filled by the certification (``certify.certify_case``):
     the 50-digit reference correctly rounded; for an ODE solve (no such reference) they are npflows' solve,
-    filled here."""
-    b, p, x, y_in = spec.factory()
+    filled here.  A conditional case (the factory's fifth value, a context ``(N, C)``) stores ``context`` and
+    expects ``pullback.dcontext``; a case without one has neither key (its file and hashes are unchanged)."""
+    b, p, x, y_in, *rest = spec.factory()
+    ctx = rest[0] if rest else None
     dtype = x.dtype
     T = describe(b)
-    y, ld, cache = b.forward(p, x)
+    y, ld, cache = b.forward(p, x, ctx)
     b2 = build(T)                                     # the description must determine the transform
-    y2, ld2, _ = b2.forward(p, x)
+    y2, ld2, _ = b2.forward(p, x, ctx)
     if not (np.array_equal(y, y2) and np.array_equal(ld, ld2)):
         raise RuntimeError(f"{spec.name}: the description {T} does not rebuild the same transform; "
                            f"add a rule to npflows/describe.py")
@@ -154,21 +160,32 @@ def make_case(spec):
         "name": spec.name, "entry": spec.entry, "variant": spec.variant, "purpose": spec.purpose,
         "family": family_of(b), "dtype": dtype.name, "transform": T,
         "params": _pack(p),
+    }
+    if ctx is not None:
+        if ctx.dtype != dtype:
+            raise RuntimeError(f"{spec.name}: a {ctx.dtype} context with {dtype} inputs")
+        case["context"] = to_json_array(ctx)
+    case.update({
         "forward": {"input": to_json_array(x), "output": None, "logdet": None},
         "inverse": {"input": None if y_in is None else to_json_array(np.asarray(y_in, dtype)),
                     "output": None, "logdet": None},
         "pullback": {"dy": to_json_array(dy), "dlogdet": to_json_array(dl), "dx": None, "dparams": None},
-    }
+    })
+    if ctx is not None:
+        case["pullback"] = {"dy": case["pullback"]["dy"], "dlogdet": case["pullback"]["dlogdet"], "dx": None,
+                            "dcontext": None, "dparams": None}
     case["tolerance"] = dict(TOLERANCE[dtype.name])
     if spec.one_sided:
         case["one_sided"] = spec.one_sided
     if is_solver_certified(T):                 # an ODE solve: npflows' solve at the case's rtol, atol
         y_inv = y if y_in is None else np.asarray(y_in, dtype)
-        xi, ldi = b.inverse(p, y_inv)
-        dx, grads = b.backward(p, dy, dl, cache)
+        xi, ldi = b.inverse(p, y_inv, ctx)
+        dx, grads, *dc = b.backward(p, dy, dl, cache)
         case["forward"].update(output=to_json_array(y), logdet=to_json_array(ld))
         case["inverse"].update(input=to_json_array(y_inv), output=to_json_array(xi), logdet=to_json_array(ldi))
         case["pullback"].update(dx=to_json_array(dx), dparams={k: to_json_array(grads[k]) for k in p})
+        if ctx is not None:
+            case["pullback"]["dcontext"] = to_json_array(dc[0])
         if dtype == np.float64:                # solved to the case's rtol, not to rounding
             case["tolerance"]["min_digits"] = CHECK_DIGITS
     return case
@@ -194,7 +211,7 @@ def make_entry(entry, make):
 
 
 EXPECTED_KEYS = (("forward", "output"), ("forward", "logdet"), ("inverse", "input"), ("inverse", "output"),
-                 ("inverse", "logdet"), ("pullback", "dx"), ("pullback", "dparams"))
+                 ("inverse", "logdet"), ("pullback", "dx"), ("pullback", "dcontext"), ("pullback", "dparams"))
 
 
 def _old_cases(path):
@@ -233,7 +250,8 @@ def _reuse(case, old):
     if is_solver_certified(case["transform"]) and solver_numbers_agree(case, old):
         return False
     for a, b in EXPECTED_KEYS:
-        case[a][b] = old[a][b]
+        if b in case[a]:                       # dcontext: a conditional case's only
+            case[a][b] = old[a][b]
     case["tolerance"] = old["tolerance"]
     case["certification"] = cert
     return True

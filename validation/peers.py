@@ -53,8 +53,8 @@ def run_peers(cases, names=None, out=print):
     head = [f"{len(cases)} cases; Python {platform.python_version()}, {platform.machine()}",
             "",
             "| adapter | version | pass | fail | differ (convention) | error | skipped | forward | inverse | "
-            "logdets | input pullback | parameter pullbacks | time |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "logdets | input pullback | context pullback | parameter pullbacks | time |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     return head + rows
 
 

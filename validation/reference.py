@@ -297,6 +297,43 @@ def mlp(P, prefix, n_layers, activation, x):
     return h
 
 
+# --------------------------------------------------------------------------- the context of a conditional case
+
+_CONTEXT = [None]     # the context (N, C) of the evaluation under way (an object array), see :class:`context`
+
+
+class context:
+    """``with context(c):`` every evaluation inside reads the context ``c`` ``(N, C)`` (one row per row of
+    the input; None: no context).  :func:`forward` and :func:`inverse` take it as an argument and set it;
+    the layers of a composite see the same context (README "Context").  A conditional transform
+    (``context_dim`` in its description) feeds it to its conditioner network as ``C`` more input columns:
+    the coupling MLP reads ``[x1, c]`` (the last C rows of ``W0`` multiply the context), MADE reads
+    ``[x, c]`` (the context rows of its first mask, stored in ``masks``, are all ones: degree 0)."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def __enter__(self):
+        _CONTEXT.append(self.c)
+        return self
+
+    def __exit__(self, *exc):
+        _CONTEXT.pop()
+
+
+def _with_context(T, u):
+    """The conditioner's input: ``u`` for an unconditional transform, ``[u, c]`` (columns) for a conditional
+    one (``T["context_dim"]`` = C), ``c`` the current context."""
+    C = T.get("context_dim")
+    if C is None:
+        return u
+    c = _CONTEXT[-1]
+    if c is None or c.shape != (u.shape[0], C):
+        raise ValueError(f"{T['type']} reference: a conditional transform needs a context of shape "
+                         f"({u.shape[0]}, {C}), got {None if c is None else c.shape}")
+    return np.concatenate([u, c], axis=1)
+
+
 def _split(T, x):
     m = np.asarray(T["mask"])
     return np.flatnonzero(m == 1), np.flatnonzero(m == 0)
@@ -309,7 +346,7 @@ def _join(i1, i2, a, b):
 
 
 def _net(T, P, x1):
-    return mlp(P, "net.", len(T["hidden"]) + 1, T["activation"], x1)
+    return mlp(P, "net.", len(T["hidden"]) + 1, T["activation"], _with_context(T, x1))
 
 
 def additive_forward(T, P, x):
@@ -367,11 +404,12 @@ def affine_coupling_inverse(T, P, y):
 
 
 def _made(T, P, x):
-    """MADE: the MLP with every weight multiplied by its 0/1 mask (``T["masks"]``)."""
+    """MADE: the MLP with every weight multiplied by its 0/1 mask (``T["masks"]``); a conditional MADE reads
+    ``[x, c]``, its first mask's last C rows (the context's, degree 0) all ones."""
     Q = dict(P)
     for l, m in enumerate(T["masks"]):
         Q[f"net.W{l}"] = P[f"net.W{l}"] * np.asarray(m)
-    return mlp(Q, "net.", len(T["hidden"]) + 1, T["activation"], x)
+    return mlp(Q, "net.", len(T["hidden"]) + 1, T["activation"], _with_context(T, x))
 
 
 def _maa_coefficients(T, x, P):
@@ -757,7 +795,7 @@ def _layer_forward(L, P, x):
     a composite once per scalar parameter with only that parameter changed: every layer before the one that
     owns it sees the same arrays again, so only the layers from it on are recomputed.  The numbers are the
     same as without the reuse."""
-    held = (L, x) + tuple(P[k] for k in sorted(P))
+    held = (L, x, _CONTEXT[-1]) + tuple(P[k] for k in sorted(P))
     key = (tuple(sorted(P)), mp.mp.prec, _MAGNITUDES[-1])
     for i, (k, h, r) in enumerate(_LAYERS):
         if k == key and len(h) == len(held) and all(a is b for a, b in zip(h, held)):
@@ -1318,12 +1356,21 @@ INVERSE = {
 }
 
 
-def forward(T, P, x):
-    return FORWARD[T["type"]](T, P, x)
+def forward(T, P, x, c=None):
+    """``(y, logdet)`` of transform ``T`` at ``x``; ``c``: the context (N, C) of a conditional case (None:
+    the context already set by an enclosing call, if any)."""
+    if c is None:
+        return FORWARD[T["type"]](T, P, x)
+    with context(c):
+        return FORWARD[T["type"]](T, P, x)
 
 
-def inverse(T, P, y):
-    return INVERSE[T["type"]](T, P, y)
+def inverse(T, P, y, c=None):
+    """``(x, logdet)`` of transform ``T``'s inverse at ``y``; ``c`` as in :func:`forward`."""
+    if c is None:
+        return INVERSE[T["type"]](T, P, y)
+    with context(c):
+        return INVERSE[T["type"]](T, P, y)
 
 
 def missing_types(T):

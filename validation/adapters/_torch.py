@@ -5,6 +5,12 @@ parameters ``P`` as torch tensors that require grad (``{case key: tensor}``); ``
 and ``inverse(y) -> (x, logdet)`` call the peer library.  The peer's own parameters are computed from
 ``P`` inside ``build`` (a change of parameterisation is part of the mapping), so autograd returns the
 cotangents of the case's parameters directly.  ``run`` evaluates a case with them.
+
+A conditional case (a ``context`` ``(N, C)``): ``run`` makes the context a tensor that requires grad and builds
+the transform inside ``with context(c):``; a builder of a conditional transform (``context_dim`` in ``T``)
+reads it with :func:`current_context` and binds it into the peer's conditioner (zuko's way: its lazy
+transforms build the transform for a given context; nflows passes ``context=`` through its call, which
+:func:`net_module` appends to the network's input), so autograd returns ``pullback.dcontext`` too.
 """
 import numpy as np
 
@@ -18,6 +24,44 @@ class NotMappable(Exception):
 def torch_dtype(case):
     import torch
     return {"float64": torch.float64, "float32": torch.float32}[case["dtype"]]
+
+
+_CONTEXT = [None]
+
+
+class context:
+    """``with context(c):`` builders called inside read the case's context tensor ``c`` (or None)."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def __enter__(self):
+        _CONTEXT.append(self.c)
+        return self
+
+    def __exit__(self, *exc):
+        _CONTEXT.pop()
+
+
+def current_context(T=None):
+    """The context tensor of the case being built (None for an unconditional one).  With ``T``: the context
+    for a transform ``T`` that is conditional (``context_dim``), None for one that is not; ``NotMappable`` if
+    ``T`` is conditional and no context was given or its width differs."""
+    c = _CONTEXT[-1]
+    if T is None:
+        return c
+    C = T.get("context_dim")
+    if C is None:
+        return None
+    if c is None or c.shape[-1] != C:
+        raise NotMappable(f"a conditional {T['type']} (context_dim {C}) without a matching context")
+    return c
+
+
+def with_context(h, c):
+    """The conditioner's input ``[h, c]`` (columns; the cases' convention, README "Context"), or ``h``."""
+    import torch
+    return h if c is None else torch.cat([h, c], dim=-1)
 
 
 def activation(name):
@@ -34,12 +78,13 @@ def mlp(P, n_layers, act, masks=None, prefix="net."):
 
 
 def net_module(fn):
-    """A ``torch.nn.Module`` around ``fn(h)``: nflows' couplings call ``transform_net(x, context)``."""
+    """A ``torch.nn.Module`` around ``fn(h)``: nflows' couplings call ``transform_net(x, context)``; a context
+    (nflows passes the one given to the transform's call) is appended to the input as columns, ``[h, c]``."""
     import torch
 
     class Net(torch.nn.Module):
         def forward(self, h, context=None):
-            return fn(h)
+            return fn(with_context(h, context))
     return Net()
 
 
@@ -91,15 +136,21 @@ def run(build, case):
     c = arrays(case)
     P = {k: torch.tensor(v, dtype=dt, requires_grad=True) for k, v in c.params.items()}
     x = torch.tensor(c.x, dtype=dt, requires_grad=True)
-    forward, inverse = build(case["transform"], P, dt)
+    ctx = None if c.context is None else torch.tensor(c.context, dtype=dt, requires_grad=True)
+    with context(ctx):
+        forward, inverse = build(case["transform"], P, dt)
     y, ld = forward(x)
     ld = ld.expand(x.shape[0]) if ld.dim() == 0 else ld
     out = {"forward.output": y, "forward.logdet": ld}
     if c.dy is not None:
         obj = (y * torch.tensor(c.dy)).sum() + (ld * torch.tensor(c.dlogdet)).sum()
         keys = list(P)
-        g = torch.autograd.grad(obj, [x] + [P[k] for k in keys], allow_unused=True)
+        extra = [] if ctx is None else [ctx]
+        g = torch.autograd.grad(obj, [x] + extra + [P[k] for k in keys], allow_unused=True)
         out["pullback.dx"] = g[0]
+        if ctx is not None:
+            out["pullback.dcontext"] = torch.zeros_like(ctx) if g[1] is None else g[1]
+            g = (g[0],) + g[2:]
         for k, gk in zip(keys, g[1:]):
             out[f"pullback.dparams[{k}]"] = torch.zeros_like(P[k]) if gk is None else gk
     if isinstance(inverse, Unavailable):
@@ -123,7 +174,9 @@ def supports(build, case):
         c = arrays(case)
         import torch
         P = {k: torch.tensor(v, dtype=torch_dtype(case)) for k, v in c.params.items()}
-        build(case["transform"], P, torch_dtype(case))
+        ctx = None if c.context is None else torch.tensor(c.context, dtype=torch_dtype(case))
+        with context(ctx):
+            build(case["transform"], P, torch_dtype(case))
     except NotMappable as e:
         return str(e)
     return None

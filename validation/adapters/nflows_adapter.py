@@ -53,14 +53,19 @@ import numpy as np
 
 from ._images import SQUEEZE_PEER_ORDER, convnet, n_transformed, out_shape, raw_scale_and_shift
 from ._images import refuse_relabelling_only, reshape
-from ._torch import NotMappable, mlp, net_module, run as _run, sequential, set_nflows_lu, set_tensor, sub
+from ._torch import NotMappable, current_context, mlp, net_module, run as _run, sequential, set_nflows_lu, set_tensor, sub
 from ._torch import supports as _supports
 
 NAME = "nflows"
+TAKES_CONTEXT = True     # conditional couplings: the context goes through nflows' context= to the network
 
 
-def _t(module):
-    return (lambda x: module(x)), (lambda y: module.inverse(y))
+def _t(module, ctx=None):
+    """``(forward, inverse)`` of an nflows transform; ``ctx``: a conditional case's context, passed to every
+    call as nflows' ``context=`` (its couplings and MAF hand it to the network, see ``net_module``)."""
+    if ctx is None:
+        return (lambda x: module(x)), (lambda y: module.inverse(y))
+    return (lambda x: module(x, context=ctx)), (lambda y: module.inverse(y, context=ctx))
 
 
 def _actnorm(T, P, dt):
@@ -143,12 +148,12 @@ def _affine(T, P, dt):
     mask = np.asarray(T["mask"])
     d2 = int((mask == 0).sum())
     order = np.r_[np.arange(d2, 2 * d2), np.arange(d2)]       # nflows reads [shift, raw scale]
-    return _t(AffineCouplingTransform(1 - mask, _coupling_net(T, P, order)))
+    return _t(AffineCouplingTransform(1 - mask, _coupling_net(T, P, order)), current_context(T))
 
 
 def _additive(T, P, dt):
     from nflows.transforms import AdditiveCouplingTransform
-    return _t(AdditiveCouplingTransform(1 - np.asarray(T["mask"]), _coupling_net(T, P)))
+    return _t(AdditiveCouplingTransform(1 - np.asarray(T["mask"]), _coupling_net(T, P)), current_context(T))
 
 
 def _bounded(T):
@@ -167,7 +172,7 @@ def _spline_coupling(T, P, dt):
         raise NotMappable("nflows' coupling with tails=None lives on [0, 1]; this case's interval is "
                           f"{T['interval']}")
     return _t(PiecewiseRationalQuadraticCouplingTransform(1 - np.asarray(T["mask"]), _coupling_net(T, P),
-                                                          **_spline_kw(T)))
+                                                          **_spline_kw(T)), current_context(T))
 
 
 def _spline(T, P, dt):
@@ -205,7 +210,7 @@ def _maa(T, P, dt):
     m = MaskedAffineAutoregressiveTransform(features=D, hidden_features=1, num_blocks=1,
                                             use_residual_blocks=False)
     m.autoregressive_net = net_module(lambda h: net(h)[:, order])
-    return _t(m)
+    return _t(m, current_context(T))
 
 
 def _not(reason):

@@ -22,6 +22,11 @@ The mapping (README.md's ``CNF`` section; nothing of npflows is used):
   - ``backprop`` (``python -m validation check torchdiffeq_backprop``): torch autograd through the
     ``dopri5`` steps of ``odeint`` (discretise-then-differentiate).
 
+A conditional CNF (``context_dim`` C, a case with a ``context``): the field reads ``[z, t, c]``
+(``W0[D + 1:]`` multiplies the context, constant in time), the context is a tensor that requires grad (one of
+the adjoint's ``adjoint_params``, since the field closes over it), and its cotangent is ``pullback.dcontext``.
+An ``Inverse`` of a CNF is the same solve with the directions swapped (forward ``t0 -> t1``).
+
 Tolerances (every solve, the adjoint's included).  float64 cases: ``rtol = atol = 1e-12`` (``RTOL64``),
 four orders tighter than the cases' own ``1e-8``: torchdiffeq then agrees with the certification's
 independent reference (DOP853 at 1e-13, autograd on RK4; ``validation.certify_ode.solver_reference``) to
@@ -39,14 +44,16 @@ from ._torch import NotMappable  # noqa: F401  (the checker reports NotMappable 
 from . import arrays
 
 NAME = "torchdiffeq"
+TAKES_CONTEXT = True
 PULLBACK = "adjoint"
 METHOD = "dopri5"
 RTOL64 = ATOL64 = 1e-12              # see the module docstring
 RTOL32 = ATOL32 = 1e-8
 
 
-def _field(T, P):
-    """``f(t, z)`` of README.md's ``CNF`` section as a torch function of the case's parameter tensors."""
+def _field(T, P, ctx=None):
+    """``f(t, z)`` of README.md's ``CNF`` section as a torch function of the case's parameter tensors (and,
+    for a conditional field, of the context tensor ``ctx``, ``(N, C)``)."""
     import torch
     D, L = T["dim"], len(T["hidden"]) + 1
     act = {"tanh": torch.tanh, "softplus": lambda h: torch.logaddexp(h, torch.zeros_like(h))}[T["activation"]]
@@ -54,16 +61,18 @@ def _field(T, P):
     def f(t, z):
         W0 = P["W0"]
         h = z @ W0[:D] + t * W0[D] + P["b0"]
+        if ctx is not None:
+            h = h + ctx @ W0[D + 1:]
         for l in range(1, L):
             h = act(h) @ P[f"W{l}"] + P[f"b{l}"]
         return h
     return f
 
 
-def _dynamics(T, P):
+def _dynamics(T, P, ctx=None):
     """The augmented dynamics ``(t, (z, l)) -> (f, tr df/dz)``, the trace by ``D`` autograd passes."""
     import torch
-    f, D = _field(T, P), T["dim"]
+    f, D = _field(T, P, ctx), T["dim"]
 
     def dyn(t, state):
         z = state[0]
@@ -79,8 +88,15 @@ def _dynamics(T, P):
     return dyn
 
 
+def _cnf(T):
+    """``(the CNF's description, inverted)``: a CNF, or the ``Inverse`` of one."""
+    if T["type"] == "Inverse" and T["base"]["type"] == "CNF":
+        return T["base"], True
+    return T, False
+
+
 def supports(case):
-    T = case["transform"]
+    T = _cnf(case["transform"])[0]
     if T["type"] != "CNF":
         return f"torchdiffeq solves ODEs: no {T['type']}"
     if T.get("trace", "exact") != "exact":
@@ -97,20 +113,25 @@ def run(case, pullback=None):
     import torch
     from torchdiffeq import odeint, odeint_adjoint
     pullback = pullback or PULLBACK
-    T = case["transform"]
+    T, inverted = _cnf(case["transform"])
     dt = {"float64": torch.float64, "float32": torch.float32}[case["dtype"]]
     tol = dict(rtol=RTOL64, atol=ATOL64) if dt == torch.float64 else dict(rtol=RTOL32, atol=ATOL32)
     c = arrays(case)
     keys = list(c.params)
     P = {k: torch.tensor(v, dtype=dt, requires_grad=True) for k, v in c.params.items()}
-    dyn = _dynamics(T, P)
+    ctx = None if c.context is None else torch.tensor(c.context, dtype=dt, requires_grad=True)
+    extra = () if ctx is None else (ctx,)
+    dyn = _dynamics(T, P, ctx)
     fwd_t = torch.tensor([T["t1"], T["t0"]], dtype=dt)           # density direction: t1 -> t0
     inv_t = torch.tensor([T["t0"], T["t1"]], dtype=dt)
+    if inverted:
+        fwd_t, inv_t = inv_t, fwd_t
 
     def solve(z0, ts, grad_mode):
         state = (z0, torch.zeros(z0.shape[0], dtype=dt))
         if grad_mode == "adjoint":
-            zs, ls = odeint_adjoint(dyn, state, ts, method=METHOD, adjoint_params=tuple(P[k] for k in keys), **tol)
+            zs, ls = odeint_adjoint(dyn, state, ts, method=METHOD, adjoint_params=tuple(P[k] for k in keys) + extra,
+                                    **tol)
         else:
             zs, ls = odeint(dyn, state, ts, method=METHOD, **tol)
         return zs[-1], ls[-1]
@@ -120,8 +141,11 @@ def run(case, pullback=None):
     if c.dy is not None:
         y, ld = solve(x, fwd_t, pullback)
         obj = (y * torch.tensor(c.dy, dtype=dt)).sum() + (ld * torch.tensor(c.dlogdet, dtype=dt)).sum()
-        g = torch.autograd.grad(obj, [x] + [P[k] for k in keys], allow_unused=True)
+        g = torch.autograd.grad(obj, [x] + list(extra) + [P[k] for k in keys], allow_unused=True)
         out["pullback.dx"] = g[0]
+        if ctx is not None:
+            out["pullback.dcontext"] = torch.zeros_like(ctx) if g[1] is None else g[1]
+            g = (g[0],) + tuple(g[2:])
         for k, gk in zip(keys, g[1:]):
             out[f"pullback.dparams[{k}]"] = torch.zeros_like(P[k]) if gk is None else gk
     else:

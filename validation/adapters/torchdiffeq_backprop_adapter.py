@@ -4,6 +4,7 @@
 from .torchdiffeq_adapter import run as _run, supports  # noqa: F401
 
 NAME = "torchdiffeq (backprop)"
+TAKES_CONTEXT = True
 
 
 def run(case):

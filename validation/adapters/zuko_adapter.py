@@ -25,9 +25,10 @@ import math
 import numpy as np
 
 from . import _torch as T_
-from ._torch import NotMappable, mlp, sequential
+from ._torch import NotMappable, current_context, mlp, sequential, with_context
 
 NAME = "zuko"
+TAKES_CONTEXT = True     # conditional couplings and autoregressive transforms: the context bound into meta
 LOG_SLOPE = -100.0               # slope = e^-100: the soft clip is invertible for |value| < 100 (50 for widths)
 
 
@@ -93,9 +94,10 @@ def _coupling(T, P, dt):
     d2 = int((~mask).sum())
     net = mlp(P, len(T["hidden"]) + 1, T["activation"])
     kind = T["type"]
+    ctx = current_context(T)
 
     def meta(xa):
-        out = net(xa)
+        out = net(with_context(xa, ctx))
         if kind == "AdditiveCoupling":
             return zt.DependentTransform(zt.AdditiveTransform(out), 1)
         if kind == "AffineCoupling":
@@ -114,9 +116,10 @@ def _maa(T, P, dt):
     D = T["dim"]
     masks = [torch.as_tensor(np.asarray(m), dtype=dt) for m in T["masks"]]
     net = mlp(P, len(T["hidden"]) + 1, T["activation"], masks=masks)
+    ctx = current_context(T)
 
     def meta(x):
-        out = net(x)
+        out = net(with_context(x, ctx))
         r, b = out[:, :D], out[:, D:]
         if T["update"] == "affine":
             if T["scale"] == "softclip":
@@ -134,9 +137,10 @@ def _msa(T, P, dt):
     D, K = T["dim"], T["n_bins"]
     masks = [torch.as_tensor(np.asarray(m), dtype=dt) for m in T["masks"]]
     net = mlp(P, len(T["hidden"]) + 1, T["activation"], masks=masks)
+    ctx = current_context(T)
 
     def meta(x):
-        raw = net(x).reshape(x.shape[0], 3 * K - 1, D).transpose(1, 2)     # (N, D, 3K-1)
+        raw = net(with_context(x, ctx)).reshape(x.shape[0], 3 * K - 1, D).transpose(1, 2)     # (N, D, 3K-1)
         return _rqs(T, raw[..., :K], raw[..., K:2 * K], raw[..., 2 * K:])
     return _as_maps(zt.AutoregressiveTransform(meta, passes=D))
 
