@@ -67,6 +67,9 @@ TIME_BUDGET = 15 * 60
 INIT, NOISE, ORDER, EPS, VALID_U, VALID_Z, TEST_U, TEST_Z, SAMPLES = range(9)
 """Purposes of the random streams ``default_rng([seed, purpose])``."""
 CONST = DIM * math.log(LEVELS)
+ARCHITECTURE = ("latent", "hidden", "posterior", "context", "iaf_layers", "iaf_hidden", "flow", "layers", "bins",
+                "bound", "flow_hidden", "dtype", "seed")
+"""The options that define the model (what ``--load`` takes from the saved file)."""
 
 
 def stream(seed, purpose):
@@ -89,15 +92,18 @@ def build(args):
     return VAE(DIM, L, hidden=tuple(args.hidden), activation="tanh", decoder=FlowDecoder(flow, L), **post)
 
 
-def bound_terms(vae, params, x, rng_u, rng_z, draws, samples, dtype):
+def bound_terms(vae, params, x, rng_u, rng_z, draws, samples, dtype, say=None):
     """Per draw of u and per image, the ELBO-based and IW-based bounds on log P(x) in nats: two arrays
-    ``(draws, N)``."""
+    ``(draws, N)``.  ``say``: a progress line per draw."""
     e_terms, iw_terms = np.empty((draws, x.shape[0])), np.empty((draws, x.shape[0]))
     for s in range(draws):
         y, logdet = preprocess(x, rng_u, LEVELS, dtype=dtype)
         elbo, iw = vae.bounds(params, y, rng_z, samples=samples)
         e_terms[s] = elbo + logdet.astype(np.float64) - CONST
         iw_terms[s] = iw + logdet.astype(np.float64) - CONST
+        if say is not None:
+            say(f"test draw {s + 1}/{draws} of u: {samples} posterior draws for each of {x.shape[0]} images done, "
+                f"load {load_avg()}")
     return e_terms, iw_terms
 
 
@@ -197,17 +203,26 @@ def main(argv=None):
     p.add_argument("--ema", type=float, default=0.995, help="decay of the parameters' moving average (0: off)")
     p.add_argument("--patience", type=int, default=60, help="epochs without a better validation bound")
     p.add_argument("--max-minutes", type=float, default=14.0, help="stop training after this many minutes")
-    p.add_argument("--val-draws", type=int, default=2, help="dequantization draws per validation image")
+    p.add_argument("--val-draws", type=int, default=1, help="dequantization draws per validation image")
     p.add_argument("--val-samples", type=int, default=4, help="posterior draws per validation image")
-    p.add_argument("--draws", type=int, default=4, help="dequantization draws per test image")
-    p.add_argument("--samples", type=int, default=1000, help="posterior draws K per test image and draw")
+    p.add_argument("--draws", type=int, default=2, help="dequantization draws per test image")
+    p.add_argument("--samples", type=int, default=100,
+                   help="posterior draws K per test image and draw (module docstring: why not 1000)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="of the model and the data")
     p.add_argument("--seed", type=int, default=0, help="seed of every random stream")
     p.add_argument("--out", default=os.path.join("out", "vae_flow"), help="output directory")
     p.add_argument("--no-plots", action="store_true", help="write no PNGs")
+    p.add_argument("--load", metavar="NPZ",
+                   help="skip training: evaluate the parameters a previous run saved (its architecture too)")
     p.add_argument("--quick", action="store_true", help="a tiny model, 2 epochs, K = 20: a smoke run")
     args = p.parse_args(argv)
     announce_quick(args)
+    loaded = None
+    if args.load:
+        with np.load(args.load, allow_pickle=False) as f:
+            loaded = ({k: f[k] for k in f.files if k != "__config__"}, json.loads(str(f["__config__"])))
+        for k in ARCHITECTURE:
+            setattr(args, k, loaded[1]["args"][k])
     if args.quick:
         args.layers, args.bins, args.flow_hidden, args.hidden, args.latent = 2, 4, [16], [16], 2
         args.epochs, args.samples, args.draws, args.val_draws, args.val_samples = 2, 20, 2, 1, 2
@@ -234,13 +249,23 @@ def main(argv=None):
         f"{sum(v.size for v in params.values()):,} parameters ({n_dec:,} in the decoder)")
     say(f"recipe: {args.epochs} epochs, batch {args.batch}, lr {args.lr:g} cosine, weight decay {args.weight_decay}, "
         f"EMA {args.ema}, patience {args.patience}")
-    load0 = load_avg()
-    best, history, seconds, stop = train(vae, params, x_train, x_val, args, dtype, say)
-    say(f"trained {seconds:.1f} s ({seconds / 60:.2f} min; {stop}; kept epoch {history['best_epoch']}); load "
-        f"{load0} -> {load_avg()}")
+    path = os.path.join(args.out, "vae_flow.npz")
+    if loaded is None:
+        load0 = load_avg()
+        best, history, seconds, stop = train(vae, params, x_train, x_val, args, dtype, say)
+        say(f"trained {seconds:.1f} s ({seconds / 60:.2f} min; {stop}; kept epoch {history['best_epoch']}); load "
+            f"{load0} -> {load_avg()}")
+        config = {"args": vars(args), "best_epoch": history["best_epoch"], "seconds": seconds, "stop": stop,
+                  "history": history}
+        np.savez(path, **best, __config__=np.array(json.dumps(config)))       # before the (long) evaluation
+    else:
+        best, config = loaded
+        history, seconds = config["history"], config["seconds"]
+        vae.check_params(best, dtype)
+        say(f"loaded {args.load}: trained {seconds:.1f} s ({config.get('stop')}; kept epoch {config['best_epoch']})")
     t_eval = time.perf_counter()
     e_terms, iw_terms = bound_terms(vae, best, x_test, stream(args.seed, TEST_U), stream(args.seed, TEST_Z),
-                                    args.draws, args.samples, dtype)
+                                    args.draws, args.samples, dtype, say)
     (e_bpd, e_mc), (iw_bpd, iw_mc) = bpd(e_terms), bpd(iw_terms)
     say(f"test bounds: {args.draws} draws of u x K = {args.samples} posterior draws per image in "
         f"{time.perf_counter() - t_eval:.1f} s")
@@ -258,9 +283,9 @@ def main(argv=None):
     print(f"target: the ELBO bound beats both baselines (< {min(v for _, v in BASELINES)} bits/dim): "
           f"{e_bpd.mean:.4f}: {target_verdict(met, args.quick)}")
     print(f"target: training under 15 minutes: {seconds / 60:.1f} min: {target_verdict(not over, args.quick)}")
-    np.savez(os.path.join(args.out, "vae_flow.npz"), **best, __config__=np.array(json.dumps(
-        {"args": vars(args), "best_epoch": history["best_epoch"], "seconds": seconds,
-         "test_bpd_elbo": e_bpd.mean, "test_bpd_iw": iw_bpd.mean, "history": history})))
+    config.setdefault("results", []).append({"draws": args.draws, "samples": args.samples, "test_bpd_elbo": e_bpd.mean,
+                                             "test_bpd_iw": iw_bpd.mean, "stderr": e_bpd.stderr})
+    np.savez(path, **best, __config__=np.array(json.dumps(config)))
     if not args.no_plots:
         try:
             import matplotlib  # noqa: F401
