@@ -211,7 +211,13 @@ def test_solver_certified_cases_reproduce_the_exact_flow_to_their_tolerance():
     for c in cases:
         s = c["certification"]["solver"]
         assert set(s["digits"]) == {q for q, _ in F.quantities(c)}, c["name"]
-        assert s["min_digits"] >= -np.log10(c["transform"]["rtol"]) - 2.0, (c["name"], s)
+        T = c["transform"].get("base", c["transform"])         # a CNF, or the Inverse of one
+        for q, v in F.quantities(c):
+            # the solve's error in a number v is about rtol |v| + atol: relative, -log10(rtol) less
+            # log10(1 + atol / (rtol |v|)) digits (0.3 for |v| = 1; 2.9 for a logdet of 1.4e-3)
+            small = float(np.min(np.abs(v))) if np.size(v) else 1.0
+            loss = np.log10(1.0 + T["atol"] / (T["rtol"] * small)) if small > 0 else np.inf
+            assert s["digits"][q] >= -np.log10(T["rtol"]) - 2.0 - max(0.0, loss - np.log10(2.0)), (c["name"], q, s)
         assert s["rk4_vs_tight_digits"] >= 10.0, (c["name"], s)
 
 
@@ -431,7 +437,7 @@ def test_torchdiffeq_reproduces_the_cnf_cases(adapter):
     backpropagation through its solver: each passes the cases' own tolerance (5 digits float64, 4 float32)."""
     pytest.importorskip("torch")
     pytest.importorskip("torchdiffeq")
-    cases = [c for c in CASES if c["transform"]["type"] == "CNF"]
+    cases = [c for c in CASES if c["transform"]["type"] == "CNF" and "context" not in c]   # conditional: test_validation_context
     res = check.check(check.load_adapter(adapter), cases, out=lambda s: None)
     assert len(res) == 6
     assert all(r.status == "pass" for r in res), [(r.name, r.status, r.first) for r in res if r.status != "pass"]

@@ -56,11 +56,7 @@ _IMAGE_CERT = ("an image layer of issue 13: its 50-digit reference is being comp
 _COND_PLANAR = ("ConditionalPlanar (issue 15): the case format carries a context now (README \"Context\"), but "
                 "reference.py has no 50-digit ConditionalPlanar (its context-to-(w, u, b) network) yet; its harness "
                 "checks run")
-_COND_CNF = ("a conditional CNF (issue 15 part 1): its solver-certified case (certify_ode.py with the context) is being "
-             "generated")
 PENDING = {
-    "cond_cnf": _COND_CNF,
-    "cond_cnf_inverse": _COND_CNF,
     "conditional_planar_3_ctx2": _COND_PLANAR,
     "conditional_planar_2_ctx4": _COND_PLANAR,
     "conditional_planar_folding": _COND_PLANAR,
