@@ -237,7 +237,8 @@ def test_stored_logdets_agree_with_brute_force_jacobians_of_npflows_forward():
         P = {k: np.asarray(v) for k, v in c["params"].items()}
         x = np.asarray(c["forward"]["input"])
         N, D = x.shape[0], x[0].size             # events of any shape, flattened (the output's has the same size)
-        f = lambda flat: anp.reshape(b.forward(P, anp.reshape(flat, x.shape), xp=anp)[0], (-1,))
+        ctx = np.asarray(c["context"]) if "context" in c else None       # a conditional case's context
+        f = lambda flat: anp.reshape(b.forward(P, anp.reshape(flat, x.shape), ctx, xp=anp)[0], (-1,))
         J = autograd.jacobian(f)(x.reshape(-1)).reshape(N, D, N, D)
         stated = [reference.logdet_from_jacobian(c["transform"], J[i, :, i, :]) for i in range(N)]   # an estimate's
         brute = np.array([np.linalg.slogdet(J[i, :, i, :])[1] if s is None else float(s) for i, s in enumerate(stated)])
@@ -389,7 +390,8 @@ def test_npflows_carries_13_digits_on_almost_every_float64_number():
     # derivative 234) a few spline pullbacks lose 1.6-1.9 digits beyond their attainable ones (10.3 of 11.9-12.2);
     # they still pass the checker's requirement (attainable - 2).
     known = {("spline_coupling_half_2d/steep_end_derivative", "pullback.dparams[net.W2]"),
-             ("spline_elementwise_bins_and_tails/steep_end_derivative", "pullback.dx")}
+             ("spline_elementwise_bins_and_tails/steep_end_derivative", "pullback.dx"),
+             ("cond_autoregressive_spline/steep_end_derivative", "pullback.dx")}     # 10.8 of 12.5
     agreement = report.npflows_agreement([c for c in CASES if c["dtype"] == "float64"])
     n = ok = 0
     worse = []
@@ -453,7 +455,7 @@ def test_torchdiffeq_agrees_with_npflows_tight_solve_beyond_the_cases_tolerance(
     pytest.importorskip("torchdiffeq")
     from validation.adapters import arrays, torchdiffeq_adapter
     from validation.describe import build
-    for case in [c for c in CASES if c["transform"]["type"] == "CNF" and c["dtype"] == "float64"]:
+    for case in [c for c in CASES if c["transform"]["type"] == "CNF" and c["dtype"] == "float64" and "context" not in c]:
         b, c = build({**case["transform"], **certify_ode.TIGHT}), arrays(case)
         y, ld, cache = b.forward(c.params, c.x)
         xi, ldi = b.inverse(c.params, c.y)

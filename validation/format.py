@@ -137,8 +137,8 @@ def quantities(case):
     pb = case.get("pullback")
     if pb is not None:
         out.append(("pullback.dx", pb["dx"]))
-        if "dcontext" in pb:
-            out.append(("pullback.dcontext", pb["dcontext"]))
+        if case.get("context") is not None:         # a conditional case: the context's cotangent too
+            out.append(("pullback.dcontext", pb.get("dcontext")))
         out += [(f"pullback.dparams[{k}]", v) for k, v in pb["dparams"].items()]
     return out
 
