@@ -21,6 +21,9 @@ Mappings (npflows case -> nflows), each exact to rounding:
   MLP, any order) as ``autoregressive_net``, its output columns interleaved to nflows' per-feature
   ``[raw scale, shift]`` layout (``view(-1, D, 2)``).  nflows' inverse makes its own D passes from 0.
 * ``Sequential`` of mappable layers.
+* Conditional cases (a ``context``): the transform is called with nflows' ``context=``, which its couplings
+  and MAF hand to the network as ``transform_net(x1, context)``; the case's network appends it to its input,
+  ``[x1, c]`` (README "Context").  nflows' own conditional MADE cannot match the cases' (README finding 8).
 
 Image layers (images ``(N, C, H, W)``):
 

@@ -19,13 +19,19 @@ in magnitude is reachable, and builds zuko's transforms from the case's values:
 * ``RationalQuadraticSpline``, ``SplineCoupling``: ``MonotonicRQSTransform``: its softmax widths and heights
   are set to npflows' minimum-size-adjusted ones, its exp-derivatives to npflows' knot derivatives.
 * ``Sequential`` of mappable layers.
+
+Conditional cases (a ``context``, README "Context"): the context is bound into the meta-network as zuko's lazy
+transforms do for a given context: a coupling's MLP reads ``[x1, c]``; a conditional MADE is zuko's own
+``zuko.nn.MaskedMLP`` (the network of its conditional MAF) with the case's masks, context rows included, and
+weights loaded into its ``MaskedLinear`` layers, reading ``[x, c]``.  ``pullback.dcontext`` is torch's
+gradient in the context tensor.
 """
 import math
 
 import numpy as np
 
 from . import _torch as T_
-from ._torch import NotMappable, current_context, mlp, sequential, with_context
+from ._torch import NotMappable, current_context, mlp, sequential, set_tensor, with_context
 
 NAME = "zuko"
 TAKES_CONTEXT = True     # conditional couplings and autoregressive transforms: the context bound into meta
@@ -110,12 +116,40 @@ def _coupling(T, P, dt):
     return _as_maps(zt.CouplingTransform(meta, mask))
 
 
+ZUKO_ACTIVATION = {"relu": "ReLU", "tanh": "Tanh", "elu": "ELU"}
+
+
+def _made(T, P, dt):
+    """The case's MADE as a torch function of ``[x, c]``.  A conditional case runs **zuko's own**
+    ``zuko.nn.MaskedMLP`` (the network of zuko's conditional MAF, ``MaskedLinear``: ``x (mask W)^T + b``) with
+    the case's masks, context rows included, and weights loaded into its layers; an unconditional one the
+    adapter's masked MLP (the same formula, ``README.md``)."""
+    import torch
+    masks = [torch.as_tensor(np.asarray(m), dtype=dt) for m in T["masks"]]
+    if T.get("context_dim") is None or T["activation"] not in ZUKO_ACTIVATION:
+        return mlp(P, len(T["hidden"]) + 1, T["activation"], masks=masks)
+    from zuko.nn import MaskedLinear, MaskedMLP
+    reach = masks[0]
+    for m in masks[1:]:
+        reach = (reach @ m) > 0
+        reach = reach.to(dt)
+    net = MaskedMLP((reach.T > 0), hidden_features=list(T["hidden"]),
+                    activation=getattr(torch.nn, ZUKO_ACTIVATION[T["activation"]])).to(dt)
+    lin = [m for m in net if isinstance(m, MaskedLinear)]
+    if len(lin) != len(masks):
+        raise NotMappable("zuko's MaskedMLP has another number of layers")
+    for l, m in enumerate(lin):
+        set_tensor(m, "mask", masks[l].T)                          # (out, in), as torch.nn.Linear's weight
+        set_tensor(m, "weight", P[f"net.W{l}"].T)
+        set_tensor(m, "bias", P[f"net.b{l}"])
+    return net
+
+
 def _maa(T, P, dt):
     import torch
     zt = _zuko()
     D = T["dim"]
-    masks = [torch.as_tensor(np.asarray(m), dtype=dt) for m in T["masks"]]
-    net = mlp(P, len(T["hidden"]) + 1, T["activation"], masks=masks)
+    net = _made(T, P, dt)
     ctx = current_context(T)
 
     def meta(x):
@@ -135,8 +169,7 @@ def _msa(T, P, dt):
     import torch
     zt = _zuko()
     D, K = T["dim"], T["n_bins"]
-    masks = [torch.as_tensor(np.asarray(m), dtype=dt) for m in T["masks"]]
-    net = mlp(P, len(T["hidden"]) + 1, T["activation"], masks=masks)
+    net = _made(T, P, dt)
     ctx = current_context(T)
 
     def meta(x):
