@@ -32,17 +32,18 @@ def test_demo_vae_quick_trains_three_posteriors_reports_the_gaps_and_draws(tmp_p
     out = run("scripts/demo_vae.py", "--quick", "--out", str(tmp_path))
     assert out.startswith("--quick: a smoke run") and "1257 train / 180 validation / 360 test" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines()
-            if line.split() and line.split()[0] in ("gaussian", "planar", "iaf") and "+-" in line}
+            if line.startswith(("gaussian ", "planar ", "iaf ")) and "+-" in line}
     assert set(rows) == {"gaussian", "planar", "iaf"}
     for name, r in rows.items():
-        elbo, iw = float(r[4]), float(r[7])
+        elbo, iw = float(r[3]), float(r[6])
         assert -64 * np.log(2) < elbo <= iw < 0, (name, elbo, iw)     # better than coin flips, IW above ELBO
+    assert "2 seed(s) [0, 1]" in out and out.count(" seed 1: ELBO ") == 3
     assert "ConditionalPlanar(dim=2, context_dim=4)" in out and "update='gated'" in out
     assert out.count("(a --quick smoke run: not meant to meet it)") == 5 and "MISSES" not in out
     for post in ("gaussian", "planar", "iaf"):
-        with np.load(tmp_path / f"vae_{post}.npz", allow_pickle=False) as f:
+        with np.load(tmp_path / f"vae_{post}_seed1.npz", allow_pickle=False) as f:
             config = json.loads(str(f["__config__"]))
-            assert config["posterior"] == post and any(k.startswith("enc.") for k in f.files)
+            assert config["posterior"] == post and config["seed"] == 1 and any(k.startswith("enc.") for k in f.files)
     if _have_matplotlib():
         for name in ("reconstructions.png", "samples.png", "latent.png", "elbo_curves.png"):
             assert (tmp_path / name).stat().st_size > 1000, name
