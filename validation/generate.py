@@ -53,14 +53,7 @@ TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 # Registry entries that cannot (yet) be turned into cases, with the reason.  The coverage test reports
 # them as expected failures rather than passing silently.
 _IMAGE_CERT = ("an image layer of issue 13: its 50-digit reference is being computed (an hour on two busy cores)")
-_COND_PLANAR = ("ConditionalPlanar (issue 15): the case format carries a context now (README \"Context\"), but "
-                "reference.py has no 50-digit ConditionalPlanar (its context-to-(w, u, b) network) yet; its harness "
-                "checks run")
 PENDING = {
-    "conditional_planar_3_ctx2": _COND_PLANAR,
-    "conditional_planar_2_ctx4": _COND_PLANAR,
-    "conditional_planar_folding": _COND_PLANAR,
-    "conditional_planar_chain": _COND_PLANAR,
 }
 
 # The checker's requirement: ``min_digits`` of agreement, relative to max(|value|, floor * S), S the

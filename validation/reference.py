@@ -598,6 +598,53 @@ def planar_inverse(T, P, x):
     return x - t[:, None] * uh[None, :], -log(1 + (1 - t * t) * m)
 
 
+def _planar_inverse_bracketed(T, P, x):
+    """The tanh planar inverse with a safeguarded Newton: the root of the increasing ``g(a) = a + m tanh(a) - yv``
+    (m > -1) lies in ``[yv - |m|, yv + |m|]``; a Newton step leaving the bracket (``m`` near -1, where plain
+    Newton from ``a = yv`` can cycle) is replaced by bisection.  Decided on real parts (the complex step)."""
+    w, uh, b, m = _planar_parts(P)
+    yv = x @ w + b
+    a = np.empty(x.shape[0], dtype=object)
+    for n in range(x.shape[0]):
+        lo, hi = yv[n] - abs(mp.re(m)), yv[n] + abs(mp.re(m))
+        an = yv[n]
+        for _ in range(2000):
+            th = mp.tanh(an)
+            g = an + m * th - yv[n]
+            if mp.re(g) < 0:
+                lo = an
+            else:
+                hi = an
+            new = an - g / (1 + m * (1 - th * th))
+            if not mp.re(lo) <= mp.re(new) <= mp.re(hi):
+                new = (lo + hi) / 2
+            if abs(new - an) < mp.mpf(10) ** (-DPS + 5) * (1 + abs(an)):
+                an = new
+                break
+            an = new
+        else:
+            raise ArithmeticError("conditional planar reference inverse: no convergence")
+        a[n] = an
+    t = tanh(a)
+    return x - t[:, None] * uh[None, :], -log(1 + (1 - t * t) * m)
+
+
+def _conditional_planar(T, P, v, one):
+    """ConditionalPlanar: sample n is the planar map with ``w_n = w + c_n Cw``, ``u_n = u + c_n Cu``,
+    ``b_n = b + c_n Cb`` (``c`` the context, README "Context"); ``one(T, P_n, v[n:n+1])`` evaluates it."""
+    c = _CONTEXT[-1]
+    if c is None or c.shape != (v.shape[0], T["context_dim"]):
+        raise ValueError(f"ConditionalPlanar reference: needs a context of shape ({v.shape[0]}, {T['context_dim']})")
+    outs, lds = [], []
+    for n in range(v.shape[0]):
+        Pn = {"w": P["w"] + np.dot(c[n], P["Cw"]), "u": P["u"] + np.dot(c[n], P["Cu"]),
+              "b": P["b"] + np.dot(c[n], P["Cb"])}
+        o, l = one(T, Pn, v[n:n + 1])
+        outs.append(o)
+        lds.append(l)
+    return np.concatenate(outs, axis=0), np.concatenate(lds, axis=0)
+
+
 def _radial_parts(P, T=None):
     a = P["alpha_raw"][0]                        # alpha = |alpha_raw| (normflows) on Re, else softplus
     alpha = (a if mp.re(a) > 0 else -a) if (T or {}).get("alpha") == "abs" else softplus1(a)
@@ -1323,6 +1370,7 @@ FORWARD = {
     "Sigmoid": sigmoid_forward, "Logit": logit_forward, "Permutation": perm_forward,
     "Linear": linear_forward, "LULinear": lu_forward, "AdditiveCoupling": additive_forward,
     "AffineCoupling": affine_coupling_forward, "Planar": planar_forward, "Radial": radial_forward,
+    "ConditionalPlanar": lambda T, P, z: _conditional_planar(T, P, z, planar_forward),
     "Sequential": seq_forward, "Inverse": lambda T, P, x: inverse(T["base"], P, x),
     "RecomputeSequential": seq_forward,            # the same map: only the backward (recomputed) differs
     "MaskedAffineAutoregressive": maa_forward, "RationalQuadraticSpline": rqs_forward,
@@ -1340,6 +1388,7 @@ INVERSE = {
     "Sigmoid": sigmoid_inverse, "Logit": logit_inverse, "Permutation": perm_inverse,
     "Linear": linear_inverse, "LULinear": lu_inverse, "AdditiveCoupling": additive_inverse,
     "AffineCoupling": affine_coupling_inverse, "Planar": planar_inverse, "Radial": radial_inverse,
+    "ConditionalPlanar": lambda T, P, x: _conditional_planar(T, P, x, _planar_inverse_bracketed),
     "Sequential": seq_inverse, "Inverse": lambda T, P, y: forward(T["base"], P, y),
     "RecomputeSequential": seq_inverse,
     "MaskedAffineAutoregressive": maa_inverse,
