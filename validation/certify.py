@@ -6,6 +6,8 @@
    :math:`h = 2^{-200}|u|` (:math:`2^{-200}` at u = 0), exact to the working precision since nothing is
    subtracted), each correctly rounded to the case's dtype (:func:`round_to`).  npflows' arithmetic plays
    no part: the same inputs give the same bits on every machine and BLAS kernel.
+   A conditional case's ``context`` is one more input: the reference reads it (``reference.context``), and
+   ``pullback.dcontext`` is its complex-step pullback, one evaluation per context entry, like a parameter's.
 2. **Brute force at 50 digits**: each sample's logdet against :math:`\\log|\\det J|` of the reference's own
    complex-step Jacobian; a disagreement beyond 1e-30 stops the generator.
 

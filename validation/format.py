@@ -3,7 +3,9 @@
 A case file is JSON.  Every float is written with Python's ``repr``, the shortest decimal string that
 reads back to the same double, so any conforming JSON reader recovers the stored doubles bit for bit.
 Arrays are nested lists in row-major (C) order; their shapes follow from the nesting.  float32 values are
-stored as the doubles they convert to exactly (the case's ``dtype`` says to cast them back).
+stored as the doubles they convert to exactly (the case's ``dtype`` says to cast them back).  A conditional case
+also has ``context`` ``(N, C)`` and ``pullback.dcontext``; an unconditional one has neither key, so its hashes
+and bytes are those of the format before contexts.
 """
 import hashlib
 import json
