@@ -293,7 +293,7 @@ def main(argv=None):
         rows.append([d, f"{tc:.2f}", f"{tr:.2f}", f"{tr / tc:.2f}", f"{peaks[('cached', d, L_max, batch)] / 2**20:.2f}",
                      f"{peaks[('recompute', d, L_max, batch)] / 2**20:.2f}",
                      f"{min(ratios[(d, L)] for L in depths):.2f}-{max(ratios[(d, L)] for L in depths):.2f}"])
-    print(fmt_table(["d", "cached ms", "recompute ms", "ratio", "cached MiB", "recompute MiB", f"ratio over L"], rows))
+    print(fmt_table(["d", "cached ms", "recompute ms", "ratio", "cached MiB", "recompute MiB", "ratio over L"], rows))
     print("\ngradient difference recompute vs cached (max |g_r - g_c| / max |g_c| over the keys) and round-trip error")
     print(fmt_table(["d", "L", "round trip (trained)", "grad diff (trained)", "round trip (random 0.3)",
                      "grad diff (random 0.3)"], [[d, L, f"{a:.1e}", _fmt(b), f"{c:.1e}", _fmt(e)]
