@@ -25,6 +25,19 @@ def _figure(n_panels, width, height):
     return fig, axes
 
 
+def save_small(fig, path, dpi):
+    """Write ``fig`` to ``path`` as a PNG of at most 64 colours when Pillow is there (matplotlib depends on it):
+    a few tens of kB instead of a few hundred, for pictures committed to a repository (docs/images)."""
+    fig.savefig(path, dpi=dpi)
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
 def density_grid(log_prob_fn, xlim, ylim, n=200, chunk=8192):
     """Evaluate a 2-D log-density on a regular ``n x n`` grid, in chunks of ``chunk`` points.
 

@@ -80,6 +80,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _bench_util import env_lines, fmt_table, time_interleaved, use_native_kernel  # noqa: E402
 from _cli import HelpFormatter, announce_quick  # noqa: E402
 import npflows as nf  # noqa: E402
+from npflows.plotting import save_small  # noqa: E402
 
 DATA, ROTATION, INIT, PERTURB, TRAIN, PROBE = range(6)
 KINDS = {"cached": nf.Sequential, "recompute": nf.RecomputeSequential}
@@ -154,19 +155,6 @@ def gradient_gap(d, depth, params, x, hidden):
             rel = f"error: {type(e).__name__}"
     return rt, rel
 
-
-
-def save_small(fig, path, dpi):
-    """``fig`` as a PNG of at most 64 colours when Pillow is there (matplotlib depends on it): a few tens of kB
-    instead of a few hundred, for the pictures committed under docs/images."""
-    fig.savefig(path, dpi=dpi)
-    try:
-        from PIL import Image
-    except ImportError:
-        return
-    with Image.open(path) as im:
-        small = im.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
-    small.save(path, optimize=True)
 
 def plot(path, depths, dims, batch, peaks, ratios):
     import matplotlib

@@ -85,6 +85,7 @@ from _cli import HelpFormatter, announce_quick  # noqa: E402
 import npflows as nf  # noqa: E402
 from npflows.distributions import Distribution  # noqa: E402
 from npflows.transport import barycentric_map, brownian_bridge, half_sq_cost, sample_plan, sinkhorn_log  # noqa: E402
+from npflows.plotting import save_small  # noqa: E402
 
 SOURCE, TARGET, PAIRS, NOISE, CNF_TRAIN, CNF_TEST, CNF_INIT, MINIBATCH, PATHS = range(9)
 EPS = (1.0, 0.3, 0.1, 0.03, 0.01)
@@ -233,19 +234,6 @@ def train_cnf(args, rng):
         params = train(flow, params, x_train, args.cnf_steps, args.cnf_batch, args.cnf_lr, rng(MINIBATCH), log_every)[0]
     return flow, params, time.perf_counter() - t0
 
-
-
-def save_small(fig, path, dpi):
-    """``fig`` as a PNG of at most 64 colours when Pillow is there (matplotlib depends on it): a few tens of kB
-    instead of a few hundred, for the pictures committed under docs/images."""
-    fig.savefig(path, dpi=dpi)
-    try:
-        from PIL import Image
-    except ImportError:
-        return
-    with Image.open(path) as im:
-        small = im.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
-    small.save(path, optimize=True)
 
 def plot(path, x0, x1, perm, plans, rows, cnf_paths, cnf_cost, ot_cost, rng, n_paths, cnf_label="flow matching"):
     import matplotlib
