@@ -7,6 +7,7 @@ stored as the doubles they convert to exactly (the case's ``dtype`` says to cast
 also has ``context`` ``(N, C)`` and ``pullback.dcontext``; an unconditional one has neither key, so its hashes
 and bytes are those of the format before contexts.
 """
+import contextlib
 import hashlib
 import json
 import math
@@ -15,6 +16,26 @@ from pathlib import Path
 import numpy as np
 
 from . import FORMAT_VERSION
+
+
+class Dynamic:
+    """A value that a ``with`` block sets for the code it calls (a stack, so blocks nest): ``with d.bound(v):``
+    then ``d.get()``.  The case's context reaches the adapters' builders and the variants this way, so their
+    signatures need no argument for it."""
+
+    def __init__(self, default=None):
+        self._stack = [default]
+
+    @contextlib.contextmanager
+    def bound(self, value):
+        self._stack.append(value)
+        try:
+            yield value
+        finally:
+            self._stack.pop()
+
+    def get(self):
+        return self._stack[-1]
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"
 MAX_DIGITS = 15.0     # LRE cap: float64 carries 15.95 decimal digits; a few ulps of rounding leave ~15.3

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import mpmath as mp
 import numpy as np
 
+from .format import Dynamic
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -25,24 +27,15 @@ class Variant:
     one_sided: str = None           # the pullback is a one-sided derivative there: the convention, stated
 
 
-_CONTEXT = [None]     # the context (N, C) of the conditional case whose variant is being made
+_CONTEXT = Dynamic()     # the context (N, C) of the conditional case whose variant is being made
 
 
-class variant_context:
+def variant_context(c):
     """``with variant_context(c):`` the variants made inside belong to a conditional case with context ``c``
     (None: unconditional).  A variant keeps the case's context (the generator passes it on unchanged) and
     reads it where it evaluates the conditioner (:func:`_conditioner_output`, :func:`_exact_knots`), so a
     ``make(b, p, x, rng)`` needs no argument for it."""
-
-    def __init__(self, c):
-        self.c = c
-
-    def __enter__(self):
-        _CONTEXT.append(self.c)
-        return self
-
-    def __exit__(self, *exc):
-        _CONTEXT.pop()
+    return _CONTEXT.bound(c)
 
 
 def variants_for(b):
@@ -147,7 +140,7 @@ def _last_layer(p):
 
 def _conditioner_output(b, p, x):
     """The conditioner's output at the case's inputs and the number of raw-scale columns (first)."""
-    c = _CONTEXT[-1]                                        # a conditional case's context (or None)
+    c = _CONTEXT.get()                                        # a conditional case's context (or None)
     if hasattr(b, "_i1"):                                   # coupling: MLP of the conditioning half
         return b.net.forward(p, x[:, b._i1], context=c)[0], b.d2
     return b.net.forward(p, x, context=c)[0], b.dim         # autoregressive: MADE of the whole input
@@ -251,7 +244,7 @@ def _exact_knots(b, p, x):
         P = {k: R.mpf_array(v) for k, v in p.items()}
         if hasattr(b, "mask"):                               # SplineCoupling: the knots depend on x1
             i1, _ = R._split(T, x)
-            c = _CONTEXT[-1]
+            c = _CONTEXT.get()
             with R.context(None if c is None else R.mpf_array(c)):
                 out = R._net(T, P, R.mpf_array(x[:, i1])).reshape(x.shape[0], idx2.size, R._n_raw(T))
             rw = lambda n, j: list(out[n, j, :K])

@@ -15,6 +15,7 @@ transforms build the transform for a given context; nflows passes ``context=`` t
 import numpy as np
 
 from . import Unavailable, arrays, conditioner
+from ..format import Dynamic
 
 
 class NotMappable(Exception):
@@ -26,28 +27,19 @@ def torch_dtype(case):
     return {"float64": torch.float64, "float32": torch.float32}[case["dtype"]]
 
 
-_CONTEXT = [None]
+_CONTEXT = Dynamic()
 
 
-class context:
+def context(c):
     """``with context(c):`` builders called inside read the case's context tensor ``c`` (or None)."""
-
-    def __init__(self, c):
-        self.c = c
-
-    def __enter__(self):
-        _CONTEXT.append(self.c)
-        return self
-
-    def __exit__(self, *exc):
-        _CONTEXT.pop()
+    return _CONTEXT.bound(c)
 
 
 def current_context(T=None):
     """The context tensor of the case being built (None for an unconditional one).  With ``T``: the context
     for a transform ``T`` that is conditional (``context_dim``), None for one that is not; ``NotMappable`` if
     ``T`` is conditional and no context was given or its width differs."""
-    c = _CONTEXT[-1]
+    c = _CONTEXT.get()
     if T is None:
         return c
     C = T.get("context_dim")
